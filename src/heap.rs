@@ -1,0 +1,1001 @@
+//! The heap: the one context that owns all global state, and the malloc/free/realloc
+//! paths (mallocng's `malloc.c`, `free.c`, `realloc.c`, `aligned_alloc.c`, `donate.c`).
+//!
+//! State split, so a future per-thread fast path needs no rewrite:
+//! - [`State`]: everything mutable, only touched with the heap lock held (a [`Guard`]);
+//! - the secret and the release counter: atomics, read by the lock-free `free` path;
+//! - per-group state (the two masks) lives in the meta records and is changed with atomic
+//!   operations that would let a thread owning a group run them without the lock.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::Ordering::{Relaxed, Release};
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::check::{check, ok};
+use crate::config::size_overflows;
+use crate::config::{AREA, CLASS_MMAP, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
+use crate::list::{dequeue, dequeue_head, queue};
+use crate::lock::RawLock;
+use crate::meta::{
+    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, is_fresh_mapping, low_mask,
+    storage, stride,
+};
+use crate::os::{Os, Prot};
+use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
+use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
+use crate::slot::{
+    RSV_NESTED, RSV_REDIRECT, enframe, find_meta, find_slot, idx_rsv, mark_freed, nominal_size,
+    set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
+};
+
+/// Frees of multi-page slots between two release sweeps.
+const SWEEP_INTERVAL: u32 = 256;
+/// Groups one sweep looks at, at most, so its cost stays bounded in a large heap.
+const SWEEP_GROUPS: usize = 128;
+/// `State::brk` once the break is known to be unusable.
+const BRK_FAILED: usize = usize::MAX;
+
+/// Counters of slow-path events, for reports and tests. Updated under the lock only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Groups given a mapping of their own.
+    pub groups_mapped: u64,
+    /// Groups nested in a slot of a larger class.
+    pub groups_nested: u64,
+    /// Allocations at or above the mmap threshold.
+    pub large_mapped: u64,
+    /// Meta areas set up.
+    pub meta_areas: u64,
+    /// Meta areas that came from the program break.
+    pub brk_areas: u64,
+    /// Release sweeps run.
+    pub sweeps: u64,
+    /// `MADV_DONTNEED` calls made by sweeps.
+    pub releases: u64,
+}
+
+/// Everything mutable about the heap (mallocng's `malloc_context`). Only reached through
+/// a [`Guard`], i.e. with the lock held.
+pub struct State {
+    pub(crate) init_done: bool,
+    pub(crate) pagesize: usize,
+    /// Ticks on every group or large mapping created; seeds offset cycling of fresh slots,
+    /// so a group recreated at the same address starts at a different offset.
+    pub(crate) cycle: u32,
+    pub(crate) free_meta_head: *mut Meta,
+    pub(crate) avail_meta: *mut Meta,
+    pub(crate) avail_meta_count: usize,
+    pub(crate) avail_meta_area_count: usize,
+    pub(crate) meta_alloc_shift: u32,
+    pub(crate) meta_area_head: *mut MetaArea,
+    pub(crate) meta_area_tail: *mut MetaArea,
+    pub(crate) avail_meta_areas: *mut u8,
+    pub(crate) active: [*mut Meta; NUM_CLASSES],
+    pub(crate) usage_by_class: [usize; NUM_CLASSES],
+    pub(crate) bounce: Bounce,
+    pub(crate) brk: usize,
+    pub(crate) sweep_class: usize,
+    pub(crate) stats: Stats,
+}
+
+/// The allocator: one instance is one independent heap.
+///
+/// `O` is the OS backend, `L` the lock. The standalone library and musl each have one
+/// static instance; tests make as many as they like.
+pub struct Heap<O: Os, L: RawLock> {
+    lock: L,
+    /// Written once, under the lock, before the first meta area exists; never 0 after.
+    secret: AtomicU64,
+    /// Frees of multi-page slots, counted lock-free, to schedule release sweeps.
+    medium_frees: AtomicU32,
+    st: UnsafeCell<State>,
+    _os: PhantomData<fn() -> O>,
+}
+
+// SAFETY: `st` is only reached with `lock` held; the other fields are atomics.
+unsafe impl<O: Os, L: RawLock + Sync> Sync for Heap<O, L> {}
+// SAFETY: the raw pointers in `st` point into the heap's own mappings, not thread-bound.
+unsafe impl<O: Os, L: RawLock + Send> Send for Heap<O, L> {}
+
+/// The heap lock, held; derefs to the state it protects.
+pub struct Guard<'a, L: RawLock> {
+    lock: &'a L,
+    st: &'a mut State,
+}
+
+impl<L: RawLock> Deref for Guard<'_, L> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.st
+    }
+}
+
+impl<L: RawLock> DerefMut for Guard<'_, L> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.st
+    }
+}
+
+impl<L: RawLock> Drop for Guard<'_, L> {
+    fn drop(&mut self) {
+        self.lock.unlock();
+    }
+}
+
+/// A range to unmap once the lock is dropped.
+type Unmap = Option<(*mut u8, usize)>;
+
+impl<O: Os, L: RawLock> Heap<O, L> {
+    /// An empty heap; nothing is mapped until the first allocation.
+    pub const fn new(lock: L) -> Self {
+        Heap {
+            lock,
+            secret: AtomicU64::new(0),
+            medium_frees: AtomicU32::new(0),
+            st: UnsafeCell::new(State {
+                init_done: false,
+                pagesize: 0,
+                cycle: 0,
+                free_meta_head: null_mut(),
+                avail_meta: null_mut(),
+                avail_meta_count: 0,
+                avail_meta_area_count: 0,
+                meta_alloc_shift: 0,
+                meta_area_head: null_mut(),
+                meta_area_tail: null_mut(),
+                avail_meta_areas: null_mut(),
+                active: [null_mut(); NUM_CLASSES],
+                usage_by_class: [0; NUM_CLASSES],
+                bounce: Bounce::new(),
+                brk: 0,
+                sweep_class: 0,
+                stats: Stats {
+                    groups_mapped: 0,
+                    groups_nested: 0,
+                    large_mapped: 0,
+                    meta_areas: 0,
+                    brk_areas: 0,
+                    sweeps: 0,
+                    releases: 0,
+                },
+            }),
+            _os: PhantomData,
+        }
+    }
+
+    /// Take the heap lock.
+    pub fn locked(&self) -> Guard<'_, L> {
+        self.lock.lock();
+        Guard {
+            lock: &self.lock,
+            // SAFETY: the lock is held until the guard drops, so this is the only reference.
+            st: unsafe { &mut *self.st.get() },
+        }
+    }
+
+    /// The heap's secret (0 before the first allocation).
+    pub fn secret(&self) -> u64 {
+        self.secret.load(Relaxed)
+    }
+
+    /// A copy of the event counters.
+    pub fn stats(&self) -> Stats {
+        self.locked().stats
+    }
+
+    /// Allocate `n` bytes, 16-aligned. `None` when the size overflows or memory is out.
+    pub fn malloc(&self, n: usize) -> Option<NonNull<u8>> {
+        if size_overflows(n) {
+            return None;
+        }
+        if n >= MMAP_THRESHOLD {
+            return self.malloc_large(n);
+        }
+        let mut st = self.locked();
+        // SAFETY: the lock is held.
+        let (g, idx) = unsafe { st.take_slot::<O>(size_to_class(n), n, &self.secret)? };
+        let ctr = st.cycle;
+        drop(st);
+        // SAFETY: slot `idx` of `g` was just taken from its avail mask and fits `n`.
+        NonNull::new(unsafe { enframe(g, idx, n, ctr) })
+    }
+
+    fn malloc_large(&self, n: usize) -> Option<NonNull<u8>> {
+        let len = n + IB + UNIT;
+        if len.div_ceil(AREA) > u32::MAX as usize {
+            return None;
+        }
+        // SAFETY: a fresh anonymous mapping.
+        let p = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
+        let mut st = self.locked();
+        st.bounce.step_seq();
+        // SAFETY: the lock is held.
+        let Some(g) = (unsafe { st.alloc_meta::<O>(&self.secret) }) else {
+            drop(st);
+            // SAFETY: the mapping is ours and unused.
+            unsafe { O::munmap(p, len) };
+            return None;
+        };
+        // SAFETY: `g` is a fresh record and `p` a fresh mapping, both ours.
+        unsafe { init_group(g, p, 0, 0, CLASS_MMAP, len.div_ceil(AREA) as u32, 0, 0) };
+        st.stats.large_mapped += 1;
+        // use a global counter to cycle offset in individually-mmapped allocations.
+        st.cycle = st.cycle.wrapping_add(1);
+        let ctr = st.cycle;
+        drop(st);
+        // SAFETY: the only slot of a fresh group, which holds `n` bytes.
+        NonNull::new(unsafe { enframe(g, 0, n, ctr) })
+    }
+
+    /// `malloc` whose memory reads as zero.
+    pub fn calloc(&self, n: usize) -> Option<NonNull<u8>> {
+        let p = self.malloc(n)?;
+        // SAFETY: `p` is a live allocation of `n` bytes.
+        unsafe {
+            if !self.is_allzero(p.as_ptr()) {
+                p.as_ptr().write_bytes(0, n);
+            }
+        }
+        Some(p)
+    }
+
+    /// Whether the allocation at `p` is known to read as zero (fresh from `mmap`).
+    ///
+    /// # Safety
+    /// `p` is a live allocation of this heap.
+    pub unsafe fn is_allzero(&self, p: *mut u8) -> bool {
+        // SAFETY: forwarded; the record was validated.
+        unsafe { is_fresh_mapping(ok(find_meta(p, self.secret())).cast_const()) }
+    }
+
+    /// The size `p` was allocated with (exact, as mallocng).
+    ///
+    /// # Safety
+    /// `p` is null or a live allocation of this heap; anything else crashes or faults.
+    pub unsafe fn usable_size(&self, p: *mut u8) -> usize {
+        if p.is_null() {
+            return 0;
+        }
+        // SAFETY: forwarded; every step is validated.
+        unsafe {
+            let s = ok(find_slot(p, self.secret()));
+            ok(nominal_size(p, s.end))
+        }
+    }
+
+    /// Free `p` (null is ignored). Invalid pointers crash.
+    ///
+    /// # Safety
+    /// `p` is null or a live allocation of this heap, not used afterwards.
+    pub unsafe fn free(&self, p: *mut u8) {
+        if p.is_null() {
+            return;
+        }
+        let secret = self.secret();
+        // SAFETY: every field read is validated by find_slot before use; the slot is ours
+        // until its bit reaches freed_mask.
+        unsafe {
+            let s = ok(find_slot(p, secret));
+            ok(nominal_size(p, s.end));
+            let g = s.meta;
+            let bit = 1u32 << s.idx;
+            let all = low_mask((*g).last_idx as usize);
+            let medium = s.stride > AREA && (*g).last_idx != 0;
+            mark_freed(p);
+
+            // atomic free without locking if this is neither the first freed slot (the
+            // group may need queueing) nor the last in use (the group may be freed).
+            loop {
+                let freed = (*g).freed_mask.load(Relaxed);
+                let avail = (*g).avail_mask.load(Relaxed);
+                let mask = freed | avail;
+                check!(mask & bit == 0);
+                if freed == 0 || mask + bit == all {
+                    break;
+                }
+                // Release: our last writes to the slot happen before its reuse.
+                if (*g)
+                    .freed_mask
+                    .compare_exchange(freed, freed + bit, Release, Relaxed)
+                    .is_ok()
+                {
+                    self.after_free(medium);
+                    return;
+                }
+            }
+            let mut st = self.locked();
+            let unmap = st.nontrivial_free::<O>(g, s.idx, secret);
+            drop(st);
+            if let Some((base, len)) = unmap {
+                O::munmap(base, len);
+            }
+            self.after_free(medium);
+        }
+    }
+
+    /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
+    fn after_free(&self, medium: bool) {
+        if medium && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
+        {
+            let mut st = self.locked();
+            // SAFETY: the lock is held.
+            unsafe { st.sweep::<O>() };
+        }
+    }
+
+    /// Resize `p` to `n` bytes: in place when the class allows, by `mremap` for large
+    /// blocks, else by copying. `None` (with `p` untouched) when out of memory.
+    ///
+    /// # Safety
+    /// `p` is null or a live allocation of this heap; on success it is no longer valid.
+    pub unsafe fn realloc(&self, p: *mut u8, n: usize) -> Option<NonNull<u8>> {
+        if p.is_null() {
+            return self.malloc(n);
+        }
+        if size_overflows(n) {
+            return None;
+        }
+        // SAFETY: validated like free; the allocation is the caller's, so its record's
+        // `mem` and `maplen` are ours to change.
+        unsafe {
+            let s = ok(find_slot(p, self.secret()));
+            let old = ok(nominal_size(p, s.end));
+            let g = s.meta;
+            let room = s.end.addr() - p.addr();
+            let sc = (*g).sizeclass as usize;
+            // only resize in place if the size class matches
+            if n <= room && n < MMAP_THRESHOLD && size_to_class(n) + 1 >= sc {
+                set_size(p, s.end, n);
+                return NonNull::new(p);
+            }
+            // use mremap if old and new size are both mmap-worthy
+            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD {
+                check!(sc == CLASS_MMAP as usize);
+                let base = p.addr() - s.start.addr();
+                let needed = round_up(n + base + UNIT + IB, AREA);
+                let old_len = (*g).maplen as usize * AREA;
+                let mem = (*g).mem.cast::<u8>();
+                let moved = if needed / AREA > u32::MAX as usize {
+                    None
+                } else if old_len == needed {
+                    NonNull::new(mem)
+                } else {
+                    O::mremap(mem, old_len, needed)
+                };
+                if let Some(new) = moved {
+                    let new = new.as_ptr();
+                    (*g).mem = new.cast::<Group>();
+                    (*g).maplen = (needed / AREA) as u32;
+                    let p = storage((*g).mem).wrapping_add(base);
+                    let end = new.wrapping_add(needed - IB);
+                    // the old end's check byte is gone with a shrink: make the new one.
+                    *end = 0;
+                    set_size(p, end, n);
+                    return NonNull::new(p);
+                }
+            }
+            let new = self.malloc(n)?;
+            core::ptr::copy_nonoverlapping(p, new.as_ptr(), n.min(old));
+            self.free(p);
+            Some(new)
+        }
+    }
+
+    /// `len` bytes aligned to `align`, a power of two. `None` when out of memory or the
+    /// alignment is above [`MAX_ALIGN`].
+    pub fn aligned_alloc(&self, align: usize, len: usize) -> Option<NonNull<u8>> {
+        debug_assert!(align.is_power_of_two());
+        if align > MAX_ALIGN || size_overflows(len) {
+            return None;
+        }
+        let align = align.max(UNIT);
+        let p = self.malloc(len + align - UNIT)?.as_ptr();
+        // SAFETY: `p` is our fresh allocation; everything written lies in its slot.
+        unsafe {
+            let s = ok(find_slot(p, self.secret()));
+            let adj = p.addr().wrapping_neg() & (align - 1);
+            if adj == 0 {
+                set_size(p, s.end, len);
+                return NonNull::new(p);
+            }
+            let p = p.wrapping_add(adj);
+            let offset = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
+            if offset <= 0xffff {
+                set_off16(p, offset);
+                set_flag(p, 0);
+            } else {
+                // a 32-bit offset if 16 bits don't fit: then the 16-bit field is zero and
+                // the flag byte nonzero.
+                set_off16(p, 0);
+                set_big_off(p, offset as u32);
+                set_flag(p, 1);
+            }
+            set_idx_rsv(p, s.idx as u8);
+            set_size(p, s.end, len);
+            // store the offset to the aligned framing at the slot start: it keeps offset
+            // cycling going and lets heap walks find the data. For extreme over-alignment
+            // it doesn't fit, but those are single-slot mappings anyway.
+            set_off16(s.start, ((p.addr() - s.start.addr()) / UNIT) & 0xffff);
+            set_idx_rsv(s.start, RSV_REDIRECT << 5);
+            NonNull::new(p)
+        }
+    }
+
+    /// Give the heap a range of otherwise unused memory (musl's dynamic linker donates the
+    /// gaps in loaded segments). Bad ranges are ignored; the memory is never unmapped.
+    ///
+    /// # Safety
+    /// `start .. end` is writable memory that nothing else uses, now or later.
+    pub unsafe fn donate(&self, start: *mut u8, end: *mut u8) {
+        if start.is_null() || end.addr() <= start.addr() {
+            return;
+        }
+        let mut a = round_up(start.addr(), UNIT);
+        let b = end.addr() & !(UNIT - 1);
+        if b <= a {
+            return;
+        }
+        // SAFETY: the caller gives us the whole range.
+        unsafe { start.write_bytes(0, end.addr() - start.addr()) };
+        let mut st = self.locked();
+        let mut sc = NUM_CLASSES - 1;
+        while sc > 0 && b > a {
+            let span = (SIZE_CLASSES[sc] as usize + 1) * UNIT;
+            if b - a >= span {
+                // SAFETY: the lock is held; `a .. a + span` is donated, zeroed memory.
+                unsafe {
+                    let Some(m) = st.alloc_meta::<O>(&self.secret) else {
+                        return;
+                    };
+                    let mem = start.with_addr(a);
+                    init_group(m, mem, 0, 0, sc as u8, 0, 0, 1);
+                    (*m).freeable = 0;
+                    set_idx_rsv(storage((*m).mem), 0xff);
+                    queue(&mut st.active[sc], m);
+                }
+                a += span;
+            }
+            sc = sc.saturating_sub(4);
+        }
+    }
+
+    /// musl's fork hook: `who < 0` before fork (take the lock), `0` in the parent
+    /// afterwards (release it), `> 0` in the child (the lock's holder is gone: reset).
+    pub fn atfork(&self, who: i32) {
+        match who {
+            ..0 => self.lock.lock(),
+            0 => self.lock.unlock(),
+            _ => self.lock.reset(),
+        }
+    }
+}
+
+/// Fill in a meta record for a group at `mem` and link the group to it.
+///
+/// # Safety
+/// `m` is a fresh record, `mem` the group's writable memory; the lock is held.
+#[allow(clippy::too_many_arguments)]
+unsafe fn init_group(
+    m: *mut Meta,
+    mem: *mut u8,
+    last_idx: usize,
+    active_idx: usize,
+    sc: u8,
+    maplen: u32,
+    avail: u32,
+    freed: u32,
+) {
+    // SAFETY: the caller vouches for both.
+    unsafe {
+        let g = mem.cast::<Group>();
+        (*m).mem = g;
+        (*g).meta = m;
+        (*g).active_idx = active_idx as u8;
+        (*m).last_idx = last_idx as u8;
+        (*m).freeable = 1;
+        (*m).sizeclass = sc;
+        (*m).maplen = maplen;
+        (*m).avail_mask.store(avail, Relaxed);
+        (*m).freed_mask.store(freed, Relaxed);
+        (*m).clean_mask = 0;
+        (*m).swept_mask = 0;
+    }
+}
+
+impl State {
+    /// Page size and secret, once.
+    fn init<O: Os>(&mut self, secret: &AtomicU64) {
+        if self.init_done {
+            return;
+        }
+        self.pagesize = O::page_size().max(AREA);
+        // 0 means "no heap yet" to find_meta.
+        secret.store(O::random() | 1, Relaxed);
+        self.init_done = true;
+    }
+
+    /// mallocng `alloc_meta`: a record from the free list, else from the current meta
+    /// area, else from a new area: taken from the program break (first with a guard page
+    /// below it), or carved from a PROT_NONE reservation that doubles each time, so that
+    /// every area has an inaccessible page or area-sized gap below the first.
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn alloc_meta<O: Os>(&mut self, secret: &AtomicU64) -> Option<*mut Meta> {
+        self.init::<O>(secret);
+        // SAFETY: free and area records are ours under the lock; new areas are fresh.
+        unsafe {
+            if let Some(m) = dequeue_head(&mut self.free_meta_head) {
+                return Some(m);
+            }
+            if self.avail_meta_count == 0 {
+                let pagesize = self.pagesize;
+                let mut need_unprotect = true;
+                if self.avail_meta_area_count == 0 && O::USE_BRK && self.brk != BRK_FAILED {
+                    let mut new = self.brk + pagesize;
+                    let mut need_guard = false;
+                    if self.brk == 0 {
+                        need_guard = true;
+                        let b = O::brk(0);
+                        // some ancient kernels returned _ebss instead of the next page.
+                        self.brk = round_up(b, pagesize);
+                        new = self.brk + 2 * pagesize;
+                    }
+                    if self.brk == 0 || O::brk(new) != new {
+                        self.brk = BRK_FAILED;
+                    } else {
+                        if need_guard {
+                            let at = core::ptr::with_exposed_provenance_mut(self.brk);
+                            O::mmap(at, pagesize, Prot::None, true);
+                        }
+                        self.brk = new;
+                        self.avail_meta_areas =
+                            core::ptr::with_exposed_provenance_mut(new - pagesize);
+                        self.avail_meta_area_count = pagesize / AREA;
+                        self.stats.brk_areas += 1;
+                        need_unprotect = false;
+                    }
+                }
+                if self.avail_meta_area_count == 0 {
+                    let n = 2usize << self.meta_alloc_shift;
+                    let p = O::mmap(null_mut(), n * pagesize, Prot::None, false)?.as_ptr();
+                    self.avail_meta_areas = p.wrapping_add(pagesize);
+                    self.avail_meta_area_count = (n - 1) * (pagesize / AREA);
+                    self.meta_alloc_shift = (self.meta_alloc_shift + 1).min(20);
+                }
+                let p = self.avail_meta_areas;
+                if p.addr() & (pagesize - 1) != 0 {
+                    need_unprotect = false;
+                }
+                if need_unprotect && !O::mprotect(p, pagesize, Prot::ReadWrite) {
+                    return None;
+                }
+                self.avail_meta_area_count -= 1;
+                self.avail_meta_areas = p.wrapping_add(AREA);
+                let area = p.cast::<MetaArea>();
+                if self.meta_area_tail.is_null() {
+                    self.meta_area_head = area;
+                } else {
+                    (*self.meta_area_tail).next = area;
+                }
+                self.meta_area_tail = area;
+                (*area).check = secret.load(Relaxed);
+                (*area).nslots = AREA_SLOTS;
+                self.avail_meta_count = AREA_SLOTS;
+                self.avail_meta = area_slots(area);
+                self.stats.meta_areas += 1;
+            }
+            self.avail_meta_count -= 1;
+            let m = self.avail_meta;
+            self.avail_meta = m.wrapping_add(1);
+            (*m).prev = null_mut();
+            (*m).next = null_mut();
+            Some(m)
+        }
+    }
+
+    /// Return a record to the free list, wiped.
+    ///
+    /// # Safety
+    /// `m` is live and unlisted; the lock is held.
+    unsafe fn free_meta(&mut self, m: *mut Meta) {
+        // SAFETY: forwarded.
+        unsafe {
+            m.write(Meta::EMPTY);
+            queue(&mut self.free_meta_head, m);
+        }
+    }
+
+    /// A slot of class `sc` (or its coarse neighbour) for an `n`-byte request.
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn take_slot<O: Os>(
+        &mut self,
+        mut sc: usize,
+        n: usize,
+        secret: &AtomicU64,
+    ) -> Option<(*mut Meta, usize)> {
+        // SAFETY: listed records are live; the lock is held.
+        unsafe {
+            let mut g = self.active[sc];
+            // use coarse size classes initially when there are not yet any groups of the
+            // desired size. This allows counts of 2 or 3 to be allocated at first rather
+            // than starting with 7 or 5, the min counts for even size classes.
+            if g.is_null()
+                && (4..32).contains(&sc)
+                && sc != 6
+                && sc & 1 == 0
+                && self.usage_by_class[sc] == 0
+            {
+                let mut usage = self.usage_by_class[sc | 1];
+                let c = self.active[sc | 1];
+                // if a new group may be allocated, count it toward usage in deciding if
+                // we can use the coarse class.
+                if c.is_null()
+                    || ((*c).avail_mask.load(Relaxed) == 0 && (*c).freed_mask.load(Relaxed) == 0)
+                {
+                    usage += 3;
+                }
+                if usage <= 12 {
+                    sc |= 1;
+                }
+                g = self.active[sc];
+            }
+            if !g.is_null() {
+                let mask = (*g).avail_mask.load(Relaxed);
+                if mask != 0 {
+                    let first = mask & mask.wrapping_neg();
+                    (*g).avail_mask.store(mask - first, Relaxed);
+                    return Some((g, first.trailing_zeros() as usize));
+                }
+            }
+            let idx = self.alloc_slot::<O>(sc, n, secret)?;
+            Some((self.active[sc], idx))
+        }
+    }
+
+    /// mallocng `try_avail`: make the head of `sc`'s active list one with available slots
+    /// and take the lowest; 0 when the list runs empty.
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn try_avail(&mut self, sc: usize) -> u32 {
+        // SAFETY: listed records are live; the lock is held.
+        unsafe {
+            let mut m = self.active[sc];
+            if m.is_null() {
+                return 0;
+            }
+            let mut mask = (*m).avail_mask.load(Relaxed);
+            if mask == 0 {
+                if (*m).freed_mask.load(Relaxed) == 0 {
+                    dequeue(&mut self.active[sc], m);
+                    m = self.active[sc];
+                    if m.is_null() {
+                        return 0;
+                    }
+                } else {
+                    m = (*m).next;
+                    self.active[sc] = m;
+                }
+                mask = (*m).freed_mask.load(Relaxed);
+                // skip a fully-free group unless it's the only one or it's a permanently
+                // non-freeable group
+                if mask == low_mask((*m).last_idx as usize) && (*m).freeable != 0 {
+                    m = (*m).next;
+                    self.active[sc] = m;
+                    mask = (*m).freed_mask.load(Relaxed);
+                }
+                // activate more slots in a not-fully-active group if needed, but only as
+                // a last resort. Prefer using any other group with free slots: this avoids
+                // touching and dirtying as-yet-unused pages.
+                let active_idx = (*(*m).mem).active_idx as usize;
+                if mask & low_mask(active_idx) == 0 {
+                    if (*m).next != m {
+                        m = (*m).next;
+                        self.active[sc] = m;
+                    } else {
+                        let size = class_size(sc);
+                        let mut cnt = active_idx + 2;
+                        let mut span = UNIT + size * cnt;
+                        // activate up to the next 4k boundary
+                        while (span ^ (span + size - 1)) < 4096 {
+                            cnt += 1;
+                            span += size;
+                        }
+                        cnt = cnt.min((*m).last_idx as usize + 1);
+                        (*(*m).mem).active_idx = (cnt - 1) as u8;
+                    }
+                }
+                mask = activate_group(m);
+                check!(mask != 0);
+                self.bounce.decay_bounces(sc);
+            }
+            let first = mask & mask.wrapping_neg();
+            (*m).avail_mask.store(mask - first, Relaxed);
+            first
+        }
+    }
+
+    /// mallocng `alloc_slot`: a slot of `sc` from the active list, or from a new group.
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn alloc_slot<O: Os>(
+        &mut self,
+        sc: usize,
+        req: usize,
+        secret: &AtomicU64,
+    ) -> Option<usize> {
+        // SAFETY: forwarded; the new group is fresh and ours.
+        unsafe {
+            let first = self.try_avail(sc);
+            if first != 0 {
+                return Some(first.trailing_zeros() as usize);
+            }
+            let g = self.alloc_group::<O>(sc, req, secret)?;
+            // take slot 0
+            (*g).avail_mask.fetch_sub(1, Relaxed);
+            queue(&mut self.active[sc], g);
+            Some(0)
+        }
+    }
+
+    /// mallocng `alloc_group`: a new group for `sc`, sized from usage by [`plan_group`].
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn alloc_group<O: Os>(
+        &mut self,
+        sc: usize,
+        req: usize,
+        secret: &AtomicU64,
+    ) -> Option<*mut Meta> {
+        // SAFETY: the lock is held; the memory set up is fresh (a new mapping, or a slot
+        // just taken from the host class).
+        unsafe {
+            let m = self.alloc_meta::<O>(secret)?;
+            let usage = self.usage_by_class[sc];
+            let coarse = if sc & 1 == 0 && sc < 32 {
+                self.usage_by_class[sc + 1]
+            } else {
+                0
+            };
+            let plan = plan_group(sc, usage, coarse, req, self.pagesize, &mut self.bounce);
+            let (p, cnt, active_idx, maplen) = match plan {
+                GroupPlan::Mapped {
+                    cnt,
+                    len,
+                    active_idx,
+                } => {
+                    let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
+                        self.free_meta(m);
+                        return None;
+                    };
+                    self.stats.groups_mapped += 1;
+                    (p.as_ptr(), cnt, active_idx, (len / AREA) as u32)
+                }
+                GroupPlan::Nested {
+                    cnt,
+                    host_class,
+                    host_req,
+                } => {
+                    let Some(idx) = self.alloc_slot::<O>(host_class, host_req, secret) else {
+                        self.free_meta(m);
+                        return None;
+                    };
+                    let host = self.active[host_class];
+                    let p = enframe(host, idx, class_size(host_class) - IB, self.cycle);
+                    set_idx_rsv(p, (idx_rsv(p) & 31) | (RSV_NESTED << 5));
+                    // The host slot holds stale data: zero each slot's check byte and index
+                    // byte, so offset cycling starts from `cycle`, not from old contents.
+                    let size = class_size(sc);
+                    for i in 0..=cnt {
+                        *p.wrapping_add(UNIT + i * size - 4) = 0;
+                    }
+                    for i in 0..cnt {
+                        *p.wrapping_add(UNIT + i * size - 3) = 0;
+                    }
+                    self.stats.groups_nested += 1;
+                    (p, cnt, cnt - 1, 0)
+                }
+            };
+            self.cycle = self.cycle.wrapping_add(1);
+            self.usage_by_class[sc] += cnt;
+            let avail = low_mask(active_idx);
+            let freed = low_mask(cnt - 1) & !avail;
+            init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
+            Some(m)
+        }
+    }
+
+    /// mallocng `nontrivial_free`: the locked part of free, when slot `i` of `g` is the
+    /// first freed (the group must be listed again) or the last in use (it may go away).
+    ///
+    /// # Safety
+    /// The lock is held; `g` is live and slot `i` in use and validated.
+    unsafe fn nontrivial_free<O: Os>(&mut self, g: *mut Meta, i: usize, secret: u64) -> Unmap {
+        // SAFETY: the lock is held; listed records are live.
+        unsafe {
+            let bit = 1u32 << i;
+            let sc = (*g).sizeclass as usize;
+            let mask = (*g).freed_mask.load(Relaxed) | (*g).avail_mask.load(Relaxed);
+            if mask + bit == low_mask((*g).last_idx as usize) && self.okay_to_free(g) {
+                // any multi-slot group is necessarily on an active list here, but
+                // single-slot groups might or might not be.
+                if !(*g).next.is_null() {
+                    check!(sc < NUM_CLASSES);
+                    let activate_new = self.active[sc] == g;
+                    dequeue(&mut self.active[sc], g);
+                    if activate_new && !self.active[sc].is_null() {
+                        activate_group(self.active[sc]);
+                    }
+                }
+                return self.free_group::<O>(g, secret);
+            } else if mask == 0 {
+                check!(sc < NUM_CLASSES);
+                // might still be active if there were no allocations after the last
+                // available slot was taken.
+                if self.active[sc] != g {
+                    queue(&mut self.active[sc], g);
+                }
+            }
+            (*g).freed_mask.fetch_or(bit, Release);
+            None
+        }
+    }
+
+    /// mallocng `free_group`: tear down an empty group; its mapping is returned for
+    /// unmapping after the lock is dropped, a nested group's host slot is freed.
+    ///
+    /// # Safety
+    /// The lock is held; `g` is live, unlisted and empty.
+    unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+        // SAFETY: the lock is held; the host slot of a nested group is validated.
+        unsafe {
+            let sc = (*g).sizeclass as usize;
+            if sc < NUM_CLASSES {
+                self.usage_by_class[sc] -= (*g).last_idx as usize + 1;
+            }
+            let unmap = if (*g).maplen != 0 {
+                self.bounce.step_seq();
+                self.bounce.record_seq(sc);
+                Some(((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA))
+            } else {
+                let p = (*g).mem.cast::<u8>();
+                let host = ok(find_meta(p, secret));
+                let idx = crate::slot::slot_index(p);
+                (*(*g).mem).meta = null_mut();
+                // not checking size/reserved here; it's intentionally invalid
+                mark_freed(p);
+                self.nontrivial_free::<O>(host, idx, secret)
+            };
+            self.free_meta(g);
+            unmap
+        }
+    }
+
+    /// mallocng `okay_to_free`: whether an empty group should go, or be kept for reuse.
+    ///
+    /// # Safety
+    /// `g` is live; the lock is held.
+    unsafe fn okay_to_free(&self, g: *mut Meta) -> bool {
+        // SAFETY: forwarded.
+        unsafe {
+            let sc = (*g).sizeclass as usize;
+            if (*g).freeable == 0 {
+                return false;
+            }
+            // always free individual mmaps not suitable for reuse
+            if sc >= NUM_CLASSES || stride(g) < class_size(sc) {
+                return true;
+            }
+            // always free groups allocated inside another group's slot since recreating
+            // them should not be expensive and they might be blocking freeing of a much
+            // larger group.
+            if (*g).maplen == 0 {
+                return true;
+            }
+            // if there is another non-full group, free this one to consolidate future
+            // allocations, reduce fragmentation.
+            if (*g).next != g {
+                return true;
+            }
+            // free any group in a size class that's not bouncing
+            if !self.bounce.is_bouncing(sc) {
+                return true;
+            }
+            let cnt = (*g).last_idx as usize + 1;
+            let usage = self.usage_by_class[sc];
+            // if usage is high enough that a larger count should be used, free the
+            // low-count group so a new one will be made.
+            if 9 * cnt <= usage && cnt < 20 {
+                return true;
+            }
+            // otherwise, keep the last group in a bouncing class.
+            false
+        }
+    }
+
+    /// Give back the whole pages of free slots that stayed free for a full sweep
+    /// interval. mallocng 1.2.1–1.2.3 released pages on *every* free of a multi-page slot
+    /// and a churn of medium sizes became a storm of `madvise` calls (1.2.4 turned it
+    /// off, never releasing). Here a slot is released only if it was free at the previous
+    /// sweep and still is: slots reused within an interval (every churn loop) cost
+    /// nothing, and adjacent cold slots are released in one call.
+    ///
+    /// DONTNEED rather than FREE, on purpose: only cold memory gets here, so the cheap
+    /// reuse MADV_FREE offers hardly matters, while MADV_FREE pages stay in RSS (and in a
+    /// container's memory charge) until the kernel feels pressure, which is what a user
+    /// watching RSS after a large free would see as a leak.
+    ///
+    /// # Safety
+    /// The lock is held.
+    pub(crate) unsafe fn sweep<O: Os>(&mut self) {
+        self.stats.sweeps += 1;
+        let mut budget = SWEEP_GROUPS;
+        for _ in 0..NUM_CLASSES {
+            let sc = self.sweep_class;
+            self.sweep_class = (sc + 1) % NUM_CLASSES;
+            let head = self.active[sc];
+            if head.is_null() || class_size(sc) < self.pagesize + IB {
+                continue;
+            }
+            let mut m = head;
+            loop {
+                // SAFETY: listed records are live; the lock is held.
+                unsafe {
+                    self.release_cold::<O>(m);
+                    m = (*m).next;
+                }
+                budget -= 1;
+                if m == head || budget == 0 {
+                    break;
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+    }
+
+    /// # Safety
+    /// `m` is live; the lock is held.
+    unsafe fn release_cold<O: Os>(&mut self, m: *mut Meta) {
+        // SAFETY: freed slots cannot be handed out without the lock, which we hold; only
+        // whole pages strictly inside slots are released, never a header.
+        unsafe {
+            if (*m).last_idx == 0 {
+                return;
+            }
+            let freed = (*m).freed_mask.load(Relaxed);
+            // slots never activated are untouched pages: nothing to give back
+            let touched = low_mask((*(*m).mem).active_idx as usize);
+            let cold = freed & (*m).swept_mask & !(*m).clean_mask & touched;
+            (*m).swept_mask = freed;
+            if cold == 0 {
+                return;
+            }
+            let ps = self.pagesize;
+            let st = stride(m);
+            let base = storage((*m).mem);
+            let mut rest = cold;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                let run = (rest >> i).trailing_ones() as usize;
+                let lo = round_up(base.addr() + i * st, ps);
+                let hi = (base.addr() + (i + run) * st - IB) & !(ps - 1);
+                if hi > lo {
+                    O::release(base.with_addr(lo), hi - lo);
+                    self.stats.releases += 1;
+                }
+                rest &= !(low_mask(i + run - 1));
+            }
+            (*m).clean_mask |= cold;
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The out-of-band records: group header, meta record, meta area, and the slot-mask algebra.
+//!
+//! ```text
+//! group (16-aligned)            meta area (4 KiB, page-aligned, in a PROT_NONE-guarded run)
+//! +0  meta ----------------+    +0   check   = heap secret (validates every meta in the page)
+//! +8  active_idx (u8)      |    +8   next    -> next area
+//! +9  pad                  |    +16  nslots
+//! +12 slot 0 header (IB)   +--> +24  Meta[nslots] (48 bytes each)
+//! +16 slot 0 ... slot n         
+//! ```
+//!
+//! Mask invariants of a live meta `m` with `all = low_mask(m.last_idx)`:
+//! - `avail_mask & freed_mask == 0` and `(avail_mask | freed_mask) ⊆ all`;
+//! - a slot is *in use* iff its bit is in `all & !(avail_mask | freed_mask)`;
+//! - `avail_mask ⊆ low_mask(group.active_idx)`, and `avail_mask != 0` only for the head of
+//!   its class's active list (only the head hands out slots);
+//! - `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's active list, unless
+//!   it is a single-slot group (those are freed, never listed);
+//! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`.
+//!
+//! `avail_mask` changes only under the heap lock. `freed_mask` may gain bits without the
+//! lock (the free fast path) and loses them only under it, by `activate_group`.
+
+use core::ptr::null_mut;
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering::{AcqRel, Relaxed};
+
+use crate::check::check;
+use crate::config::{AREA, CLASS_MMAP, NUM_CLASSES, UNIT};
+use crate::size_class::class_size;
+
+/// Header of a group's memory. Slot 0's in-band header overlaps bytes 12..16.
+#[repr(C)]
+pub struct Group {
+    /// Back-pointer to the group's meta record (null once the group is torn down).
+    pub meta: *mut Meta,
+    /// Slots `0..=active_idx` have been handed to `avail_mask` at least once.
+    pub active_idx: u8,
+    _pad: [u8; 7],
+}
+
+const _: () = assert!(core::mem::size_of::<Group>() == UNIT);
+const _: () = assert!(core::mem::offset_of!(Group, active_idx) + 1 <= UNIT - crate::config::IB);
+
+/// First byte of slot 0 of the group at `g`.
+#[inline(always)]
+pub fn storage(g: *mut Group) -> *mut u8 {
+    g.cast::<u8>().wrapping_add(UNIT)
+}
+
+/// Out-of-band record of one group.
+#[repr(C)]
+pub struct Meta {
+    /// Previous record in the class's circular active list (null when unlisted).
+    pub prev: *mut Meta,
+    /// Next record in the class's circular active list (null when unlisted).
+    pub next: *mut Meta,
+    /// The group's memory (null for a free record).
+    pub mem: *mut Group,
+    /// Slots ready to hand out now.
+    pub avail_mask: AtomicU32,
+    /// Slots freed and not yet reactivated.
+    pub freed_mask: AtomicU32,
+    /// Index of the last slot: the group has `last_idx + 1` slots.
+    pub last_idx: u8,
+    /// Zero for donated memory, which is never unmapped.
+    pub freeable: u8,
+    /// Size class, or [`CLASS_MMAP`] for an individually mapped allocation.
+    pub sizeclass: u8,
+    _pad: u8,
+    /// Length of the group's own mapping in 4 KiB units; 0 when nested in another slot.
+    pub maplen: u32,
+    /// Free slots whose whole pages were given back to the kernel.
+    pub clean_mask: u32,
+    /// Slots that were free when the release sweep last looked at this group.
+    pub swept_mask: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Meta>() == 48);
+
+impl Meta {
+    /// A free record: what `free_meta` leaves behind.
+    pub const EMPTY: Meta = Meta {
+        prev: null_mut(),
+        next: null_mut(),
+        mem: null_mut(),
+        avail_mask: AtomicU32::new(0),
+        freed_mask: AtomicU32::new(0),
+        last_idx: 0,
+        freeable: 0,
+        sizeclass: 0,
+        _pad: 0,
+        maplen: 0,
+        clean_mask: 0,
+        swept_mask: 0,
+    };
+}
+
+/// A 4 KiB page of meta records tagged with the heap's secret.
+#[repr(C)]
+pub struct MetaArea {
+    /// The heap's secret: a meta pointer is trusted only if its page starts with it.
+    pub check: u64,
+    /// Next area in allocation order.
+    pub next: *mut MetaArea,
+    /// Number of records in this area.
+    pub nslots: usize,
+}
+
+/// Records per meta area.
+pub const AREA_SLOTS: usize =
+    (AREA - core::mem::size_of::<MetaArea>()) / core::mem::size_of::<Meta>();
+const _: () = assert!(core::mem::size_of::<MetaArea>() % core::mem::align_of::<Meta>() == 0);
+const _: () = assert!(AREA_SLOTS >= 64);
+
+/// First record of the area at `a`.
+#[inline(always)]
+pub fn area_slots(a: *mut MetaArea) -> *mut Meta {
+    a.wrapping_add(1).cast::<Meta>()
+}
+
+/// The area a meta record lives in.
+#[inline(always)]
+pub fn area_of(m: *const Meta) -> *const MetaArea {
+    m.map_addr(|a| a & !(AREA - 1)).cast::<MetaArea>()
+}
+
+/// Bits `0..=i` set (`i < 32`): mallocng's `(2u << i) - 1`, without the shift overflow.
+#[inline(always)]
+pub const fn low_mask(i: usize) -> u32 {
+    u32::MAX >> (31 - i)
+}
+
+/// Distance between slots of `m` (mallocng `get_stride`): a single-slot mapping spans its
+/// whole mapping, every other group its class size.
+///
+/// # Safety
+/// `m` points to a live meta record.
+#[inline(always)]
+pub unsafe fn stride(m: *const Meta) -> usize {
+    // SAFETY: the caller vouches for `m`.
+    let (last_idx, maplen, sc) = unsafe { ((*m).last_idx, (*m).maplen, (*m).sizeclass) };
+    if last_idx == 0 && maplen != 0 {
+        maplen as usize * AREA - UNIT
+    } else {
+        debug_assert!((sc as usize) < NUM_CLASSES);
+        class_size(sc as usize)
+    }
+}
+
+/// Whether `m` is an individually mapped allocation or a single-slot mapping smaller than
+/// its class: memory fresh from `mmap`, so zero.
+///
+/// # Safety
+/// `m` points to a live meta record.
+#[inline]
+pub unsafe fn is_fresh_mapping(m: *const Meta) -> bool {
+    // SAFETY: the caller vouches for `m`.
+    let sc = unsafe { (*m).sizeclass };
+    // SAFETY: as above.
+    sc == CLASS_MMAP || unsafe { stride(m) } < class_size(sc as usize)
+}
+
+/// mallocng `activate_group`: move the freed slots inside the active range to `avail_mask`
+/// and return them. The slots leave the freed set to be written soon, so they are no longer
+/// cold nor released.
+///
+/// # Safety
+/// `m` is live, its `avail_mask` is empty, and the heap lock is held.
+pub unsafe fn activate_group(m: *mut Meta) -> u32 {
+    // SAFETY: the caller vouches for `m` and holds the lock, so the plain fields are ours.
+    unsafe {
+        check!((*m).avail_mask.load(Relaxed) == 0);
+        let act = low_mask((*(*m).mem).active_idx as usize);
+        // AcqRel: acquire the freeing threads' last writes to these slots before reuse.
+        let mask = (*m).freed_mask.fetch_and(!act, AcqRel) & act;
+        (*m).avail_mask.store(mask, Relaxed);
+        (*m).clean_mask &= !mask;
+        (*m).swept_mask &= !mask;
+        mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        assert_eq!(low_mask(0), 1);
+        assert_eq!(low_mask(4), 0b11111);
+        assert_eq!(low_mask(31), u32::MAX);
+        for i in 0..32 {
+            assert_eq!(low_mask(i).count_ones() as usize, i + 1);
+            assert_eq!(low_mask(i) as u64, (2u64 << i) - 1);
+        }
+        assert_eq!(AREA_SLOTS, 84);
+    }
+}

@@ -1,0 +1,359 @@
+//! Raw Linux system calls: the backend of the standalone library and the host tests.
+//!
+//! Memory calls are issued directly (no libc wrapper), so they never touch `errno`. Only
+//! three libc functions are used, all present in glibc and musl: `getauxval` (page size
+//! and the AT_RANDOM fallback, once), `__errno_location` (to keep `getauxval`'s errno
+//! from leaking out).
+
+use core::ptr::NonNull;
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use super::{Os, Prot};
+use crate::lock::RawLock;
+
+#[cfg(target_arch = "x86_64")]
+mod nr {
+    pub const MMAP: usize = 9;
+    pub const MPROTECT: usize = 10;
+    pub const MUNMAP: usize = 11;
+    pub const BRK: usize = 12;
+    pub const MREMAP: usize = 25;
+    pub const MADVISE: usize = 28;
+    pub const FUTEX: usize = 202;
+    pub const GETRANDOM: usize = 318;
+    pub const OPENAT: usize = 257;
+    pub const WRITE: usize = 1;
+    pub const CLOSE: usize = 3;
+    pub const GETPID: usize = 39;
+}
+
+#[cfg(target_arch = "aarch64")]
+mod nr {
+    pub const MMAP: usize = 222;
+    pub const MPROTECT: usize = 226;
+    pub const MUNMAP: usize = 215;
+    pub const BRK: usize = 214;
+    pub const MREMAP: usize = 216;
+    pub const MADVISE: usize = 233;
+    pub const FUTEX: usize = 98;
+    pub const GETRANDOM: usize = 278;
+    pub const OPENAT: usize = 56;
+    pub const WRITE: usize = 64;
+    pub const CLOSE: usize = 57;
+    pub const GETPID: usize = 172;
+}
+
+const PROT_NONE: usize = 0;
+const PROT_RW: usize = 3;
+const MAP_PRIVATE: usize = 0x02;
+const MAP_FIXED: usize = 0x10;
+const MAP_ANONYMOUS: usize = 0x20;
+const MREMAP_MAYMOVE: usize = 1;
+const MADV_DONTNEED: usize = 4;
+const FUTEX_WAIT_PRIVATE: usize = 128;
+const FUTEX_WAKE_PRIVATE: usize = 129;
+const GRND_NONBLOCK: usize = 1;
+const AT_PAGESZ: usize = 6;
+const AT_RANDOM: usize = 25;
+
+/// A system call with up to six arguments; returns the raw result (`-errno` on failure).
+///
+/// # Safety
+/// The call and its arguments must be memory-safe for the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn syscall(n: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux x86_64 system call ABI; rcx and r11 are clobbered by `syscall`.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// A system call with up to six arguments; returns the raw result (`-errno` on failure).
+///
+/// # Safety
+/// The call and its arguments must be memory-safe for the caller.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn syscall(n: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux aarch64 system call ABI.
+    unsafe {
+        core::arch::asm!(
+            "svc 0",
+            in("x8") n,
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4], in("x5") a[5],
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// A result that is a valid address, not `-errno`.
+fn mapped(r: isize) -> Option<NonNull<u8>> {
+    if (-4095..0).contains(&r) {
+        None
+    } else {
+        NonNull::new(core::ptr::with_exposed_provenance_mut(r as usize))
+    }
+}
+
+fn prot(p: Prot) -> usize {
+    match p {
+        Prot::None => PROT_NONE,
+        Prot::ReadWrite => PROT_RW,
+    }
+}
+
+unsafe extern "C" {
+    fn getauxval(t: core::ffi::c_ulong) -> core::ffi::c_ulong;
+    fn __errno_location() -> *mut core::ffi::c_int;
+    fn getenv(name: *const core::ffi::c_char) -> *const core::ffi::c_char;
+    fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> core::ffi::c_int;
+}
+
+/// Set the calling thread's `errno` (the C-semantics layer reports failures this way).
+pub fn set_errno(e: i32) {
+    // SAFETY: the errno pointer is this thread's and valid for the thread's life.
+    unsafe { *__errno_location() = e };
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: as in set_errno.
+    unsafe { *__errno_location() }
+}
+
+/// Register fork handlers with the host libc. Call it from a constructor, not from the
+/// allocator: the libc may allocate to record them.
+pub fn register_atfork(
+    prepare: unsafe extern "C" fn(),
+    parent: unsafe extern "C" fn(),
+    child: unsafe extern "C" fn(),
+) -> bool {
+    // SAFETY: plain libc call with valid function pointers.
+    unsafe { pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// Copy the value of environment variable `name` (NUL-terminated) into `out`, NUL
+/// terminated; `false` if it is unset, empty or does not fit.
+pub fn env_into(name: &core::ffi::CStr, out: &mut [u8]) -> bool {
+    // SAFETY: getenv returns null or a NUL-terminated string owned by the environment.
+    let v = unsafe { getenv(name.as_ptr()) };
+    if v.is_null() {
+        return false;
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
+    if bytes.is_empty() || bytes.len() >= out.len() {
+        return false;
+    }
+    out[..bytes.len()].copy_from_slice(bytes);
+    out[bytes.len()] = 0;
+    true
+}
+
+/// Append `data` to the file at the NUL-terminated `path` (created if missing), with raw
+/// system calls: usable at exit, whatever state the libc is in.
+pub fn append_file(path: &[u8], data: &[u8]) {
+    const AT_FDCWD: isize = -100;
+    const O_WRONLY_CREAT_APPEND_CLOEXEC: usize = 0o1 | 0o100 | 0o2000 | 0o2000000;
+    if !path.contains(&0) {
+        return;
+    }
+    let a = [
+        AT_FDCWD as usize,
+        path.as_ptr().addr(),
+        O_WRONLY_CREAT_APPEND_CLOEXEC,
+        0o644,
+        0,
+        0,
+    ];
+    // SAFETY: `path` is NUL-terminated (checked above); `data` is readable.
+    unsafe {
+        let fd = syscall(nr::OPENAT, a);
+        if fd < 0 {
+            return;
+        }
+        syscall(
+            nr::WRITE,
+            [fd as usize, data.as_ptr().addr(), data.len(), 0, 0, 0],
+        );
+        syscall(nr::CLOSE, [fd as usize, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// The process id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { syscall(nr::GETPID, [0; 6]) as u32 }
+}
+
+/// `getauxval` with errno preserved (it sets ENOENT for a missing entry).
+fn auxv(t: usize) -> usize {
+    // SAFETY: both are plain libc calls with no preconditions; the errno pointer is this
+    // thread's and valid for the thread's life.
+    unsafe {
+        let e = __errno_location();
+        let saved = *e;
+        let v = getauxval(t as _) as usize;
+        *e = saved;
+        v
+    }
+}
+
+/// The raw-syscall backend. `BRK` says whether meta areas may come from the program break.
+pub struct Linux<const BRK: bool>;
+
+// SAFETY: each method is the Linux system call of the same name for anonymous private
+// memory; raw system calls never touch errno; nothing here allocates.
+unsafe impl<const BRK: bool> Os for Linux<BRK> {
+    const USE_BRK: bool = BRK;
+
+    unsafe fn mmap(at: *mut u8, len: usize, p: Prot, fixed: bool) -> Option<NonNull<u8>> {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | if fixed { MAP_FIXED } else { 0 };
+        let a = [at.expose_provenance(), len, prot(p), flags, usize::MAX, 0];
+        // SAFETY: an anonymous mapping; with MAP_FIXED the caller vouches for the range.
+        mapped(unsafe { syscall(nr::MMAP, a) })
+    }
+
+    unsafe fn munmap(p: *mut u8, len: usize) {
+        // SAFETY: the caller vouches for the range.
+        unsafe { syscall(nr::MUNMAP, [p.addr(), len, 0, 0, 0, 0]) };
+    }
+
+    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+        let a = [p.addr(), old, new, MREMAP_MAYMOVE, 0, 0];
+        // SAFETY: the caller vouches for the mapping.
+        mapped(unsafe { syscall(nr::MREMAP, a) })
+    }
+
+    unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {
+        // SAFETY: the caller vouches for the range.
+        unsafe { syscall(nr::MPROTECT, [p.addr(), len, prot(pr), 0, 0, 0]) == 0 }
+    }
+
+    unsafe fn release(p: *mut u8, len: usize) -> bool {
+        // SAFETY: the caller vouches for the range.
+        unsafe { syscall(nr::MADVISE, [p.addr(), len, MADV_DONTNEED, 0, 0, 0]) == 0 }
+    }
+
+    unsafe fn brk(to: usize) -> usize {
+        if !BRK {
+            return 0;
+        }
+        // SAFETY: the caller only grows the break from a value it queried.
+        let r = unsafe { syscall(nr::BRK, [to, 0, 0, 0, 0, 0]) };
+        r as usize
+    }
+
+    fn page_size() -> usize {
+        match auxv(AT_PAGESZ) {
+            0 => 4096,
+            p => p,
+        }
+    }
+
+    fn random() -> u64 {
+        let mut buf = [0u8; 8];
+        let a = [buf.as_mut_ptr().addr(), 8, GRND_NONBLOCK, 0, 0, 0];
+        // SAFETY: getrandom writes at most 8 bytes into `buf`.
+        if unsafe { syscall(nr::GETRANDOM, a) } == 8 {
+            return u64::from_ne_bytes(buf);
+        }
+        // No getrandom (pre-3.17 kernel, seccomp): the kernel's AT_RANDOM bytes. Bytes 0..8
+        // are the libc's stack canary, so take 8..16, mixed with an address that ASLR moved.
+        let at = auxv(AT_RANDOM);
+        let mut v = 0u64;
+        if at != 0 {
+            let p = core::ptr::with_exposed_provenance::<u8>(at + 8);
+            // SAFETY: AT_RANDOM points at 16 readable bytes for the life of the process.
+            v = unsafe { p.cast::<u64>().read_unaligned() };
+        }
+        v ^ splitmix((&buf as *const [u8; 8]).addr() as u64)
+    }
+}
+
+/// A bijective mixer, so a fallback secret never equals a raw address.
+const fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A futex lock (Drepper's "mutex 2"): 0 free, 1 taken, 2 taken with waiters.
+pub struct FutexLock(AtomicU32);
+
+impl FutexLock {
+    /// A free lock.
+    pub const fn new() -> Self {
+        FutexLock(AtomicU32::new(0))
+    }
+
+    fn wait(&self) {
+        let a = [self.0.as_ptr().addr(), FUTEX_WAIT_PRIVATE, 2, 0, 0, 0];
+        // SAFETY: the futex word is ours and lives as long as `self`.
+        unsafe { syscall(nr::FUTEX, a) };
+    }
+
+    fn wake(&self) {
+        let a = [self.0.as_ptr().addr(), FUTEX_WAKE_PRIVATE, 1, 0, 0, 0];
+        // SAFETY: as in `wait`.
+        unsafe { syscall(nr::FUTEX, a) };
+    }
+}
+
+impl Default for FutexLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: mutual exclusion by compare-and-swap on one word; the futex calls neither
+// allocate nor call back into the allocator.
+unsafe impl RawLock for FutexLock {
+    #[inline]
+    fn lock(&self) {
+        if self.0.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+            return;
+        }
+        // spin briefly: critical sections are short
+        for _ in 0..100 {
+            core::hint::spin_loop();
+            if self.0.load(Relaxed) == 0 && self.0.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
+            {
+                return;
+            }
+        }
+        while self.0.swap(2, Acquire) != 0 {
+            self.wait();
+        }
+    }
+
+    #[inline]
+    fn unlock(&self) {
+        if self.0.swap(0, Release) == 2 {
+            self.wake();
+        }
+    }
+
+    fn reset(&self) {
+        self.0.store(0, Relaxed);
+    }
+}

@@ -1,0 +1,75 @@
+//! The OS seam: every system call the allocator makes goes through [`Os`]. Implementations:
+//! [`linux::Linux`] (raw system calls, for the standalone library and host tests), and
+//! those the tests build on top of it (counting, fault injection).
+//!
+//! Contract for every method: it never allocates, never calls back into the allocator and
+//! never changes `errno` (raw system calls don't touch it; wrappers around libc calls must
+//! save and restore it), so a `free` or a successful `malloc` leaves `errno` alone.
+
+pub mod linux;
+
+use core::ptr::NonNull;
+
+/// Page protections the allocator uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prot {
+    /// No access: guard pages and reserved meta-area space.
+    None,
+    /// Read and write.
+    ReadWrite,
+}
+
+/// The memory calls of the allocator, as associated functions of a zero-sized type, so the
+/// heap is monomorphised over its backend with no dispatch cost.
+///
+/// # Safety
+/// Implementations behave as the Linux calls they are named after for anonymous private
+/// memory, honour the contract in the module docs, and return page-aligned mappings.
+pub unsafe trait Os {
+    /// Whether [`Os::brk`] may be used for meta areas. The standalone library leaves the
+    /// program break to the host libc, which may move it behind our back.
+    const USE_BRK: bool;
+
+    /// Map `len` bytes of anonymous private memory. With `fixed`, exactly at `at`
+    /// (replacing what is there); otherwise anywhere.
+    ///
+    /// # Safety
+    /// With `fixed`, `at .. at + len` must be memory the heap owns.
+    unsafe fn mmap(at: *mut u8, len: usize, prot: Prot, fixed: bool) -> Option<NonNull<u8>>;
+
+    /// Unmap a range the heap mapped.
+    ///
+    /// # Safety
+    /// The range is the heap's and holds nothing live.
+    unsafe fn munmap(p: *mut u8, len: usize);
+
+    /// Resize a mapping, moving it if needed.
+    ///
+    /// # Safety
+    /// `p .. p + old` is one mapping of the heap's.
+    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>>;
+
+    /// Change protection; `false` on failure.
+    ///
+    /// # Safety
+    /// The range is the heap's and holds nothing live if made inaccessible.
+    unsafe fn mprotect(p: *mut u8, len: usize, prot: Prot) -> bool;
+
+    /// `MADV_DONTNEED`: drop the pages; they read as zero afterwards. `false` on failure.
+    ///
+    /// # Safety
+    /// The range is the heap's and holds nothing live.
+    unsafe fn release(p: *mut u8, len: usize) -> bool;
+
+    /// Set the program break to `to` (0 queries it) and return the break now in force.
+    ///
+    /// # Safety
+    /// Only meta-area code may move the break, upwards, from a value it queried.
+    unsafe fn brk(to: usize) -> usize;
+
+    /// The page size.
+    fn page_size() -> usize;
+
+    /// 64 unpredictable bits for the heap secret.
+    fn random() -> u64;
+}

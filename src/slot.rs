@@ -1,0 +1,311 @@
+//! The in-band slot header and the slot's tail, mallocng's layout drawn once.
+//!
+//! Every user pointer `p` is 16-aligned and preceded by 4 header bytes:
+//!
+//! ```text
+//!   p-8        p-4     p-3                 p-2        p
+//!   [big off ] [ flag ][ rsv:3 | idx:5    ][ off:16   ][ user bytes ... ][reserved][chk]
+//!    u32 when                                                             ^end-rsv  ^end
+//!    flag != 0
+//! ```
+//! - `off` is the distance from the group's storage to `p` in UNITs. When it does not fit
+//!   16 bits (over-aligned allocations), `off == 0`, `flag == 1` and the 32-bit distance
+//!   sits at `p-8`. Otherwise `flag` is a check byte that must be zero.
+//! - `idx` is the slot index in the group.
+//! - `rsv` is the number of unused bytes at the end of the slot (0..=4), or one of the
+//!   codes below. With [`RSV_EXT`] the count is a `u32` at `end-4` and `end[-5]` is zero.
+//! - `end` is `start + stride - IB`: the last IB bytes of each stride belong to the next
+//!   slot's header. The byte at `end` (the next header's flag byte) and the byte at
+//!   `end - reserved` must be zero: an overflow that changes them is caught at free.
+//!
+//! A slot whose user data starts at an offset inside it (offset cycling, alignment) keeps
+//! a redirect header at its start: `rsv == 7` and `off` = distance to `p` in UNITs. A freed
+//! header reads `idx|rsv == 0xff`, `off == 0`.
+
+use crate::check::{Corrupt, check, ensure};
+use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT};
+use crate::meta::{Group, Meta, area_of, storage, stride};
+use crate::size_class::SIZE_CLASSES;
+
+/// `rsv` code: the reserved count is stored as a `u32` at `end - 4`.
+pub const RSV_EXT: u8 = 5;
+/// `rsv` code: the slot hosts a nested group.
+pub const RSV_NESTED: u8 = 6;
+/// `rsv` code: a slot-start header redirecting to user data at an offset.
+pub const RSV_REDIRECT: u8 = 7;
+/// `idx|rsv` byte of a freed header.
+pub const FREED: u8 = 0xff;
+
+// Header reads and writes. `p` is always 16-aligned, so these are aligned accesses; the
+// callers vouch that `p - 8 .. p` lies in memory of the heap.
+
+/// # Safety
+/// `p - 4` is readable.
+#[inline(always)]
+pub unsafe fn flag(p: *const u8) -> u8 {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { *p.wrapping_sub(4) }
+}
+/// # Safety
+/// `p - 3` is readable.
+#[inline(always)]
+pub unsafe fn idx_rsv(p: *const u8) -> u8 {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { *p.wrapping_sub(3) }
+}
+/// # Safety
+/// `p - 2 .. p` is readable.
+#[inline(always)]
+pub unsafe fn off16(p: *const u8) -> usize {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { p.wrapping_sub(2).cast::<u16>().read_unaligned() as usize }
+}
+/// # Safety
+/// `p - 4` is writable.
+#[inline(always)]
+pub unsafe fn set_flag(p: *mut u8, v: u8) {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { *p.wrapping_sub(4) = v }
+}
+/// # Safety
+/// `p - 3` is writable.
+#[inline(always)]
+pub unsafe fn set_idx_rsv(p: *mut u8, v: u8) {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { *p.wrapping_sub(3) = v }
+}
+/// # Safety
+/// `p - 2 .. p` is writable.
+#[inline(always)]
+pub unsafe fn set_off16(p: *mut u8, v: usize) {
+    debug_assert!(v <= 0xffff);
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { p.wrapping_sub(2).cast::<u16>().write_unaligned(v as u16) }
+}
+/// # Safety
+/// `p - 8 .. p - 4` is writable.
+#[inline(always)]
+pub unsafe fn set_big_off(p: *mut u8, v: u32) {
+    // SAFETY: the caller vouches for the header bytes.
+    unsafe { p.wrapping_sub(8).cast::<u32>().write_unaligned(v) }
+}
+
+/// Slot index recorded in the header of `p`.
+///
+/// # Safety
+/// `p - 3` is readable.
+#[inline(always)]
+pub unsafe fn slot_index(p: *const u8) -> usize {
+    // SAFETY: forwarded.
+    (unsafe { idx_rsv(p) } & 31) as usize
+}
+
+/// mallocng `get_meta`: follow the header of `p` to its group and meta record and check
+/// every link, without trusting anything the user could have written.
+///
+/// # Safety
+/// `p - 8 .. p` is readable, and so is whatever a well-formed header there points to (a
+/// corrupted one may make this read out of bounds and fault: that is a crash too).
+#[inline(always)]
+pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
+    ensure!(p.addr() & (UNIT - 1) == 0, Corrupt::Misaligned);
+    ensure!(secret != 0, Corrupt::Uninitialised);
+    // SAFETY: header reads are covered by the caller; each pointer followed below is
+    // checked (secret first) before anything read through it is trusted.
+    unsafe {
+        let mut offset = off16(p);
+        let index = slot_index(p);
+        if flag(p) != 0 {
+            ensure!(offset == 0, Corrupt::Offset);
+            offset = p.wrapping_sub(8).cast::<u32>().read_unaligned() as usize;
+            ensure!(offset > 0xffff, Corrupt::Offset);
+        }
+        let base = p.wrapping_sub(UNIT * offset + UNIT).cast::<Group>();
+        let meta = (*base).meta;
+        ensure!(!meta.is_null(), Corrupt::GroupLink);
+        ensure!((*area_of(meta)).check == secret, Corrupt::Secret);
+        ensure!((*meta).mem == base.cast_mut(), Corrupt::GroupLink);
+        ensure!(index <= (*meta).last_idx as usize, Corrupt::Index);
+        let bit = 1u32 << index;
+        ensure!(
+            (*meta)
+                .avail_mask
+                .load(core::sync::atomic::Ordering::Relaxed)
+                & bit
+                == 0,
+            Corrupt::DoubleFree
+        );
+        ensure!(
+            (*meta)
+                .freed_mask
+                .load(core::sync::atomic::Ordering::Relaxed)
+                & bit
+                == 0,
+            Corrupt::DoubleFree
+        );
+        let sc = (*meta).sizeclass as usize;
+        if sc < NUM_CLASSES {
+            let size = SIZE_CLASSES[sc] as usize;
+            ensure!(
+                offset >= size * index && offset < size * (index + 1),
+                Corrupt::Bounds
+            );
+        } else {
+            ensure!(sc == CLASS_MMAP as usize, Corrupt::Class);
+        }
+        let maplen = (*meta).maplen as usize;
+        if maplen != 0 {
+            ensure!(offset < maplen * AREA / UNIT, Corrupt::Bounds);
+        }
+        Ok(meta)
+    }
+}
+
+/// The user pointer `p` resolved to its group: what free, realloc and the walker need.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// The meta record.
+    pub meta: *mut Meta,
+    /// Slot index.
+    pub idx: usize,
+    /// Slot stride.
+    pub stride: usize,
+    /// First byte of the slot.
+    pub start: *mut u8,
+    /// End of the slot's usable bytes (start of the next slot's header).
+    pub end: *mut u8,
+}
+
+/// [`find_meta`] plus the slot's bounds.
+///
+/// # Safety
+/// As [`find_meta`].
+#[inline(always)]
+pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
+    // SAFETY: forwarded; `meta` was validated by find_meta.
+    unsafe {
+        let meta = find_meta(p, secret)?;
+        let idx = slot_index(p);
+        let stride = stride(meta);
+        let start = storage((*meta).mem).wrapping_add(stride * idx);
+        Ok(Slot {
+            meta,
+            idx,
+            stride,
+            start,
+            end: start.wrapping_add(stride - IB),
+        })
+    }
+}
+
+/// mallocng `get_nominal_size`: the size the user asked for, checking the reserved count
+/// and both check bytes.
+///
+/// # Safety
+/// `p` and `end` come from a validated [`Slot`].
+#[inline(always)]
+pub unsafe fn nominal_size(p: *const u8, end: *const u8) -> Result<usize, Corrupt> {
+    // SAFETY: the bytes read lie between the header of `p` and `end`, inside the slot, or
+    // are the byte at `end`, the next header's flag byte, which is in the group too.
+    unsafe {
+        let mut reserved = (idx_rsv(p) >> 5) as usize;
+        if reserved >= RSV_EXT as usize {
+            ensure!(reserved == RSV_EXT as usize, Corrupt::Reserved);
+            reserved = end.wrapping_sub(4).cast::<u32>().read_unaligned() as usize;
+            ensure!(reserved >= RSV_EXT as usize, Corrupt::Reserved);
+            ensure!(*end.wrapping_sub(5) == 0, Corrupt::CheckByte);
+        }
+        let room = end.addr() - p.addr();
+        ensure!(reserved <= room, Corrupt::Reserved);
+        ensure!(*end.wrapping_sub(reserved) == 0, Corrupt::CheckByte);
+        ensure!(*end == 0, Corrupt::CheckByte);
+        Ok(room - reserved)
+    }
+}
+
+/// mallocng `set_size`: record that `n` bytes from `p` are in use, the rest of the slot up
+/// to `end` reserved.
+///
+/// # Safety
+/// `p .. end` lies in one slot, `p`'s header is writable, and `n <= end - p`.
+#[inline(always)]
+pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize) {
+    let mut reserved = end.addr() - p.addr() - n;
+    // SAFETY: every byte written lies in `p - 3 ..= end`, which the caller vouches for.
+    unsafe {
+        if reserved != 0 {
+            *end.wrapping_sub(reserved) = 0;
+        }
+        if reserved >= RSV_EXT as usize {
+            debug_assert!(reserved <= u32::MAX as usize);
+            end.wrapping_sub(4)
+                .cast::<u32>()
+                .write_unaligned(reserved as u32);
+            *end.wrapping_sub(5) = 0;
+            reserved = RSV_EXT as usize;
+        }
+        set_idx_rsv(p, (idx_rsv(p) & 31) | ((reserved as u8) << 5));
+    }
+}
+
+/// mallocng `enframe`: lay out slot `idx` of `g` for an `n`-byte allocation and return the
+/// user pointer. The start offset cycles on every reuse of the slot (increasing the interval
+/// before an address is reused, and making a stale pointer to a reused slot fail its header
+/// check); a fresh slot starts from `ctr`.
+///
+/// # Safety
+/// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
+pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32) -> *mut u8 {
+    // SAFETY: the slot is ours; every byte written lies in its header or body, or is the
+    // check byte at `end` (the next slot's header flag, which must read zero anyway).
+    unsafe {
+        let stride = stride(g);
+        let slack = (stride - IB - n) / UNIT;
+        let base = storage((*g).mem);
+        let mut p = base.wrapping_add(stride * idx);
+        let end = p.wrapping_add(stride - IB);
+        let mut off = if idx_rsv(p) != 0 {
+            off16(p) + 1
+        } else {
+            ctr as usize
+        } & 255;
+        check!(flag(p) == 0);
+        if off > slack {
+            let mut m = slack;
+            m |= m >> 1;
+            m |= m >> 2;
+            m |= m >> 4;
+            off &= m;
+            if off > slack {
+                off -= slack + 1;
+            }
+            debug_assert!(off <= slack);
+        }
+        if off != 0 {
+            // keep the offset in the slot-start header, then frame the data further in;
+            // with a nonzero offset there is no permanent check byte, so make one.
+            set_off16(p, off);
+            set_idx_rsv(p, RSV_REDIRECT << 5);
+            p = p.wrapping_add(UNIT * off);
+            set_flag(p, 0);
+        }
+        set_off16(p, (p.addr() - base.addr()) / UNIT);
+        set_idx_rsv(p, idx as u8);
+        set_size(p, end, n);
+        p
+    }
+}
+
+/// Mark the header of `p` freed: the slot index is invalid and the offset to the group
+/// is gone, so a second free or a stale pointer fails [`find_meta`].
+///
+/// # Safety
+/// `p`'s header is writable.
+#[inline(always)]
+pub unsafe fn mark_freed(p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe {
+        set_idx_rsv(p, FREED);
+        set_off16(p, 0);
+    }
+}

@@ -1,0 +1,347 @@
+//! The whole-heap invariant walker: every meta area, record, list and in-use slot checked
+//! against the invariants written at [`crate::meta`] and [`crate::slot`]. Tests run it
+//! after every operation; it reports the first violation instead of crashing.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::check::Corrupt;
+use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT};
+use crate::heap::{Heap, State};
+use crate::list::checked_links;
+use crate::lock::RawLock;
+use crate::meta::{AREA_SLOTS, Meta, area_slots, low_mask, storage, stride};
+use crate::os::Os;
+use crate::slot::{
+    RSV_NESTED, RSV_REDIRECT, find_slot, flag, idx_rsv, nominal_size, off16, slot_index,
+};
+
+/// What the walker found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Live groups (not counting individually mapped allocations).
+    pub groups: usize,
+    /// Individually mapped allocations.
+    pub large: usize,
+    /// Slots in use, nested-group hosts excluded.
+    pub in_use: usize,
+    /// Sum of the nominal sizes of the slots in use.
+    pub bytes: usize,
+    /// Bytes mapped for groups and large allocations (nested groups excluded).
+    pub mapped: usize,
+    /// Free meta records.
+    pub free_metas: usize,
+    /// Meta areas.
+    pub areas: usize,
+}
+
+/// A violated invariant: which, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant, in words.
+    pub what: &'static str,
+    /// The address of the record or slot concerned.
+    pub at: usize,
+    /// The header check that failed, when it was one.
+    pub corrupt: Option<Corrupt>,
+}
+
+fn fail<T>(what: &'static str, at: usize) -> Result<T, Violation> {
+    Err(Violation {
+        what,
+        at,
+        corrupt: None,
+    })
+}
+
+macro_rules! want {
+    ($cond:expr, $what:expr, $at:expr) => {
+        if !$cond {
+            return fail($what, $at as usize);
+        }
+    };
+}
+
+impl<O: Os, L: RawLock> Heap<O, L> {
+    /// Walk the whole heap under its lock and check every invariant.
+    pub fn walk(&self) -> Result<HeapStats, Violation> {
+        let secret = self.secret();
+        let st = self.locked();
+        // SAFETY: the lock is held, so nothing changes under the walk except freed_mask
+        // bits added by lock-free frees (tests walk while no other thread frees).
+        unsafe { walk_state(&st, secret) }
+    }
+}
+
+/// Find the user pointer of the in-use slot `i` of `m`, following a redirect header.
+///
+/// # Safety
+/// `m` is live and slot `i` in use.
+unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<*mut u8, Violation> {
+    // SAFETY: all reads lie inside the group's memory.
+    unsafe {
+        let st = stride(m);
+        let start = storage((*m).mem).wrapping_add(i * st);
+        let end = start.wrapping_add(st - IB);
+        if idx_rsv(start) >> 5 != RSV_REDIRECT {
+            return Ok(start);
+        }
+        let p = start.wrapping_add(off16(start) * UNIT);
+        if p < end && slot_index(p) == i && find_slot(p, secret).is_ok_and(|s| s.meta == m) {
+            return Ok(p);
+        }
+        // an extreme over-alignment whose offset didn't fit the slot-start header: scan.
+        let mut q = start.wrapping_add(UNIT);
+        while q < end {
+            if flag(q) == 1 && slot_index(q) == i && find_slot(q, secret).is_ok_and(|s| s.meta == m)
+            {
+                return Ok(q);
+            }
+            q = q.wrapping_add(UNIT);
+        }
+        fail("in-use slot has no valid header", start.addr())
+    }
+}
+
+unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
+    let mut s = HeapStats::default();
+    if !st.init_done {
+        want!(st.meta_area_head.is_null(), "areas before init", 0);
+        return Ok(s);
+    }
+    want!(secret != 0, "zero secret", 0);
+    // SAFETY: the lock is held; every pointer followed is the heap's own and checked
+    // before it is trusted further.
+    unsafe {
+        // free-meta list
+        let mut free_list = 0;
+        if !st.free_meta_head.is_null() {
+            let mut m = st.free_meta_head;
+            loop {
+                if let Err(e) = checked_links(m) {
+                    return Err(Violation {
+                        what: "free-meta list link",
+                        at: m.addr(),
+                        corrupt: Some(e),
+                    });
+                }
+                want!((*m).mem.is_null(), "free meta has memory", m);
+                free_list += 1;
+                want!(free_list <= 1 << 24, "free-meta list cycle", m);
+                m = (*m).next;
+                if m == st.free_meta_head {
+                    break;
+                }
+            }
+        }
+        // active lists: links, classes, membership
+        let mut listed = 0usize;
+        for sc in 0..NUM_CLASSES {
+            let head = st.active[sc];
+            if head.is_null() {
+                continue;
+            }
+            let mut m = head;
+            let mut n = 0;
+            loop {
+                if let Err(e) = checked_links(m) {
+                    return Err(Violation {
+                        what: "active list link",
+                        at: m.addr(),
+                        corrupt: Some(e),
+                    });
+                }
+                want!(
+                    (*m).sizeclass as usize == sc,
+                    "listed in the wrong class",
+                    m
+                );
+                want!(!(*m).mem.is_null(), "listed record is free", m);
+                let avail = (*m).avail_mask.load(Relaxed);
+                let freed = (*m).freed_mask.load(Relaxed);
+                want!(avail == 0 || m == head, "avail slots off the head", m);
+                // freed bits only leave a group when it is the head, so others have some
+                want!(
+                    m == head || freed != 0,
+                    "non-head listed group with no freed slot",
+                    m
+                );
+                n += 1;
+                want!(n <= 1 << 24, "active list cycle", m);
+                m = (*m).next;
+                if m == head {
+                    break;
+                }
+            }
+            listed += n;
+        }
+        // every record of every area
+        let mut usage = [0usize; NUM_CLASSES];
+        let mut live_listed = 0usize;
+        let mut area = st.meta_area_head;
+        while !area.is_null() {
+            want!((*area).check == secret, "area without the secret", area);
+            want!((*area).nslots == AREA_SLOTS, "area slot count", area);
+            want!(area.addr() & (AREA - 1) == 0, "misaligned area", area);
+            s.areas += 1;
+            let used = if area == st.meta_area_tail {
+                AREA_SLOTS - st.avail_meta_count
+            } else {
+                AREA_SLOTS
+            };
+            for k in 0..used {
+                let m = area_slots(area).wrapping_add(k);
+                if (*m).mem.is_null() {
+                    s.free_metas += 1;
+                    continue;
+                }
+                walk_group(st, m, secret, &mut s, &mut usage)?;
+                if !(*m).next.is_null() {
+                    live_listed += 1;
+                }
+            }
+            area = (*area).next;
+        }
+        want!(
+            s.free_metas == free_list,
+            "free records off the free list",
+            0
+        );
+        want!(
+            live_listed == listed,
+            "listed records not reachable from a list",
+            0
+        );
+        for sc in 0..NUM_CLASSES {
+            want!(usage[sc] == st.usage_by_class[sc], "usage_by_class", sc);
+        }
+        Ok(s)
+    }
+}
+
+/// # Safety
+/// `m` is a live record of `st`; the lock is held.
+unsafe fn walk_group(
+    st: &State,
+    m: *mut Meta,
+    secret: u64,
+    s: &mut HeapStats,
+    usage: &mut [usize; NUM_CLASSES],
+) -> Result<(), Violation> {
+    // SAFETY: as walk_state.
+    unsafe {
+        let g = (*m).mem;
+        want!(g.addr() & (UNIT - 1) == 0, "misaligned group", m);
+        want!((*g).meta == m, "group does not point back", m);
+        let last = (*m).last_idx as usize;
+        want!(last < 32, "last_idx", m);
+        let all = low_mask(last);
+        let avail = (*m).avail_mask.load(Relaxed);
+        let freed = (*m).freed_mask.load(Relaxed);
+        let active_idx = (*g).active_idx as usize;
+        want!(avail & freed == 0, "avail and freed overlap", m);
+        want!(
+            (avail | freed) & !all == 0,
+            "mask bits beyond the last slot",
+            m
+        );
+        want!(active_idx <= last, "active_idx beyond the last slot", m);
+        want!(
+            avail & !low_mask(active_idx) == 0,
+            "avail slot beyond active_idx",
+            m
+        );
+        want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+        want!(
+            (*m).swept_mask & !all == 0,
+            "swept bits beyond the last slot",
+            m
+        );
+        let sc = (*m).sizeclass;
+        let listed = !(*m).next.is_null();
+        if sc == CLASS_MMAP {
+            want!(last == 0 && (*m).maplen != 0, "large allocation shape", m);
+            want!(
+                avail == 0 && freed == 0 && !listed,
+                "large allocation is free",
+                m
+            );
+            s.large += 1;
+        } else {
+            want!((sc as usize) < NUM_CLASSES, "bad size class", m);
+            s.groups += 1;
+            if (*m).freeable != 0 {
+                usage[sc as usize] += last + 1;
+                if last > 0 {
+                    want!(
+                        (avail | freed) == 0 || listed,
+                        "group with free slots unlisted",
+                        m
+                    );
+                }
+            } else {
+                want!(listed, "donated group unlisted", m);
+            }
+            if (*m).maplen == 0 && (*m).freeable != 0 {
+                // nested: its memory is an in-use slot of a larger class marked as host
+                let host = find_slot(g.cast::<u8>(), secret).map_err(|e| Violation {
+                    what: "nested group's host slot",
+                    at: m.addr(),
+                    corrupt: Some(e),
+                })?;
+                want!(
+                    idx_rsv(g.cast::<u8>()) >> 5 == RSV_NESTED,
+                    "host slot not marked",
+                    m
+                );
+                want!(
+                    (*host.meta).sizeclass > sc && UNIT + (last + 1) * stride(m) <= host.stride,
+                    "nested group overflows its host",
+                    m
+                );
+            }
+        }
+        if (*m).maplen != 0 {
+            s.mapped += (*m).maplen as usize * AREA;
+            want!(
+                UNIT + (last + 1) * stride(m) <= (*m).maplen as usize * AREA,
+                "slots overflow the mapping",
+                m
+            );
+        }
+        let used = all & !(avail | freed);
+        for i in 0..=last {
+            if used & (1 << i) == 0 {
+                continue;
+            }
+            let p = user_pointer(m, i, secret)?;
+            if idx_rsv(p) >> 5 == RSV_NESTED {
+                // a host slot: the nested group must exist (checked from its side)
+                want!(
+                    !(*p.cast::<crate::meta::Group>()).meta.is_null() || (*m).freeable == 0,
+                    "host slot without a group",
+                    p
+                );
+                continue;
+            }
+            let slot = find_slot(p, secret).map_err(|e| Violation {
+                what: "in-use slot header",
+                at: p.addr(),
+                corrupt: Some(e),
+            })?;
+            want!(
+                slot.meta == m && slot.idx == i,
+                "header points elsewhere",
+                p
+            );
+            let n = nominal_size(p, slot.end).map_err(|e| Violation {
+                what: "in-use slot size or check bytes",
+                at: p.addr(),
+                corrupt: Some(e),
+            })?;
+            s.in_use += 1;
+            s.bytes += n;
+        }
+        let _ = st;
+        Ok(())
+    }
+}
