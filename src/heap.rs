@@ -14,14 +14,14 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Relaxed, Release};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::cache::MapCache;
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{AREA, CLASS_MMAP, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
 use crate::list::{dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
 use crate::meta::{
-    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, is_fresh_mapping, low_mask,
-    storage, stride,
+    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, low_mask, storage, stride,
 };
 use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
@@ -78,6 +78,7 @@ pub struct State {
     pub(crate) bounce: Bounce,
     pub(crate) brk: usize,
     pub(crate) sweep_class: usize,
+    pub(crate) cache: MapCache,
     pub(crate) stats: Stats,
 }
 
@@ -125,8 +126,17 @@ impl<L: RawLock> Drop for Guard<'_, L> {
     }
 }
 
-/// A range to unmap once the lock is dropped.
-type Unmap = Option<(*mut u8, usize)>;
+/// Ranges to unmap once the lock is dropped.
+type Unmap = crate::cache::Evicted;
+
+/// Nothing to unmap.
+const KEEP: Unmap = [None, None];
+
+/// Whether a new group's memory comes straight from `mmap`.
+enum Fresh {
+    Yes,
+    No,
+}
 
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// An empty heap; nothing is mapped until the first allocation.
@@ -152,6 +162,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 bounce: Bounce::new(),
                 brk: 0,
                 sweep_class: 0,
+                cache: MapCache::new(),
                 stats: Stats {
                     groups_mapped: 0,
                     groups_nested: 0,
@@ -220,7 +231,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return None;
         };
         // SAFETY: `g` is a fresh record and `p` a fresh mapping, both ours.
-        unsafe { init_group(g, p, 0, 0, CLASS_MMAP, len.div_ceil(AREA) as u32, 0, 0) };
+        unsafe {
+            init_group(g, p, 0, 0, CLASS_MMAP, len.div_ceil(AREA) as u32, 0, 0);
+            (*g).zeroed = 1;
+        }
         st.stats.large_mapped += 1;
         // use a global counter to cycle offset in individually-mmapped allocations.
         st.cycle = st.cycle.wrapping_add(1);
@@ -242,13 +256,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         Some(p)
     }
 
-    /// Whether the allocation at `p` is known to read as zero (fresh from `mmap`).
+    /// Whether the allocation at `p` is known to read as zero: the only slot of a mapping
+    /// fresh from `mmap` (mallocng's `is_allzero`; cached mappings are not fresh).
     ///
     /// # Safety
     /// `p` is a live allocation of this heap.
     pub unsafe fn is_allzero(&self, p: *mut u8) -> bool {
         // SAFETY: forwarded; the record was validated.
-        unsafe { is_fresh_mapping(ok(find_meta(p, self.secret())).cast_const()) }
+        unsafe { (*ok(find_meta(p, self.secret()))).zeroed != 0 }
     }
 
     /// The size `p` was allocated with (exact, as mallocng).
@@ -309,7 +324,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let mut st = self.locked();
             let unmap = st.nontrivial_free::<O>(g, s.idx, secret);
             drop(st);
-            if let Some((base, len)) = unmap {
+            for (base, len) in unmap.into_iter().flatten() {
                 O::munmap(base, len);
             }
             self.after_free(medium);
@@ -498,6 +513,7 @@ unsafe fn init_group(
         (*m).freeable = 1;
         (*m).sizeclass = sc;
         (*m).maplen = maplen;
+        (*m).zeroed = 0;
         (*m).avail_mask.store(avail, Relaxed);
         (*m).freed_mask.store(freed, Relaxed);
         (*m).clean_mask = 0;
@@ -766,18 +782,22 @@ impl State {
                 0
             };
             let plan = plan_group(sc, usage, coarse, req, self.pagesize, &mut self.bounce);
-            let (p, cnt, active_idx, maplen) = match plan {
+            let (p, cnt, active_idx, maplen, fresh) = match plan {
                 GroupPlan::Mapped {
                     cnt,
                     len,
                     active_idx,
                 } => {
-                    let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
-                        self.free_meta(m);
-                        return None;
-                    };
-                    self.stats.groups_mapped += 1;
-                    (p.as_ptr(), cnt, active_idx, (len / AREA) as u32)
+                    if let Some((p, len)) = self.cache.take(len) {
+                        (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
+                    } else {
+                        let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
+                            self.free_meta(m);
+                            return None;
+                        };
+                        self.stats.groups_mapped += 1;
+                        (p.as_ptr(), cnt, active_idx, (len / AREA) as u32, Fresh::Yes)
+                    }
                 }
                 GroupPlan::Nested {
                     cnt,
@@ -791,17 +811,8 @@ impl State {
                     let host = self.active[host_class];
                     let p = enframe(host, idx, class_size(host_class) - IB, self.cycle);
                     set_idx_rsv(p, (idx_rsv(p) & 31) | (RSV_NESTED << 5));
-                    // The host slot holds stale data: zero each slot's check byte and index
-                    // byte, so offset cycling starts from `cycle`, not from old contents.
-                    let size = class_size(sc);
-                    for i in 0..=cnt {
-                        *p.wrapping_add(UNIT + i * size - 4) = 0;
-                    }
-                    for i in 0..cnt {
-                        *p.wrapping_add(UNIT + i * size - 3) = 0;
-                    }
                     self.stats.groups_nested += 1;
-                    (p, cnt, cnt - 1, 0)
+                    (p, cnt, cnt - 1, 0, Fresh::No)
                 }
             };
             self.cycle = self.cycle.wrapping_add(1);
@@ -809,6 +820,21 @@ impl State {
             let avail = low_mask(active_idx);
             let freed = low_mask(cnt - 1) & !avail;
             init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
+            match fresh {
+                Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
+                // Reused memory holds stale data: zero each slot's check byte and index
+                // byte, so headers read as fresh and offset cycling starts from `cycle`,
+                // not from old contents.
+                Fresh::No => {
+                    let (st, base) = (stride(m), storage((*m).mem));
+                    for i in 0..=cnt {
+                        *base.wrapping_add(i * st).wrapping_sub(4) = 0;
+                    }
+                    for i in 0..cnt {
+                        *base.wrapping_add(i * st).wrapping_sub(3) = 0;
+                    }
+                }
+            }
             Some(m)
         }
     }
@@ -844,8 +870,10 @@ impl State {
                     queue(&mut self.active[sc], g);
                 }
             }
+            // a kept single-slot group's memory is no longer fresh
+            (*g).zeroed = 0;
             (*g).freed_mask.fetch_or(bit, Release);
-            None
+            KEEP
         }
     }
 
@@ -864,7 +892,12 @@ impl State {
             let unmap = if (*g).maplen != 0 {
                 self.bounce.step_seq();
                 self.bounce.record_seq(sc);
-                Some(((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA))
+                let (mem, len) = ((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA);
+                if sc < NUM_CLASSES {
+                    self.cache.put(mem, len)
+                } else {
+                    [Some((mem, len)), None]
+                }
             } else {
                 let p = (*g).mem.cast::<u8>();
                 let host = ok(find_meta(p, secret));

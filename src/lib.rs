@@ -17,6 +17,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod heap;

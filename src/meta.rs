@@ -26,7 +26,7 @@ use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::{AcqRel, Relaxed};
 
 use crate::check::check;
-use crate::config::{AREA, CLASS_MMAP, NUM_CLASSES, UNIT};
+use crate::config::{AREA, NUM_CLASSES, UNIT};
 use crate::size_class::class_size;
 
 /// Header of a group's memory. Slot 0's in-band header overlaps bytes 12..16.
@@ -65,9 +65,10 @@ pub struct Meta {
     pub last_idx: u8,
     /// Zero for donated memory, which is never unmapped.
     pub freeable: u8,
-    /// Size class, or [`CLASS_MMAP`] for an individually mapped allocation.
+    /// Size class, or [`crate::config::CLASS_MMAP`] for an individually mapped allocation.
     pub sizeclass: u8,
-    _pad: u8,
+    /// Nonzero while the group's only slot is memory fresh from `mmap` (reads as zero).
+    pub zeroed: u8,
     /// Length of the group's own mapping in 4 KiB units; 0 when nested in another slot.
     pub maplen: u32,
     /// Free slots whose whole pages were given back to the kernel.
@@ -89,7 +90,7 @@ impl Meta {
         last_idx: 0,
         freeable: 0,
         sizeclass: 0,
-        _pad: 0,
+        zeroed: 0,
         maplen: 0,
         clean_mask: 0,
         swept_mask: 0,
@@ -146,19 +147,6 @@ pub unsafe fn stride(m: *const Meta) -> usize {
         debug_assert!((sc as usize) < NUM_CLASSES);
         class_size(sc as usize)
     }
-}
-
-/// Whether `m` is an individually mapped allocation or a single-slot mapping smaller than
-/// its class: memory fresh from `mmap`, so zero.
-///
-/// # Safety
-/// `m` points to a live meta record.
-#[inline]
-pub unsafe fn is_fresh_mapping(m: *const Meta) -> bool {
-    // SAFETY: the caller vouches for `m`.
-    let sc = unsafe { (*m).sizeclass };
-    // SAFETY: as above.
-    sc == CLASS_MMAP || unsafe { stride(m) } < class_size(sc as usize)
 }
 
 /// mallocng `activate_group`: move the freed slots inside the active range to `avail_mask`

@@ -1,0 +1,196 @@
+//! The host test backend: the raw Linux backend plus per-thread call counters, an emulated
+//! program break (a private reservation, so the test harness's own libc malloc, which owns
+//! the real break, is never disturbed) and fault injection.
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::ptr::NonNull;
+
+use ngmalloc::Heap;
+use ngmalloc::os::linux::{FutexLock, Linux};
+use ngmalloc::os::{Os, Prot};
+
+pub type Raw = Linux<false>;
+
+/// Calls made by the current thread's heaps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    pub mmap: u64,
+    pub munmap: u64,
+    pub mremap: u64,
+    pub mprotect: u64,
+    pub release: u64,
+    pub released_bytes: u64,
+    pub brk: u64,
+}
+
+const BRK_SPAN: usize = 64 << 20;
+
+thread_local! {
+    static CALLS: Cell<Calls> = Cell::new(Calls::default());
+    /// Emulated break: (reservation start, current break); 0 = not set up.
+    static BRK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// Whether the emulated break refuses to move.
+    static BRK_FAIL: Cell<bool> = const { Cell::new(false) };
+    /// Fail every mapping call (mmap, mremap, mprotect) once this many have been made;
+    /// u64::MAX = never.
+    static FAIL_AFTER: Cell<u64> = const { Cell::new(u64::MAX) };
+    static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+pub fn calls() -> Calls {
+    CALLS.with(|c| c.get())
+}
+
+fn bump(f: impl FnOnce(&mut Calls)) {
+    CALLS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v)
+    })
+}
+
+pub fn set_brk_fail(v: bool) {
+    BRK_FAIL.with(|c| c.set(v));
+}
+
+/// Make mapping calls fail from the `n`-th one on (counting from now).
+pub fn fail_maps_after(n: u64) {
+    MAP_CALLS.with(|c| c.set(0));
+    FAIL_AFTER.with(|c| c.set(n));
+}
+
+pub fn stop_failing() {
+    FAIL_AFTER.with(|c| c.set(u64::MAX));
+}
+
+fn map_allowed() -> bool {
+    let n = MAP_CALLS.with(|c| {
+        let v = c.get();
+        c.set(v + 1);
+        v
+    });
+    n < FAIL_AFTER.with(|c| c.get())
+}
+
+/// The emulated break's reservation, for tests that inspect it.
+pub fn brk_region() -> (usize, usize) {
+    BRK.with(|c| c.get())
+}
+
+pub struct TestOs;
+
+// SAFETY: forwards to the raw Linux backend; the emulated break lives in a reservation
+// of its own that nothing else uses.
+unsafe impl Os for TestOs {
+    const USE_BRK: bool = true;
+
+    unsafe fn mmap(at: *mut u8, len: usize, prot: Prot, fixed: bool) -> Option<NonNull<u8>> {
+        bump(|c| c.mmap += 1);
+        if !map_allowed() {
+            return None;
+        }
+        unsafe { Raw::mmap(at, len, prot, fixed) }
+    }
+    unsafe fn munmap(p: *mut u8, len: usize) {
+        bump(|c| c.munmap += 1);
+        unsafe { Raw::munmap(p, len) }
+    }
+    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+        bump(|c| c.mremap += 1);
+        if !map_allowed() {
+            return None;
+        }
+        unsafe { Raw::mremap(p, old, new) }
+    }
+    unsafe fn mprotect(p: *mut u8, len: usize, prot: Prot) -> bool {
+        bump(|c| c.mprotect += 1);
+        if !map_allowed() {
+            return false;
+        }
+        unsafe { Raw::mprotect(p, len, prot) }
+    }
+    unsafe fn release(p: *mut u8, len: usize) -> bool {
+        bump(|c| {
+            c.release += 1;
+            c.released_bytes += len as u64
+        });
+        unsafe { Raw::release(p, len) }
+    }
+    unsafe fn brk(to: usize) -> usize {
+        bump(|c| c.brk += 1);
+        let (base, cur) = BRK.with(|c| c.get());
+        let (base, cur) = if base == 0 {
+            let r = unsafe { Raw::mmap(std::ptr::null_mut(), BRK_SPAN, Prot::None, false) }
+                .expect("brk reservation")
+                .as_ptr()
+                .addr();
+            // an unaligned start, as a real break after .bss is
+            BRK.with(|c| c.set((r, r + 123)));
+            (r, r + 123)
+        } else {
+            (base, cur)
+        };
+        if to == 0 || BRK_FAIL.with(|c| c.get()) || to < cur || to > base + BRK_SPAN {
+            return cur;
+        }
+        let lo = cur & !4095;
+        let hi = (to + 4095) & !4095;
+        let p = std::ptr::with_exposed_provenance_mut(lo);
+        assert!(unsafe { Raw::mprotect(p, hi - lo, Prot::ReadWrite) });
+        BRK.with(|c| c.set((base, to)));
+        to
+    }
+    fn page_size() -> usize {
+        Raw::page_size()
+    }
+    fn random() -> u64 {
+        Raw::random()
+    }
+}
+
+pub type TestHeap = Heap<TestOs, FutexLock>;
+
+pub fn heap() -> Box<TestHeap> {
+    Box::new(Heap::new(FutexLock::new()))
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failing seed can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Run `f` in a forked child and return how the child ended: `Ok(code)` for an exit,
+/// `Err(signal)` for a signal.
+pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            f();
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        if libc::WIFEXITED(status) {
+            Ok(libc::WEXITSTATUS(status))
+        } else {
+            Err(libc::WTERMSIG(status))
+        }
+    }
+}

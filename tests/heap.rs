@@ -1,0 +1,510 @@
+//! Behaviour of the core on the host: each test states one property of the mallocng design
+//! (or of ngmalloc's additions) and checks it through the heap's API, the syscall counters
+//! of the test backend and the heap walker.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Rng, brk_region, calls, fail_maps_after, heap, in_child, set_brk_fail, stop_failing};
+use ngmalloc::check::Corrupt;
+use ngmalloc::config::{IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES};
+use ngmalloc::size_class::class_size;
+
+const SIGILL: i32 = libc::SIGILL;
+/// Medium sizes: 8 KiB up to the mmap threshold.
+const MEDIUM: u64 = (MMAP_THRESHOLD - 8192) as u64;
+
+#[test]
+fn usable_size_is_exactly_the_request() {
+    let h = heap();
+    let mut ps = Vec::new();
+    for n in (0..5000).chain([MMAP_THRESHOLD - 1, MMAP_THRESHOLD, 1 << 20, (1 << 20) + 1]) {
+        let p = h.malloc(n).unwrap().as_ptr();
+        assert_eq!(p.addr() % 16, 0);
+        assert_eq!(unsafe { h.usable_size(p) }, n);
+        ps.push(p);
+    }
+    h.walk().unwrap();
+    for p in ps {
+        unsafe { h.free(p) };
+    }
+    assert_eq!(h.walk().unwrap().in_use, 0);
+    assert_eq!(unsafe { h.usable_size(std::ptr::null_mut()) }, 0);
+}
+
+#[test]
+fn offset_cycling_survives_a_group_recreated_at_the_same_address() {
+    let h = heap();
+    // a small request in a large class leaves slack for offsets inside the slot
+    let n = class_size(20) - 400;
+    let mut seen = std::collections::HashSet::new();
+    let mut groups = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let p = h.malloc(n).unwrap().as_ptr();
+        assert!(seen.insert(p.addr()), "address {p:p} reused too soon");
+        groups.insert(p.addr() & !4095);
+        unsafe { h.free(p) };
+        // the group went away with its only slot
+        assert_eq!(h.walk().unwrap().groups, 0);
+    }
+    assert!(
+        groups.len() < 8,
+        "the test needs a group recreated at the same address"
+    );
+}
+
+#[test]
+fn offset_cycling_on_slot_reuse() {
+    let h = heap();
+    // 161 bytes take a 192-byte slot: one unit of slack to cycle through
+    let n = 161;
+    let keep = h.malloc(n).unwrap();
+    let a = h.malloc(n).unwrap().as_ptr();
+    unsafe { h.free(a) };
+    let b = h.malloc(n).unwrap().as_ptr();
+    assert_ne!(a, b);
+    unsafe { h.free(b) };
+    unsafe { h.free(keep.as_ptr()) };
+}
+
+#[test]
+fn meta_areas_come_from_brk_with_a_guard_page_below() {
+    set_brk_fail(false);
+    let h = heap();
+    let p = h.malloc(32).unwrap();
+    let s = h.stats();
+    assert_eq!((s.brk_areas, s.meta_areas), (1, 1));
+    let (base, _) = brk_region();
+    let guard = (base + 123 + 4095) & !4095;
+    // the page at the old break is PROT_NONE: touching it faults
+    let r = in_child(|| unsafe {
+        std::ptr::read_volatile(std::ptr::with_exposed_provenance::<u8>(guard));
+    });
+    assert_eq!(r, Err(libc::SIGSEGV));
+    // the meta area right above it is usable
+    assert_eq!(
+        in_child(|| unsafe {
+            std::ptr::read_volatile(std::ptr::with_exposed_provenance::<u8>(guard + 4096));
+        }),
+        Ok(0)
+    );
+    // many more metas: areas keep coming from the break
+    let v: Vec<_> = (0..2000).map(|_| h.malloc(5000).unwrap()).collect();
+    assert!(h.stats().brk_areas > 1);
+    h.walk().unwrap();
+    for q in v {
+        unsafe { h.free(q.as_ptr()) };
+    }
+    unsafe { h.free(p.as_ptr()) };
+    h.walk().unwrap();
+}
+
+#[test]
+fn meta_areas_fall_back_to_mmap_when_brk_fails() {
+    set_brk_fail(true);
+    let h = heap();
+    let v: Vec<_> = (0..500).map(|i| h.malloc(i * 7).unwrap()).collect();
+    let s = h.stats();
+    assert_eq!(s.brk_areas, 0);
+    assert!(s.meta_areas >= 1);
+    h.walk().unwrap();
+    for p in v {
+        unsafe { h.free(p.as_ptr()) };
+    }
+    set_brk_fail(false);
+}
+
+#[test]
+fn medium_churn_costs_no_syscall_per_free() {
+    let h = heap();
+    let mut r = Rng(7);
+    let mut live: Vec<*mut u8> = Vec::new();
+    for _ in 0..64 {
+        live.push(h.malloc(8192 + r.below(MEDIUM) as usize).unwrap().as_ptr());
+    }
+    let before = calls();
+    let rounds = 20_000;
+    for _ in 0..rounds {
+        let i = r.below(live.len() as u64) as usize;
+        unsafe { h.free(live[i]) };
+        let n = 8192 + r.below(MEDIUM) as usize;
+        live[i] = h.malloc(n).unwrap().as_ptr();
+        unsafe { *live[i] = 1 };
+    }
+    let c = calls();
+    let syscalls = (c.release - before.release)
+        + (c.mmap - before.mmap)
+        + (c.mremap - before.mremap)
+        + (c.munmap - before.munmap)
+        + (c.mprotect - before.mprotect);
+    println!(
+        "{rounds} frees of 8K-128K blocks: {syscalls} memory syscalls ({:?})",
+        c
+    );
+    // mallocng: about 1.1 per free here (a single-slot mapping per block, unmapped on
+    // free); the mapping cache brings it to about 0.13.
+    assert!(
+        syscalls * 5 < rounds,
+        "{syscalls} syscalls for {rounds} frees"
+    );
+    h.walk().unwrap();
+    for p in live {
+        unsafe { h.free(p) };
+    }
+}
+
+#[test]
+fn cold_free_pages_in_medium_slots_are_given_back() {
+    let h = heap();
+    // many 20 KiB blocks; keep every 8th so no group can be unmapped whole
+    let v: Vec<_> = (0..800)
+        .map(|_| h.malloc(20 << 10).unwrap().as_ptr())
+        .collect();
+    for &p in &v {
+        unsafe { p.write_bytes(0xab, 20 << 10) };
+    }
+    let before = calls();
+    for (i, &p) in v.iter().enumerate() {
+        if i % 8 != 0 {
+            unsafe { h.free(p) };
+        }
+    }
+    // a further churn elsewhere advances the sweep clock past the cold slots
+    for _ in 0..2000 {
+        let p = h.malloc(9000).unwrap().as_ptr();
+        unsafe { h.free(p) };
+    }
+    let c = calls();
+    let released = c.released_bytes - before.released_bytes;
+    println!(
+        "released {released} bytes in {} calls",
+        c.release - before.release
+    );
+    // 700 freed blocks, 16 KiB of whole pages each at least
+    assert!(released >= 400 * 16384, "released only {released} bytes");
+    h.walk().unwrap();
+    for (i, &p) in v.iter().enumerate() {
+        if i % 8 == 0 {
+            unsafe { h.free(p) };
+        }
+    }
+    h.walk().unwrap();
+}
+
+#[test]
+fn a_bouncing_class_keeps_its_last_group() {
+    let h = heap();
+    // a class whose first group is a mapping of its own
+    let n = class_size(30) - IB;
+    let before = calls();
+    for _ in 0..1000 {
+        let p = h.malloc(n).unwrap().as_ptr();
+        unsafe { h.free(p) };
+    }
+    let maps = calls().mmap - before.mmap;
+    assert!(maps < 150, "{maps} mmaps for 1000 malloc/free pairs");
+}
+
+#[test]
+fn large_blocks_are_mapped_alone_and_remapped_on_realloc() {
+    let h = heap();
+    let _first = h.malloc(1);
+    let before = calls();
+    let p = h.malloc(1 << 20).unwrap().as_ptr();
+    assert_eq!(calls().mmap - before.mmap, 1);
+    assert!(unsafe { h.is_allzero(p) });
+    unsafe { p.write_bytes(0x5a, 1 << 20) };
+    let q = unsafe { h.realloc(p, 8 << 20) }.unwrap().as_ptr();
+    assert!(calls().mremap - before.mremap >= 1);
+    assert!((0..1 << 20).all(|i| unsafe { *q.add(i) } == 0x5a));
+    // shrink, still above the threshold: mremap in place, check byte rewritten
+    let q = unsafe { h.realloc(q, 200_000) }.unwrap().as_ptr();
+    assert_eq!(unsafe { h.usable_size(q) }, 200_000);
+    h.walk().unwrap();
+    // below the threshold: copied into a slot
+    let s = unsafe { h.realloc(q, 1000) }.unwrap().as_ptr();
+    assert!((0..1000).all(|i| unsafe { *s.add(i) } == 0x5a));
+    assert_eq!(h.walk().unwrap().large, 0);
+    unsafe { h.free(s) };
+    assert!(calls().munmap - before.munmap >= 1);
+}
+
+#[test]
+fn realloc_stays_in_place_within_the_class() {
+    let h = heap();
+    let p = h.malloc(100).unwrap().as_ptr();
+    let q = unsafe { h.realloc(p, 104) }.unwrap().as_ptr();
+    assert_eq!(p, q);
+    let q = unsafe { h.realloc(q, 90) }.unwrap().as_ptr();
+    assert_eq!(p, q);
+    // to a much smaller class: moves, so memory isn't wasted
+    let r = unsafe { h.realloc(q, 8) }.unwrap().as_ptr();
+    assert_ne!(q, r);
+    unsafe { h.free(r) };
+}
+
+#[test]
+fn every_power_of_two_alignment() {
+    let h = heap();
+    let mut v = Vec::new();
+    let mut al = 1;
+    while al <= 1 << 30 {
+        for n in [0, 1, 100, 5000, 200_000] {
+            let p = h.aligned_alloc(al, n).unwrap().as_ptr();
+            assert_eq!(p.addr() % al, 0, "align {al}");
+            assert_eq!(unsafe { h.usable_size(p) }, n);
+            unsafe { p.write_bytes(1, n) };
+            v.push(p);
+        }
+        h.walk().unwrap();
+        al <<= 1;
+    }
+    assert!(h.aligned_alloc(MAX_ALIGN * 2, 1).is_none());
+    for p in v {
+        unsafe { h.free(p) };
+    }
+    assert_eq!(h.walk().unwrap().in_use, 0);
+}
+
+#[test]
+fn calloc_zeroes_reused_memory_and_skips_fresh_maps() {
+    let h = heap();
+    for n in [10, 1000, 60_000, 300_000] {
+        let p = h.malloc(n).unwrap().as_ptr();
+        unsafe { p.write_bytes(0xff, n) };
+        unsafe { h.free(p) };
+        let q = h.calloc(n).unwrap().as_ptr();
+        assert!((0..n).all(|i| unsafe { *q.add(i) } == 0));
+        unsafe { h.free(q) };
+    }
+}
+
+#[test]
+fn donated_memory_is_used_and_bad_ranges_ignored() {
+    let h = heap();
+    let _ = h.malloc(1).unwrap();
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 70_000].into_boxed_slice());
+    let (lo, hi) = (buf.as_mut_ptr(), buf.as_mut_ptr().wrapping_add(buf.len()));
+    unsafe {
+        h.donate(std::ptr::null_mut(), hi);
+        h.donate(hi, lo);
+        h.donate(lo, lo);
+        h.donate(lo, lo.wrapping_add(3));
+    }
+    h.walk().unwrap();
+    unsafe { h.donate(lo, hi) };
+    h.walk().unwrap();
+    // the largest donated slot: class 47 (8191 units) fits 70000 bytes? no: the biggest
+    // class that fits, which a request of that class then gets
+    let mut from_donation = 0;
+    for sc in (3..NUM_CLASSES).step_by(4) {
+        let p = h.malloc(class_size(sc) - IB).unwrap().as_ptr();
+        if p >= lo && p < hi {
+            from_donation += 1;
+        }
+    }
+    assert!(from_donation >= 1);
+    h.walk().unwrap();
+}
+
+#[test]
+fn out_of_memory_returns_none_and_keeps_the_heap_sound() {
+    let h = heap();
+    let keep: Vec<_> = (0..50).map(|i| h.malloc(i * 100).unwrap()).collect();
+    for n in [16, 5000, 50_000, 1 << 20] {
+        fail_maps_after(0);
+        let mut got = 0;
+        for _ in 0..200 {
+            if let Some(p) = h.malloc(n) {
+                got += 1;
+                unsafe { h.free(p.as_ptr()) };
+            }
+        }
+        stop_failing();
+        let _ = got;
+        h.walk().unwrap();
+        // and it all works again afterwards
+        let p = h.malloc(n).unwrap();
+        unsafe { h.free(p.as_ptr()) };
+    }
+    // realloc growth that cannot be served leaves the block alone
+    let p = h.malloc(1 << 20).unwrap().as_ptr();
+    unsafe { p.write_bytes(3, 1 << 20) };
+    fail_maps_after(0);
+    assert!(unsafe { h.realloc(p, 64 << 20) }.is_none());
+    stop_failing();
+    assert!((0..1 << 20).all(|i| unsafe { *p.add(i) } == 3));
+    unsafe { h.free(p) };
+    assert!(h.malloc(usize::MAX - 100).is_none());
+    assert!(h.malloc(usize::MAX / 2).is_none());
+    for p in keep {
+        unsafe { h.free(p.as_ptr()) };
+    }
+    h.walk().unwrap();
+}
+
+#[test]
+fn threads_allocate_and_free_across_each_other() {
+    let h: Arc<common::TestHeap> = Arc::from(heap());
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let producers: Vec<_> = (0..3)
+        .map(|t| {
+            let h = h.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = Rng(t + 1);
+                let mut mine = Vec::new();
+                for i in 0..20_000 {
+                    let n = r.below(if i % 100 == 0 { 200_000 } else { 2000 }) as usize;
+                    let p = h.malloc(n).unwrap().as_ptr();
+                    unsafe { p.write_bytes(t as u8, n.min(64)) };
+                    if r.chance(50) {
+                        tx.send(p.addr()).unwrap();
+                    } else {
+                        mine.push(p);
+                    }
+                    if mine.len() > 100 {
+                        let q = mine.swap_remove(r.below(100) as usize);
+                        unsafe { h.free(q) };
+                    }
+                }
+                for q in mine {
+                    unsafe { h.free(q) };
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let consumer = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            for a in rx {
+                unsafe { h.free(std::ptr::with_exposed_provenance_mut(a)) };
+            }
+        })
+    };
+    for p in producers {
+        p.join().unwrap();
+    }
+    consumer.join().unwrap();
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.large), (0, 0));
+}
+
+/// Each corruption crashes at once with SIGILL (the trap), not later.
+#[test]
+fn corruption_crashes_at_once() {
+    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+        (
+            "double free small",
+            Box::new(|| {
+                let h = heap();
+                let _k = h.malloc(10);
+                let p = h.malloc(10).unwrap().as_ptr();
+                unsafe { h.free(p) };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "double free large",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(1 << 20).unwrap().as_ptr();
+                let q = h.malloc(1 << 20).unwrap().as_ptr();
+                unsafe { h.free(p) };
+                let _ = q;
+                // the mapping is gone: faults (SIGSEGV) rather than traps
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "overflow by one nonzero byte",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(20).unwrap().as_ptr();
+                unsafe { *p.add(20) = 1 };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "interior pointer",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                unsafe { h.free(p.add(32)) };
+            }),
+        ),
+        (
+            "unaligned pointer",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                unsafe { h.free(p.add(1)) };
+            }),
+        ),
+        (
+            "forged header",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                unsafe { *p.sub(3) = 7 };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "realloc of freed",
+            Box::new(|| {
+                let h = heap();
+                let _k = h.malloc(10);
+                let p = h.malloc(10).unwrap().as_ptr();
+                unsafe { h.free(p) };
+                let _ = unsafe { h.realloc(p, 20) };
+            }),
+        ),
+        (
+            "usable size of freed",
+            Box::new(|| {
+                let h = heap();
+                let _k = h.malloc(10);
+                let p = h.malloc(10).unwrap().as_ptr();
+                unsafe { h.free(p) };
+                let _ = unsafe { h.usable_size(p) };
+            }),
+        ),
+        (
+            "pointer never allocated",
+            Box::new(|| {
+                let h = heap();
+                let _k = h.malloc(10);
+                let mut buf = [0u64; 64];
+                unsafe { h.free(buf.as_mut_ptr().add(8).cast()) };
+            }),
+        ),
+    ];
+    for (name, f) in cases {
+        let r = in_child(|| f());
+        let want = if name == "double free large" {
+            libc::SIGSEGV
+        } else {
+            SIGILL
+        };
+        assert_eq!(r, Err(want), "{name}");
+    }
+}
+
+#[test]
+fn the_walker_reports_corruption() {
+    let h = heap();
+    let p = h.malloc(20).unwrap().as_ptr();
+    h.walk().unwrap();
+    unsafe { *p.add(20) = 1 };
+    let v = h.walk().unwrap_err();
+    assert_eq!(v.corrupt, Some(Corrupt::CheckByte), "{v:?}");
+    unsafe { *p.add(20) = 0 };
+    h.walk().unwrap();
+    unsafe { *p.sub(2) ^= 1 };
+    assert!(h.walk().is_err());
+    unsafe { *p.sub(2) ^= 1 };
+    h.walk().unwrap();
+}
