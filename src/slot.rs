@@ -144,16 +144,17 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
             Corrupt::DoubleFree
         );
         let sc = (*meta).sizeclass as usize;
-        if sc < NUM_CLASSES {
-            let size = SIZE_CLASSES[sc] as usize;
-            ensure!(
-                offset >= size * index && offset < size * (index + 1),
-                Corrupt::Bounds
-            );
-        } else {
-            ensure!(sc == CLASS_MMAP as usize, Corrupt::Class);
-        }
+        ensure!(sc < NUM_CLASSES || sc == CLASS_MMAP as usize, Corrupt::Class);
         let maplen = (*meta).maplen as usize;
+        // the offset must lie in slot `index`: a single-slot mapping's slot is the whole
+        // mapping (a reused mapping may be larger than the class), any other's its class.
+        let units = if index == 0 && (*meta).last_idx == 0 && maplen != 0 {
+            maplen * AREA / UNIT - 1
+        } else {
+            ensure!(sc < NUM_CLASSES, Corrupt::Class);
+            SIZE_CLASSES[sc] as usize
+        };
+        ensure!(offset >= units * index && offset < units * (index + 1), Corrupt::Bounds);
         if maplen != 0 {
             ensure!(offset < maplen * AREA / UNIT, Corrupt::Bounds);
         }

@@ -508,3 +508,29 @@ fn the_walker_reports_corruption() {
     unsafe { *p.sub(2) ^= 1 };
     h.walk().unwrap();
 }
+
+/// Regression (found by git under LD_PRELOAD): a single-slot group in a cached mapping
+/// larger than its class cycles offsets through the whole mapping; every such pointer
+/// must still validate. The offset of a fresh slot comes from the heap's cycle counter, so
+/// drive that counter across 255 (the class-27 slot size in units) before creating it.
+#[test]
+fn single_slot_groups_in_larger_cached_mappings_keep_valid_offsets() {
+    for bump in 248..260 {
+        let h = heap();
+        // an 8 KiB single-slot group (class 31), freed into the mapping cache: cycle = 1
+        let p = h.malloc(8000).unwrap().as_ptr();
+        unsafe { h.free(p) };
+        // each large allocation advances the cycle counter by one
+        for _ in 0..bump {
+            let q = h.malloc(200_000).unwrap().as_ptr();
+            unsafe { h.free(q) };
+        }
+        // 4000 bytes: a single 4080-byte slot, in the cached 8 KiB mapping
+        let q = h.malloc(4000).unwrap().as_ptr();
+        let s = unsafe { ngmalloc::slot::find_slot(q, h.secret()) }.expect("valid header");
+        assert_eq!(s.stride, 8192 - 16, "served from the cached mapping");
+        assert_eq!(unsafe { h.usable_size(q) }, 4000);
+        h.walk().unwrap();
+        unsafe { h.free(q) };
+    }
+}

@@ -116,6 +116,9 @@ fn prot(p: Prot) -> usize {
     }
 }
 
+// The standalone library is a `no_std` cdylib, linked with -nodefaultlibs: name libc so
+// the library records its dependency.
+#[link(name = "c")]
 unsafe extern "C" {
     fn getauxval(t: core::ffi::c_ulong) -> core::ffi::c_ulong;
     fn __errno_location() -> *mut core::ffi::c_int;

@@ -1,0 +1,38 @@
+# ngmalloc. `make` builds the standalone library (build/libngmalloc.so, build/libngmalloc.a);
+# `make test` runs every test. Both check their tools first and install what is missing.
+
+BUILD   ?= build
+CARGO   ?= cargo
+CC      ?= cc
+
+# The standalone library's exports: exactly these are global in both libraries.
+EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
+           valloc pvalloc malloc_usable_size
+
+.PHONY: all deps lib test clean
+
+all: lib
+
+deps:
+	@ci/deps.sh
+
+lib: deps
+	$(CARGO) build --release -p ngmalloc-standalone
+	@mkdir -p $(BUILD)
+	cp target/release/libngmalloc_standalone.so $(BUILD)/libngmalloc.so
+	@# one relocatable object with only the exports global: no Rust core/builtins symbol
+	@# can clash with the program's, and no unwind tables (panic = abort).
+	ld -r $(addprefix -u ,$(EXPORTS)) -o $(BUILD)/ngmalloc.tmp.o target/release/libngmalloc_standalone.a
+	objcopy $(addprefix --keep-global-symbol=,$(EXPORTS)) --strip-debug \
+		-R .eh_frame -R .rela.eh_frame -R .llvmbc -R .llvmcmd -R .comment -R .note.GNU-stack \
+		$(BUILD)/ngmalloc.tmp.o $(BUILD)/ngmalloc.o
+	rm -f $(BUILD)/ngmalloc.tmp.o $(BUILD)/libngmalloc.a
+	ar rcs $(BUILD)/libngmalloc.a $(BUILD)/ngmalloc.o
+	@size $(BUILD)/ngmalloc.o
+
+test: lib
+	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

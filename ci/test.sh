@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Every test of `make test`, in order. Each step prints "ok - step" or "not ok - step";
+# the last line is "N passed, N failed". Exit status is non-zero if any step failed.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+CC=${CC:-cc}
+CARGO=${CARGO:-cargo}
+EXPORTS=${EXPORTS:?}
+pass=0
+fail=0
+failed_steps=()
+step() {
+  local name=$1
+  shift
+  echo "== $name"
+  if "$@"; then
+    echo "ok - $name"
+    pass=$((pass + 1))
+  else
+    echo "not ok - $name"
+    fail=$((fail + 1))
+    failed_steps+=("$name")
+  fi
+}
+
+exports_match() {
+  local want got_so got_a
+  want=$(tr ' ' '\n' <<<"$EXPORTS" | grep . | sort)
+  got_so=$(nm -D --defined-only "$BUILD/libngmalloc.so" | awk '$2 ~ /[TWV]/ {print $3}' | sort)
+  got_a=$(nm -g --defined-only "$BUILD/libngmalloc.a" | awk 'NF == 3 {print $3}' | sort)
+  [ "$got_so" = "$want" ] || { echo "libngmalloc.so exports differ:"; diff <(echo "$want") <(echo "$got_so"); return 1; }
+  [ "$got_a" = "$want" ] || { echo "libngmalloc.a globals differ:"; diff <(echo "$want") <(echo "$got_a"); return 1; }
+  ! readelf -S "$BUILD/ngmalloc.o" | grep -q eh_frame || { echo "ngmalloc.o has .eh_frame"; return 1; }
+}
+
+c_semantics() {
+  local t="$BUILD/c-tests"
+  mkdir -p "$t"
+  "$CC" -O2 -pthread -o "$t/semantics" c-tests/semantics.c || return 1
+  "$CC" -O2 -pthread -o "$t/semantics-static" c-tests/semantics.c "$BUILD/libngmalloc.a" || return 1
+  "$CC" -O2 -pthread -o "$t/semantics-dyn" c-tests/semantics.c -L"$BUILD" -lngmalloc \
+    -Wl,-rpath,"$(realpath "$BUILD")" || return 1
+  local r=0
+  echo "-- LD_PRELOAD"; LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" | grep -v '^ok' || r=1
+  echo "-- linked with libngmalloc.a"; "$t/semantics-static" | grep -v '^ok' || r=1
+  echo "-- linked with -lngmalloc"; "$t/semantics-dyn" | grep -v '^ok' || r=1
+  # grep -v prints the summary (and any failure); the exit status of each run decides
+  LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" >/dev/null && "$t/semantics-static" >/dev/null \
+    && "$t/semantics-dyn" >/dev/null && [ $r = 0 ]
+}
+
+step "cargo fmt --check" "$CARGO" fmt --all --check
+step "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets -q -- -D warnings
+step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc
+step "exported symbols match the allowlist" exports_match
+step "C semantics (preload, static, dynamic)" c_semantics
+step "real programs under LD_PRELOAD" ci/real-programs.sh "$BUILD/libngmalloc.so"
+echo "size of the allocator object ($BUILD/ngmalloc.o):"
+size "$BUILD/ngmalloc.o"
+
+if [ "$fail" != 0 ]; then
+  printf 'failed: %s\n' "${failed_steps[@]}"
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
