@@ -24,7 +24,7 @@ lib: deps
 	@# can clash with the program's, and no unwind tables (panic = abort).
 	ld -r $(addprefix -u ,$(EXPORTS)) -o $(BUILD)/ngmalloc.tmp.o target/release/libngmalloc_standalone.a
 	objcopy $(addprefix --keep-global-symbol=,$(EXPORTS)) --strip-debug \
-		-R .eh_frame -R .rela.eh_frame -R .llvmbc -R .llvmcmd -R .comment -R .note.GNU-stack \
+		-R .eh_frame -R .rela.eh_frame -R .llvmbc -R .llvmcmd -R .comment \
 		$(BUILD)/ngmalloc.tmp.o $(BUILD)/ngmalloc.o
 	rm -f $(BUILD)/ngmalloc.tmp.o $(BUILD)/libngmalloc.a
 	ar rcs $(BUILD)/libngmalloc.a $(BUILD)/ngmalloc.o

@@ -74,7 +74,7 @@ a=$(cd "$repo" && pre git log --stat --format='%H %s' | sha256sum)
 b=$(cd "$repo" && git log --stat --format='%H %s' | sha256sum)
 c=$(cd "$repo" && pre git log -p | sha256sum)
 d=$(cd "$repo" && git log -p | sha256sum)
-result $([ "$a" = "$b" ] && [ "$c" = "$d" ] && (cd "$work/clone" && git fsck --full -q) >/dev/null 2>&1; echo $?) \
+result $([ "$a" = "$b" ] && [ "$c" = "$d" ] && (cd "$work/clone" && git fsck --full --no-progress) >/dev/null 2>&1; echo $?) \
   "git log --stat and log -p match the system allocator's and the clone passes fsck"
 result $(served "$report" 10; echo $?) "git processes were served by ngmalloc"
 

@@ -620,7 +620,7 @@ impl State {
     unsafe fn free_meta(&mut self, m: *mut Meta) {
         // SAFETY: forwarded.
         unsafe {
-            m.write(Meta::EMPTY);
+            m.write(Meta::empty());
             queue(&mut self.free_meta_head, m);
         }
     }

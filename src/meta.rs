@@ -40,7 +40,7 @@ pub struct Group {
 }
 
 const _: () = assert!(core::mem::size_of::<Group>() == UNIT);
-const _: () = assert!(core::mem::offset_of!(Group, active_idx) + 1 <= UNIT - crate::config::IB);
+const _: () = assert!(core::mem::offset_of!(Group, active_idx) < UNIT - crate::config::IB);
 
 /// First byte of slot 0 of the group at `g`.
 #[inline(always)]
@@ -81,20 +81,22 @@ const _: () = assert!(core::mem::size_of::<Meta>() == 48);
 
 impl Meta {
     /// A free record: what `free_meta` leaves behind.
-    pub const EMPTY: Meta = Meta {
-        prev: null_mut(),
-        next: null_mut(),
-        mem: null_mut(),
-        avail_mask: AtomicU32::new(0),
-        freed_mask: AtomicU32::new(0),
-        last_idx: 0,
-        freeable: 0,
-        sizeclass: 0,
-        zeroed: 0,
-        maplen: 0,
-        clean_mask: 0,
-        swept_mask: 0,
-    };
+    pub const fn empty() -> Meta {
+        Meta {
+            prev: null_mut(),
+            next: null_mut(),
+            mem: null_mut(),
+            avail_mask: AtomicU32::new(0),
+            freed_mask: AtomicU32::new(0),
+            last_idx: 0,
+            freeable: 0,
+            sizeclass: 0,
+            zeroed: 0,
+            maplen: 0,
+            clean_mask: 0,
+            swept_mask: 0,
+        }
+    }
 }
 
 /// A 4 KiB page of meta records tagged with the heap's secret.
@@ -111,7 +113,8 @@ pub struct MetaArea {
 /// Records per meta area.
 pub const AREA_SLOTS: usize =
     (AREA - core::mem::size_of::<MetaArea>()) / core::mem::size_of::<Meta>();
-const _: () = assert!(core::mem::size_of::<MetaArea>() % core::mem::align_of::<Meta>() == 0);
+const _: () =
+    assert!(core::mem::size_of::<MetaArea>().is_multiple_of(core::mem::align_of::<Meta>()));
 const _: () = assert!(AREA_SLOTS >= 64);
 
 /// First record of the area at `a`.

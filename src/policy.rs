@@ -100,13 +100,12 @@ pub fn plan_group(
     // reduced counts roughly fill an integral number of pages, just not a power of two.
     if 4 * cnt > usage && !nosmall {
         let low = sc & 3;
-        if low == 1 && size * cnt > 8 * pagesize {
+        let bytes = size * cnt;
+        if low == 1 && bytes > 8 * pagesize {
             cnt = 2;
-        } else if low == 2 && size * cnt > 4 * pagesize {
+        } else if (low == 2 && bytes > 4 * pagesize) || (low == 0 && bytes > 8 * pagesize) {
             cnt = 3;
-        } else if low == 0 && size * cnt > 8 * pagesize {
-            cnt = 3;
-        } else if low == 0 && size * cnt > 2 * pagesize {
+        } else if low == 0 && bytes > 2 * pagesize {
             cnt = 5;
         }
     }

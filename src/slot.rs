@@ -144,7 +144,10 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
             Corrupt::DoubleFree
         );
         let sc = (*meta).sizeclass as usize;
-        ensure!(sc < NUM_CLASSES || sc == CLASS_MMAP as usize, Corrupt::Class);
+        ensure!(
+            sc < NUM_CLASSES || sc == CLASS_MMAP as usize,
+            Corrupt::Class
+        );
         let maplen = (*meta).maplen as usize;
         // the offset must lie in slot `index`: a single-slot mapping's slot is the whole
         // mapping (a reused mapping may be larger than the class), any other's its class.
@@ -154,7 +157,10 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
             ensure!(sc < NUM_CLASSES, Corrupt::Class);
             SIZE_CLASSES[sc] as usize
         };
-        ensure!(offset >= units * index && offset < units * (index + 1), Corrupt::Bounds);
+        ensure!(
+            offset >= units * index && offset < units * (index + 1),
+            Corrupt::Bounds
+        );
         if maplen != 0 {
             ensure!(offset < maplen * AREA / UNIT, Corrupt::Bounds);
         }

@@ -211,8 +211,8 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             "listed records not reachable from a list",
             0
         );
-        for sc in 0..NUM_CLASSES {
-            want!(usage[sc] == st.usage_by_class[sc], "usage_by_class", sc);
+        for (sc, (&seen, &kept)) in usage.iter().zip(&st.usage_by_class).enumerate() {
+            want!(seen == kept, "usage_by_class", sc);
         }
         Ok(s)
     }
