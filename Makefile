@@ -1,5 +1,6 @@
-# ngmalloc. `make` builds the standalone library (build/libngmalloc.so, build/libngmalloc.a);
-# `make test` runs every test. Both check their tools first and install what is missing.
+# ngmalloc. `make` builds the standalone library (build/libngmalloc.so, build/libngmalloc.a)
+# and a musl 1.2.5 sysroot on ngmalloc (build/sysroot-musl-1.2.5); `make test` runs every
+# test. Both check their tools first and install what is missing.
 
 BUILD   ?= build
 CARGO   ?= cargo
@@ -9,9 +10,9 @@ CC      ?= cc
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
            valloc pvalloc malloc_usable_size
 
-.PHONY: all deps lib test clean
+.PHONY: all deps lib sysroot test clean
 
-all: lib
+all: lib sysroot
 
 deps:
 	@ci/deps.sh
@@ -30,7 +31,11 @@ lib: deps
 	ar rcs $(BUILD)/libngmalloc.a $(BUILD)/ngmalloc.o
 	@size $(BUILD)/ngmalloc.o
 
-test: lib
+# The sysroot (toolchain/build-sysroot.sh --help for options: musl version, tarball).
+sysroot: deps
+	toolchain/build-sysroot.sh --musl 1.2.5
+
+test: lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh
 
 clean:

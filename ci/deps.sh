@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Check the tools the build and the tests need; install missing Debian packages when
-# running as root, else stop with the exact command to run.
+# Check the tools the build and the tests need; install what is missing (Debian packages
+# as root, the Rust musl target through rustup), else stop with the exact command to run.
 set -eu
 need_pkgs=()
 need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
@@ -11,9 +11,15 @@ need objcopy binutils
 need ar binutils
 need nm binutils
 need size binutils
+need readelf binutils
 need python3 python3
 need git git
 need make make
+need patch patch
+need file file
+need bindgen bindgen            # the C/Rust boundary check (tests only)
+# bindgen loads libclang at run time
+ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 || need_pkgs+=(libclang1)
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ngmalloc: cargo is missing. Install Rust (https://rustup.rs), then re-run make." >&2
   exit 1
@@ -28,13 +34,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-for c in rustfmt clippy; do
-  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
-    if command -v rustup >/dev/null 2>&1; then
-      rustup component add "$c" >/dev/null
-    else
-      echo "ngmalloc: cargo $c is missing. Run: rustup component add $c" >&2
-      exit 1
-    fi
+rustup_add() { # what, rustup arguments...
+  if command -v rustup >/dev/null 2>&1; then
+    rustup "${@:2}" >/dev/null 2>&1 || { echo "ngmalloc: could not install $1. Run: rustup ${*:2}" >&2; exit 1; }
+  else
+    echo "ngmalloc: $1 is missing. Run: rustup ${*:2}" >&2
+    exit 1
   fi
-done
+}
+cargo fmt --version >/dev/null 2>&1 || rustup_add rustfmt component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup_add clippy component add clippy
+target=x86_64-unknown-linux-musl
+[ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"

@@ -37,9 +37,9 @@ exports_match() {
 c_semantics() {
   local t="$BUILD/c-tests"
   mkdir -p "$t"
-  "$CC" -O2 -pthread -o "$t/semantics" c-tests/semantics.c || return 1
-  "$CC" -O2 -pthread -o "$t/semantics-static" c-tests/semantics.c "$BUILD/libngmalloc.a" || return 1
-  "$CC" -O2 -pthread -o "$t/semantics-dyn" c-tests/semantics.c -L"$BUILD" -lngmalloc \
+  "$CC" -O2 -pthread -DNGM_STANDALONE -o "$t/semantics" c-tests/semantics.c || return 1
+  "$CC" -O2 -pthread -DNGM_STANDALONE -o "$t/semantics-static" c-tests/semantics.c "$BUILD/libngmalloc.a" || return 1
+  "$CC" -O2 -pthread -DNGM_STANDALONE -o "$t/semantics-dyn" c-tests/semantics.c -L"$BUILD" -lngmalloc \
     -Wl,-rpath,"$(realpath "$BUILD")" || return 1
   local r=0
   echo "-- LD_PRELOAD"; LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" | grep -v '^ok' || r=1
@@ -56,6 +56,13 @@ step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
 step "real programs under LD_PRELOAD" ci/real-programs.sh "$BUILD/libngmalloc.so"
+step "Rust bindings match ngmalloc.h (bindgen)" toolchain/bindings.sh --check
+# musl: 1.2.5 (the default) and 1.2.3, each against a stock build of the same version
+for v in 1.2.5 1.2.3; do
+  step "musl $v sysroots build (ngmalloc and stock)" sh -c \
+    "toolchain/build-sysroot.sh --musl $v >/dev/null && toolchain/build-sysroot.sh --musl $v --malloc mallocng >/dev/null"
+  step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
+done
 echo "size of the allocator object ($BUILD/ngmalloc.o):"
 size "$BUILD/ngmalloc.o"
 

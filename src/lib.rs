@@ -30,7 +30,7 @@ pub mod size_class;
 pub mod slot;
 pub mod walk;
 
-#[cfg(feature = "standalone")]
+#[cfg(any(feature = "standalone", feature = "musl"))]
 pub mod abi;
 
 pub use heap::Heap;

@@ -1,12 +1,17 @@
 //! The OS seam: every system call the allocator makes goes through [`Os`]. Implementations:
-//! [`linux::Linux`] (raw system calls, for the standalone library and host tests), and
-//! those the tests build on top of it (counting, fault injection).
+//! [`linux::Linux`] (raw system calls, for the standalone library and host tests),
+//! `musl::Musl` (musl's own functions through the glue, for the object built into musl),
+//! and those the tests build on top of them (counting, fault injection).
 //!
 //! Contract for every method: it never allocates, never calls back into the allocator and
 //! never changes `errno` (raw system calls don't touch it; wrappers around libc calls must
 //! save and restore it), so a `free` or a successful `malloc` leaves `errno` alone.
 
 pub mod linux;
+#[cfg(feature = "musl")]
+pub mod musl;
+#[cfg(feature = "musl")]
+pub mod musl_sys;
 
 use core::ptr::NonNull;
 

@@ -16,8 +16,7 @@ use crate::os::linux::{
     FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno,
 };
 
-const ENOMEM: c_int = 12;
-const EINVAL: c_int = 22;
+use super::{EINVAL, ENOMEM, valid_align};
 
 /// The host libc owns the program break: meta areas come from mmap only.
 type Sys = Linux<false>;
@@ -84,7 +83,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, m: usize, n: usize) -> *mu
 
 /// Aligned allocation shared by the exports; `Err(errno)` on failure.
 fn aligned(align: usize, n: usize) -> Result<*mut c_void, c_int> {
-    if align & align.wrapping_neg() != align {
+    if !valid_align(align) {
         return Err(EINVAL);
     }
     HEAP.aligned_alloc(align.max(1), n)

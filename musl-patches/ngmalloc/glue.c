@@ -1,0 +1,115 @@
+/* ngmalloc's glue to musl: the only C in the allocator, and the only code that touches
+ * the rest of musl (its role matches mallocng's glue.h). The boundary is ngmalloc.h. */
+#define _GNU_SOURCE /* MREMAP_MAYMOVE, MADV_DONTNEED */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <elf.h>
+#include "libc.h"
+#include "lock.h"
+#include "syscall.h"
+#include "dynlink.h"
+#include "ngmalloc.h"
+
+/* musl takes this lock around fork (fork_impl.h); internal, like every service */
+hidden int __malloc_lock[1];
+
+static int prot(int p)
+{
+	return p == NGM_PROT_RW ? PROT_READ | PROT_WRITE : PROT_NONE;
+}
+
+void *__ngm_mmap(void *addr, size_t len, int p, int fixed)
+{
+	int e = errno;
+	void *r = __mmap(addr, len, prot(p), MAP_PRIVATE | MAP_ANONYMOUS | (fixed ? MAP_FIXED : 0), -1, 0);
+	errno = e;
+	return r == MAP_FAILED ? 0 : r;
+}
+
+void __ngm_munmap(void *addr, size_t len)
+{
+	int e = errno;
+	__munmap(addr, len);
+	errno = e;
+}
+
+void *__ngm_mremap(void *addr, size_t old_len, size_t new_len)
+{
+	int e = errno;
+	void *r = __mremap(addr, old_len, new_len, MREMAP_MAYMOVE);
+	errno = e;
+	return r == MAP_FAILED ? 0 : r;
+}
+
+int __ngm_mprotect(void *addr, size_t len, int p)
+{
+	int e = errno;
+	int r = __mprotect(addr, len, prot(p));
+	/* nommu kernels have no mprotect: their memory is accessible anyway */
+	if (r && errno == ENOSYS) r = 0;
+	errno = e;
+	return r;
+}
+
+int __ngm_release(void *addr, size_t len)
+{
+	int e = errno;
+	int r = __madvise(addr, len, MADV_DONTNEED);
+	errno = e;
+	return r;
+}
+
+uintptr_t __ngm_brk(uintptr_t to)
+{
+	return (uintptr_t)__syscall(SYS_brk, to);
+}
+
+size_t __ngm_page_size(void)
+{
+	return PAGE_SIZE;
+}
+
+uint64_t __ngm_random(void)
+{
+	uint64_t s = 0;
+	/* AT_RANDOM's first 8 bytes are the stack canary: take the next 8 */
+	for (size_t i = 0; libc.auxv && libc.auxv[i]; i += 2)
+		if (libc.auxv[i] == AT_RANDOM) {
+			memcpy(&s, (char *)libc.auxv[i + 1] + 8, sizeof s);
+			return s;
+		}
+	if (__syscall(SYS_getrandom, &s, sizeof s, 1 /* GRND_NONBLOCK */) == sizeof s)
+		return s;
+	/* no entropy at all: mix an address that ASLR moved (never address * constant) */
+	s = (uintptr_t)&s ^ 0x9e3779b97f4a7c15ULL;
+	s = (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	s = (s ^ (s >> 27)) * 0x94d049bb133111ebULL;
+	return s ^ (s >> 31);
+}
+
+void __ngm_lock(void)
+{
+	if (libc.need_locks) LOCK(__malloc_lock);
+}
+
+void __ngm_unlock(void)
+{
+	UNLOCK(__malloc_lock);
+}
+
+void __ngm_lock_reset(void)
+{
+	__malloc_lock[0] = 0;
+}
+
+int __ngm_aligned_alloc_disabled(void)
+{
+	return __malloc_replaced && !__aligned_alloc_replaced;
+}
+
+void __ngm_set_errno(int e)
+{
+	errno = e;
+}

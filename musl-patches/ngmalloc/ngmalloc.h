@@ -1,0 +1,61 @@
+/* The boundary between ngmalloc's Rust core and musl: declared here, once.
+ *
+ * glue.c (this directory, copied to src/malloc/ngmalloc/ in musl's tree) provides the
+ * __ngm_* services; the Rust object provides musl's internal malloc interface. The Rust
+ * declarations in src/os/musl_sys.rs are generated from this file with bindgen
+ * (toolchain/bindings.sh); `make test` regenerates them and fails on any difference.
+ *
+ * Every service leaves errno unchanged and never allocates. */
+#ifndef NGMALLOC_H
+#define NGMALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The services are internal to libc: hidden, so libc.so neither exports nor relocates
+ * them through the GOT. */
+#ifndef NGM_SERVICE
+#define NGM_SERVICE __attribute__((__visibility__("hidden")))
+#endif
+
+/* Page protections for __ngm_mmap and __ngm_mprotect. */
+#define NGM_PROT_NONE 0
+#define NGM_PROT_RW 1
+
+/* Services of the glue, called by Rust. */
+
+/* An anonymous private mapping (exactly at addr if fixed); NULL on failure. */
+NGM_SERVICE void *__ngm_mmap(void *addr, size_t len, int prot, int fixed);
+NGM_SERVICE void __ngm_munmap(void *addr, size_t len);
+/* Resize a mapping, moving it if needed; NULL on failure. */
+NGM_SERVICE void *__ngm_mremap(void *addr, size_t old_len, size_t new_len);
+/* 0 on success. */
+NGM_SERVICE int __ngm_mprotect(void *addr, size_t len, int prot);
+/* MADV_DONTNEED; 0 on success. */
+NGM_SERVICE int __ngm_release(void *addr, size_t len);
+/* The brk system call: sets the break to `to` (0 queries) and returns the break. */
+NGM_SERVICE uintptr_t __ngm_brk(uintptr_t to);
+NGM_SERVICE size_t __ngm_page_size(void);
+/* 64 unpredictable bits: AT_RANDOM, else the getrandom system call. */
+NGM_SERVICE uint64_t __ngm_random(void);
+/* musl's __malloc_lock, skipped while the process is single-threaded. */
+NGM_SERVICE void __ngm_lock(void);
+NGM_SERVICE void __ngm_unlock(void);
+NGM_SERVICE void __ngm_lock_reset(void);
+/* Nonzero when the program replaced malloc but not aligned_alloc: aligned_alloc must
+ * then fail, as it can't hand out memory the program's free would understand. */
+NGM_SERVICE int __ngm_aligned_alloc_disabled(void);
+NGM_SERVICE void __ngm_set_errno(int e);
+
+/* musl's internal malloc interface, provided by the Rust object. */
+
+void *__libc_malloc_impl(size_t n);
+void __libc_free(void *p);
+void *__libc_realloc(void *p, size_t n);
+void *aligned_alloc(size_t align, size_t n);
+size_t malloc_usable_size(void *p);
+void __malloc_donate(char *start, char *end);
+int __malloc_allzerop(void *p);
+void __malloc_atfork(int who);
+
+#endif

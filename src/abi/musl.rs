@@ -1,0 +1,123 @@
+//! The exports of the object built into musl: musl's internal malloc interface (what
+//! mallocng defines). `malloc`, `free`, `calloc`, `realloc`, `memalign`, `posix_memalign`
+//! stay musl's generic files, which call these. `aligned_alloc` and `malloc_usable_size`
+//! are public and made weak when the object is packaged (toolchain/rust-object.sh), so a
+//! static program that defines its own still links.
+//!
+//! Each export's signature is checked at compile time against the declaration bindgen
+//! generated from `ngmalloc.h`, so the two cannot drift.
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr::null_mut;
+
+use super::{EINVAL, ENOMEM, valid_align};
+use crate::heap::Heap;
+use crate::os::musl::{Musl, MuslLock, aligned_alloc_disabled, set_errno};
+use crate::os::musl_sys as sys;
+
+static HEAP: Heap<Musl, MuslLock> = Heap::new(MuslLock);
+
+/// Compile-time proof that our export has the type of the declaration in ngmalloc.h.
+macro_rules! same_signature {
+    ($name:ident, fn($($arg:ty),*) $(-> $ret:ty)?) => {
+        const _: () = {
+            let _decl: unsafe extern "C" fn($($arg),*) $(-> $ret)? = sys::$name;
+            let _ours: unsafe extern "C" fn($($arg),*) $(-> $ret)? = $name;
+        };
+    };
+}
+
+fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
+    match p {
+        Some(p) => p.as_ptr().cast(),
+        None => {
+            set_errno(ENOMEM);
+            null_mut()
+        }
+    }
+}
+
+/// musl's `malloc` backend (overrides lite_malloc's bump allocator).
+#[unsafe(no_mangle)]
+pub extern "C" fn __libc_malloc_impl(n: usize) -> *mut c_void {
+    out(HEAP.malloc(n))
+}
+same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
+
+/// musl's `free` backend.
+///
+/// # Safety
+/// `p` is null or a live allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
+    unsafe { HEAP.free(p.cast()) }
+}
+same_signature!(__libc_free, fn(*mut c_void));
+
+/// musl's `realloc` backend.
+///
+/// # Safety
+/// `p` is null or a live allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: the caller's contract.
+    out(unsafe { HEAP.realloc(p.cast(), n) })
+}
+same_signature!(__libc_realloc, fn(*mut c_void, usize) -> *mut c_void);
+
+/// C11 `aligned_alloc` (also behind musl's `memalign` and `posix_memalign`).
+#[unsafe(no_mangle)]
+pub extern "C" fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
+    if !valid_align(align) {
+        set_errno(EINVAL);
+        return null_mut();
+    }
+    // memory from here could not be freed by a program's own free
+    if aligned_alloc_disabled() {
+        set_errno(ENOMEM);
+        return null_mut();
+    }
+    out(HEAP.aligned_alloc(align.max(1), n))
+}
+same_signature!(aligned_alloc, fn(usize, usize) -> *mut c_void);
+
+/// `malloc_usable_size`: exactly the size requested (0 for NULL).
+///
+/// # Safety
+/// `p` is null or a live allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.usable_size(p.cast()) }
+}
+same_signature!(malloc_usable_size, fn(*mut c_void) -> usize);
+
+/// The dynamic linker gives the gaps of loaded segments to the heap.
+///
+/// # Safety
+/// The range is unused writable memory (empty or inverted ranges are ignored).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __malloc_donate(start: *mut c_char, end: *mut c_char) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.donate(start.cast(), end.cast()) }
+}
+same_signature!(__malloc_donate, fn(*mut c_char, *mut c_char));
+
+/// Whether `calloc` may skip clearing `p`.
+///
+/// # Safety
+/// `p` is a live allocation, just returned by malloc.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __malloc_allzerop(p: *mut c_void) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.is_allzero(p.cast()) as c_int }
+}
+same_signature!(__malloc_allzerop, fn(*mut c_void) -> c_int);
+
+/// musl's fork hook.
+#[unsafe(no_mangle)]
+pub extern "C" fn __malloc_atfork(who: c_int) {
+    HEAP.atfork(who);
+}
+same_signature!(__malloc_atfork, fn(c_int));

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Build a musl sysroot whose libc.a, libc.so and dynamic loader use ngmalloc, plus a C
+# compiler wrapper and a cargo configuration for x86_64-unknown-linux-musl.
+#
+# Usage: toolchain/build-sysroot.sh [--musl VERSION] [--tarball FILE] [--out DIR]
+#                                   [--malloc ngmalloc|mallocng]
+#   --musl     1.2.5 (default) or 1.2.3
+#   --tarball  use this musl release tarball (checked against the known sha256)
+#   --out      sysroot directory (default: build/sysroot-musl-VERSION[-mallocng])
+#   --malloc   mallocng builds a stock musl the same way, for comparisons
+#
+# musl's source comes from, in order: --tarball; the download cache (build/dl); Debian's
+# source package, fetched with apt into a private state directory (the system's apt
+# configuration is not changed); the upstream release URL. Whatever the source, the
+# tarball must match its sha256 or the script stops. Re-running with nothing changed is a
+# no-op (a stamp records the inputs). Nothing is ever installed outside the sysroot: the
+# dynamic loader goes to SYSROOT/lib (--syslibdir), not /lib.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+version=1.2.5
+tarball=
+out=
+malloc=ngmalloc
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --musl) version=$2; shift 2 ;;
+  --tarball) tarball=$2; shift 2 ;;
+  --out) out=$2; shift 2 ;;
+  --malloc) malloc=$2; shift 2 ;;
+  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  *) echo "build-sysroot: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+die() { echo "build-sysroot: $*" >&2; exit 1; }
+case "$version" in
+1.2.5) sha=a9a118bbe84d8764da0ea0d28b3ab3fae8477fc7e4085d90102b8596fc7c75e4; debver=1.2.5-3.1~deb13u1; suite=trixie ;;
+1.2.3) sha=7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4; debver=1.2.3-1; suite=bookworm ;;
+*) die "unsupported musl version $version (1.2.5 or 1.2.3)" ;;
+esac
+case "$malloc" in ngmalloc|mallocng) ;; *) die "--malloc takes ngmalloc or mallocng" ;; esac
+build="$root/build"
+suffix=$([ "$malloc" = mallocng ] && echo -mallocng || true)
+out=${out:-$build/sysroot-musl-$version$suffix}
+mkdir -p "$build/dl" "$out"
+out=$(cd "$out" && pwd)
+dl="$build/dl/musl-$version.tar.gz"
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$sha" ]; }
+
+fetch_debian() {
+  command -v apt-get >/dev/null || return 1
+  local st="$build/apt-state" uris u
+  mkdir -p "$st/lists/partial" "$st/cache/archives/partial" "$st/src"
+  # deb-src entries derived from the Debian mirrors the system is configured with
+  uris=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    grep -oE 'https?://[^ ]+/debian/?( |$)' | sed 's|/*[[:space:]]*$||' | sort -u || true)
+  [ -n "$uris" ] || uris=http://deb.debian.org/debian
+  : >"$st/sources.list"
+  for u in $uris; do
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $suite main" >>"$st/sources.list"
+  done
+  local opts=(-o "Dir::Etc::SourceList=$st/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$st/lists" -o "Dir::Cache=$st/cache" -o Debug::NoLocking=1
+    -o APT::Sandbox::User=root)
+  echo "build-sysroot: fetching Debian's musl $debver source package"
+  apt-get "${opts[@]}" -qq update >/dev/null 2>&1 || return 1
+  (cd "$st/src" && apt-get "${opts[@]}" -qq source --download-only "musl=$debver" >/dev/null 2>&1) || return 1
+  cp "$st/src/musl_$version.orig.tar.gz" "$dl"
+}
+
+fetch_upstream() {
+  local url="https://musl.libc.org/releases/musl-$version.tar.gz"
+  echo "build-sysroot: fetching $url"
+  if command -v curl >/dev/null; then curl -fsSL -o "$dl.part" "$url"
+  elif command -v wget >/dev/null; then wget -q -O "$dl.part" "$url"
+  else return 1; fi && mv "$dl.part" "$dl"
+}
+
+# 1. the source tarball, verified
+if [ -n "$tarball" ]; then
+  [ -f "$tarball" ] || die "no such tarball: $tarball"
+  sha_ok "$tarball" || die "$tarball does not match the sha256 of musl $version ($sha)"
+  cp "$tarball" "$dl.tmp" && mv "$dl.tmp" "$dl"
+elif ! sha_ok "$dl"; then
+  rm -f "$dl"
+  fetch_debian || fetch_upstream ||
+    die "could not obtain musl $version: no Debian source package and no download. Get musl-$version.tar.gz yourself and pass --tarball FILE"
+  sha_ok "$dl" || { rm -f "$dl"; die "the downloaded musl $version does not match its sha256 ($sha): refusing to build"; }
+fi
+
+# 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
+#    this script; nothing else goes into the sysroot.
+inputs() {
+  echo "$sha $malloc $(cc --version | head -1)"
+  if [ "$malloc" = ngmalloc ]; then
+    (cd "$root" && find musl-patches src musl-object toolchain Cargo.toml Cargo.lock -type f | sort | xargs sha256sum)
+  else
+    sha256sum "$root/toolchain/build-sysroot.sh"
+  fi
+}
+stamp=$(inputs | sha256sum | cut -d' ' -f1)
+if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -f "$out/lib/libc.a" ]; then
+  echo "build-sysroot: $out is up to date"
+  exit 0
+fi
+
+# 3. extract, patch, configure, build, install
+src="$build/musl-src-$version$suffix"
+rm -rf "$src" "$out"
+mkdir -p "$src" "$out"
+tar -xzf "$dl" -C "$src" --strip-components=1
+if [ "$malloc" = ngmalloc ]; then
+  for p in "$root"/musl-patches/*.patch; do
+    patch -s -d "$src" -p1 <"$p" || die "patch $(basename "$p") does not apply to musl $version"
+  done
+  mkdir -p "$src/src/malloc/ngmalloc"
+  cp "$root"/musl-patches/ngmalloc/* "$src/src/malloc/ngmalloc/"
+  ln -s "$root" "$src/src/malloc/ngmalloc/source"
+fi
+echo "build-sysroot: building musl $version with $malloc into $out"
+start=$(date +%s)
+(
+  cd "$src"
+  ./configure --prefix="$out" --syslibdir="$out/lib" --with-malloc="$malloc" \
+    --enable-wrapper=gcc CC="${CC:-gcc}" >"$src/configure.log" 2>&1 ||
+    { cat "$src/configure.log" >&2; exit 1; }
+  make -j"$(nproc)" >"$src/make.log" 2>&1 || { tail -40 "$src/make.log" >&2; exit 1; }
+  make install >>"$src/make.log" 2>&1 || { tail -20 "$src/make.log" >&2; exit 1; }
+) || die "building musl failed (logs in $src)"
+echo "build-sysroot: musl built in $(($(date +%s) - start)) s"
+
+# 4. wrappers. C: a gcc wrapper with its own specs: musl's, plus -static-pie (rcrt1.o,
+#    no interpreter), which musl's specs do not handle.
+ldso=$(cd "$out/lib" && ls ld-musl-*.so.1)
+cat >"$out/lib/ngmalloc.specs" <<SPECS
+%rename cpp_options old_cpp_options
+
+*cpp_options:
+-nostdinc -isystem $out/include -isystem include%s %(old_cpp_options)
+
+*cc1:
+%(cc1_cpu) -nostdinc -isystem $out/include -isystem include%s
+
+*link_libgcc:
+-L$out/lib -L .%s
+
+*libgcc:
+libgcc.a%s %:if-exists(libgcc_eh.a%s)
+
+*startfile:
+%{!shared: %{static-pie:$out/lib/rcrt1.o;:$out/lib/Scrt1.o}} $out/lib/crti.o crtbeginS.o%s
+
+*endfile:
+crtendS.o%s $out/lib/crtn.o
+
+*link:
+%{!static:%{!static-pie:-dynamic-linker $out/lib/$ldso}} -nostdlib %{shared:-shared} %{static:-static} %{static-pie:-static -pie --no-dynamic-linker -z text} %{rdynamic:-export-dynamic}
+
+SPECS
+cat >"$out/bin/ngmalloc-cc" <<SH
+#!/bin/sh
+# C compiler for this sysroot (musl $version with $malloc).
+exec "\${REALGCC:-${CC:-gcc}}" "\$@" -specs "$out/lib/ngmalloc.specs"
+SH
+chmod +x "$out/bin/ngmalloc-cc"
+# Rust: rustc links a musl target through a C compiler when told not to use its own
+# self-contained copy of musl (-C link-self-contained=no); it then asks for -lunwind,
+# which comes from the Rust target's copy of libunwind.
+target=x86_64-unknown-linux-musl
+rustlib="$(rustc --print sysroot)/lib/rustlib/$target/lib"
+if [ -f "$rustlib/self-contained/libunwind.a" ]; then
+  cp "$rustlib/self-contained/libunwind.a" "$out/lib/"
+fi
+cat >"$out/bin/ngmalloc-rust-linker" <<SH
+#!/bin/sh
+# Linker for rustc's $target builds against this sysroot.
+exec "$out/bin/ngmalloc-cc" "\$@"
+SH
+chmod +x "$out/bin/ngmalloc-rust-linker"
+cat >"$out/cargo-config.toml" <<TOML
+# cargo --config $out/cargo-config.toml build --target $target
+[target.$target]
+linker = "$out/bin/ngmalloc-rust-linker"
+rustflags = ["-C", "link-self-contained=no", "-L", "native=$out/lib"]
+TOML
+echo "$stamp" >"$out/.stamp"
+
+cat <<USE
+build-sysroot: done. musl $version with $malloc in $out
+  C, static:        $out/bin/ngmalloc-cc -static prog.c -o prog
+  C, static-pie:    $out/bin/ngmalloc-cc -static-pie prog.c -o prog
+  C, dynamic:       $out/bin/ngmalloc-cc prog.c -o prog   (runs through $out/lib/ld-musl-x86_64.so.1)
+  Rust, static:     cargo --config $out/cargo-config.toml build --target $target
+  Rust, static-pie: the same; rustc's default for this target (add
+                    -C relocation-model=static for a classic static binary)
+USE
