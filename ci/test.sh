@@ -63,6 +63,7 @@ for v in 1.2.5 1.2.3; do
     "toolchain/build-sysroot.sh --musl $v >/dev/null && toolchain/build-sysroot.sh --musl $v --malloc mallocng >/dev/null"
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
 done
+step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
 echo "size of the allocator object ($BUILD/ngmalloc.o):"
 size "$BUILD/ngmalloc.o"
 
