@@ -3,16 +3,21 @@
 //!
 //! State split, so a future per-thread fast path needs no rewrite:
 //! - [`State`]: everything mutable, only touched with the heap lock held (a [`Guard`]);
-//! - the secret and the release counter: atomics, read by the lock-free `free` path;
+//! - the secret: written once, read by the lock-free `free` path;
 //! - per-group state (the two masks) lives in the meta records and is changed with atomic
 //!   operations that would let a thread owning a group run them without the lock.
+//!
+//! The state and the secret live in a [`Region`], a mapping of their own between two
+//! PROT_NONE pages, not in the heap object (which, inside musl, is libc's `.bss`): a leak
+//! of libc's writable data shows neither the secret that tags meta areas nor the lists;
+//! a linear overflow into or out of the region faults.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::Ordering::{Relaxed, Release};
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicPtr, AtomicU32};
 
 use crate::cache::MapCache;
 use crate::check::{check, ok};
@@ -27,8 +32,8 @@ use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, enframe, find_meta, find_slot, idx_rsv, mark_freed, nominal_size,
-    set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
+    RSV_NESTED, RSV_REDIRECT, canary, enframe, find_meta, find_slot, idx_rsv, mark_freed,
+    nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
 };
 
 /// Frees of multi-page slots between two release sweeps.
@@ -60,7 +65,6 @@ pub struct Stats {
 /// Everything mutable about the heap (mallocng's `malloc_context`). Only reached through
 /// a [`Guard`], i.e. with the lock held.
 pub struct State {
-    pub(crate) init_done: bool,
     pub(crate) pagesize: usize,
     /// Ticks on every group or large mapping created; seeds offset cycling of fresh slots,
     /// so a group recreated at the same address starts at a different offset.
@@ -82,29 +86,40 @@ pub struct State {
     pub(crate) stats: Stats,
 }
 
+/// The heap's own mapping: the secret and the state, with a PROT_NONE page on each side.
+pub struct Region {
+    /// Tags meta areas and seeds canaries. Written before the region is published, never
+    /// changed, never 0.
+    secret: u64,
+    /// Reached only with the lock held.
+    state: UnsafeCell<State>,
+}
+
 /// The allocator: one instance is one independent heap.
 ///
 /// `O` is the OS backend, `L` the lock. The standalone library and musl each have one
 /// static instance; tests make as many as they like.
 pub struct Heap<O: Os, L: RawLock> {
     lock: L,
-    /// Written once, under the lock, before the first meta area exists; never 0 after.
-    secret: AtomicU64,
+    /// The region, made by the first allocation (null before).
+    region: AtomicPtr<Region>,
     /// Frees of multi-page slots, counted lock-free, to schedule release sweeps.
     medium_frees: AtomicU32,
-    st: UnsafeCell<State>,
     _os: PhantomData<fn() -> O>,
 }
 
-// SAFETY: `st` is only reached with `lock` held; the other fields are atomics.
+// SAFETY: the region's state is only reached with `lock` held; the rest are atomics or
+// written once before publication.
 unsafe impl<O: Os, L: RawLock + Sync> Sync for Heap<O, L> {}
-// SAFETY: the raw pointers in `st` point into the heap's own mappings, not thread-bound.
+// SAFETY: the raw pointers point into the heap's own mappings, not thread-bound.
 unsafe impl<O: Os, L: RawLock + Send> Send for Heap<O, L> {}
 
 /// The heap lock, held; derefs to the state it protects.
 pub struct Guard<'a, L: RawLock> {
     lock: &'a L,
     st: &'a mut State,
+    /// The heap's secret.
+    pub secret: u64,
 }
 
 impl<L: RawLock> Deref for Guard<'_, L> {
@@ -143,58 +158,75 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub const fn new(lock: L) -> Self {
         Heap {
             lock,
-            secret: AtomicU64::new(0),
+            region: AtomicPtr::new(null_mut()),
             medium_frees: AtomicU32::new(0),
-            st: UnsafeCell::new(State {
-                init_done: false,
-                pagesize: 0,
-                cycle: 0,
-                free_meta_head: null_mut(),
-                avail_meta: null_mut(),
-                avail_meta_count: 0,
-                avail_meta_area_count: 0,
-                meta_alloc_shift: 0,
-                meta_area_head: null_mut(),
-                meta_area_tail: null_mut(),
-                avail_meta_areas: null_mut(),
-                active: [null_mut(); NUM_CLASSES],
-                usage_by_class: [0; NUM_CLASSES],
-                bounce: Bounce::new(),
-                brk: 0,
-                sweep_class: 0,
-                cache: MapCache::new(),
-                stats: Stats {
-                    groups_mapped: 0,
-                    groups_nested: 0,
-                    large_mapped: 0,
-                    meta_areas: 0,
-                    brk_areas: 0,
-                    sweeps: 0,
-                    releases: 0,
-                },
-            }),
             _os: PhantomData,
         }
     }
 
-    /// Take the heap lock.
-    pub fn locked(&self) -> Guard<'_, L> {
+    /// Take the heap lock, making the region first if there is none; `None` (unlocked)
+    /// if it cannot be mapped.
+    pub fn locked(&self) -> Option<Guard<'_, L>> {
         self.lock.lock();
-        Guard {
+        let mut r = self.region.load(Relaxed);
+        if r.is_null() {
+            r = Self::make_region();
+            if r.is_null() {
+                self.lock.unlock();
+                return None;
+            }
+            self.region.store(r, Release);
+        }
+        Some(Guard {
             lock: &self.lock,
-            // SAFETY: the lock is held until the guard drops, so this is the only reference.
-            st: unsafe { &mut *self.st.get() },
+            // SAFETY: the lock is held until the guard drops, so this is the only reference
+            // to the state; the secret is never written after publication.
+            st: unsafe { &mut *(*r).state.get() },
+            // SAFETY: as above.
+            secret: unsafe { (*r).secret },
+        })
+    }
+
+    /// Map the region: [PROT_NONE page][secret and state][PROT_NONE page]. Null on failure.
+    fn make_region() -> *mut Region {
+        let ps = O::page_size().max(AREA);
+        let span = round_up(core::mem::size_of::<Region>(), ps);
+        // SAFETY: a fresh mapping; the middle is made writable before it is written.
+        unsafe {
+            let Some(base) = O::mmap(null_mut(), span + 2 * ps, Prot::None, false) else {
+                return null_mut();
+            };
+            let mid = base.as_ptr().wrapping_add(ps);
+            if !O::mprotect(mid, span, Prot::ReadWrite) {
+                O::munmap(base.as_ptr(), span + 2 * ps);
+                return null_mut();
+            }
+            let r = mid.cast::<Region>();
+            r.write(Region {
+                // 0 means "no heap yet" to find_meta.
+                secret: O::random() | 1,
+                state: UnsafeCell::new(State::new(ps)),
+            });
+            r
         }
     }
 
     /// The heap's secret (0 before the first allocation).
     pub fn secret(&self) -> u64 {
-        self.secret.load(Relaxed)
+        let r = self.region.load(Acquire);
+        if r.is_null() {
+            return 0;
+        }
+        // SAFETY: a published region is never unmapped and its secret never written again.
+        unsafe { (*r).secret }
     }
 
-    /// A copy of the event counters.
+    /// A copy of the event counters (all zero before the first allocation).
     pub fn stats(&self) -> Stats {
-        self.locked().stats
+        if self.region.load(Acquire).is_null() {
+            return Stats::default();
+        }
+        self.locked().map(|g| g.stats).unwrap_or_default()
     }
 
     /// Allocate `n` bytes, 16-aligned. `None` when the size overflows or memory is out.
@@ -205,13 +237,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if n >= MMAP_THRESHOLD {
             return self.malloc_large(n);
         }
-        let mut st = self.locked();
+        let mut st = self.locked()?;
+        let secret = st.secret;
         // SAFETY: the lock is held.
-        let (g, idx) = unsafe { st.take_slot::<O>(size_to_class(n), n, &self.secret)? };
+        let (g, idx) = unsafe { st.take_slot::<O>(size_to_class(n), n, secret)? };
         let ctr = st.cycle;
         drop(st);
         // SAFETY: slot `idx` of `g` was just taken from its avail mask and fits `n`.
-        NonNull::new(unsafe { enframe(g, idx, n, ctr) })
+        NonNull::new(unsafe { enframe(g, idx, n, ctr, secret) })
     }
 
     fn malloc_large(&self, n: usize) -> Option<NonNull<u8>> {
@@ -221,10 +254,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
         // SAFETY: a fresh anonymous mapping.
         let p = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
-        let mut st = self.locked();
+        let Some(mut st) = self.locked() else {
+            // SAFETY: the mapping is ours and unused.
+            unsafe { O::munmap(p, len) };
+            return None;
+        };
+        let secret = st.secret;
         st.bounce.step_seq();
         // SAFETY: the lock is held.
-        let Some(g) = (unsafe { st.alloc_meta::<O>(&self.secret) }) else {
+        let Some(g) = (unsafe { st.alloc_meta::<O>(secret) }) else {
             drop(st);
             // SAFETY: the mapping is ours and unused.
             unsafe { O::munmap(p, len) };
@@ -241,7 +279,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let ctr = st.cycle;
         drop(st);
         // SAFETY: the only slot of a fresh group, which holds `n` bytes.
-        NonNull::new(unsafe { enframe(g, 0, n, ctr) })
+        NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
     }
 
     /// `malloc` whose memory reads as zero.
@@ -276,8 +314,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
         // SAFETY: forwarded; every step is validated.
         unsafe {
-            let s = ok(find_slot(p, self.secret()));
-            ok(nominal_size(p, s.end))
+            let secret = self.secret();
+            let s = ok(find_slot(p, secret));
+            ok(nominal_size(p, s.end, secret))
         }
     }
 
@@ -294,7 +333,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // until its bit reaches freed_mask.
         unsafe {
             let s = ok(find_slot(p, secret));
-            ok(nominal_size(p, s.end));
+            ok(nominal_size(p, s.end, secret));
             let g = s.meta;
             let bit = 1u32 << s.idx;
             let all = low_mask((*g).last_idx as usize);
@@ -321,7 +360,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     return;
                 }
             }
-            let mut st = self.locked();
+            // a valid pointer means the region exists: the lock cannot fail
+            let Some(mut st) = self.locked() else {
+                crate::check::crash()
+            };
             let unmap = st.nontrivial_free::<O>(g, s.idx, secret);
             drop(st);
             for (base, len) in unmap.into_iter().flatten() {
@@ -333,9 +375,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 
     /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
     fn after_free(&self, medium: bool) {
-        if medium && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
+        if medium
+            && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
+            && let Some(mut st) = self.locked()
         {
-            let mut st = self.locked();
             // SAFETY: the lock is held.
             unsafe { st.sweep::<O>() };
         }
@@ -356,14 +399,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: validated like free; the allocation is the caller's, so its record's
         // `mem` and `maplen` are ours to change.
         unsafe {
-            let s = ok(find_slot(p, self.secret()));
-            let old = ok(nominal_size(p, s.end));
+            let secret = self.secret();
+            let s = ok(find_slot(p, secret));
+            let old = ok(nominal_size(p, s.end, secret));
             let g = s.meta;
             let room = s.end.addr() - p.addr();
             let sc = (*g).sizeclass as usize;
             // only resize in place if the size class matches
             if n <= room && n < MMAP_THRESHOLD && size_to_class(n) + 1 >= sc {
-                set_size(p, s.end, n);
+                set_size(p, s.end, n, secret);
                 return NonNull::new(p);
             }
             // use mremap if old and new size are both mmap-worthy
@@ -384,11 +428,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     let new = new.as_ptr();
                     (*g).mem = new.cast::<Group>();
                     (*g).maplen = (needed / AREA) as u32;
-                    let p = storage((*g).mem).wrapping_add(base);
+                    let start = storage((*g).mem);
+                    let p = start.wrapping_add(base);
+                    // canaries depend on their address: the move made the header flags stale
+                    set_flag(start, canary(secret, start.addr() - 4));
+                    set_flag(p, canary(secret, p.addr() - 4));
                     let end = new.wrapping_add(needed - IB);
                     // the old end's check byte is gone with a shrink: make the new one.
-                    *end = 0;
-                    set_size(p, end, n);
+                    *end = canary(secret, end.addr());
+                    set_size(p, end, n, secret);
                     return NonNull::new(p);
                 }
             }
@@ -410,26 +458,28 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let p = self.malloc(len + align - UNIT)?.as_ptr();
         // SAFETY: `p` is our fresh allocation; everything written lies in its slot.
         unsafe {
-            let s = ok(find_slot(p, self.secret()));
+            let secret = self.secret();
+            let s = ok(find_slot(p, secret));
             let adj = p.addr().wrapping_neg() & (align - 1);
             if adj == 0 {
-                set_size(p, s.end, len);
+                set_size(p, s.end, len, secret);
                 return NonNull::new(p);
             }
             let p = p.wrapping_add(adj);
             let offset = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
+            let check = canary(secret, p.addr() - 4);
             if offset <= 0xffff {
                 set_off16(p, offset);
-                set_flag(p, 0);
+                set_flag(p, check);
             } else {
                 // a 32-bit offset if 16 bits don't fit: then the 16-bit field is zero and
-                // the flag byte nonzero.
+                // the flag byte is the canary's complement.
                 set_off16(p, 0);
                 set_big_off(p, offset as u32);
-                set_flag(p, 1);
+                set_flag(p, !check);
             }
             set_idx_rsv(p, s.idx as u8);
-            set_size(p, s.end, len);
+            set_size(p, s.end, len, secret);
             // store the offset to the aligned framing at the slot start: it keeps offset
             // cycling going and lets heap walks find the data. For extreme over-alignment
             // it doesn't fit, but those are single-slot mappings anyway.
@@ -455,20 +505,28 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
         // SAFETY: the caller gives us the whole range.
         unsafe { start.write_bytes(0, end.addr() - start.addr()) };
-        let mut st = self.locked();
+        let Some(mut st) = self.locked() else {
+            return;
+        };
+        let secret = st.secret;
         let mut sc = NUM_CLASSES - 1;
         while sc > 0 && b > a {
             let span = (SIZE_CLASSES[sc] as usize + 1) * UNIT;
             if b - a >= span {
                 // SAFETY: the lock is held; `a .. a + span` is donated, zeroed memory.
                 unsafe {
-                    let Some(m) = st.alloc_meta::<O>(&self.secret) else {
+                    let Some(m) = st.alloc_meta::<O>(secret) else {
                         return;
                     };
                     let mem = start.with_addr(a);
                     init_group(m, mem, 0, 0, sc as u8, 0, 0, 1);
                     (*m).freeable = 0;
-                    set_idx_rsv(storage((*m).mem), 0xff);
+                    // a freed slot: header and end check byte as free leaves them
+                    let p = storage((*m).mem);
+                    set_flag(p, canary(secret, p.addr() - 4));
+                    set_idx_rsv(p, 0xff);
+                    let end = p.wrapping_add(class_size(sc) - IB);
+                    *end = canary(secret, end.addr());
                     queue(&mut st.active[sc], m);
                 }
                 a += span;
@@ -522,15 +580,26 @@ unsafe fn init_group(
 }
 
 impl State {
-    /// Page size and secret, once.
-    fn init<O: Os>(&mut self, secret: &AtomicU64) {
-        if self.init_done {
-            return;
+    fn new(pagesize: usize) -> Self {
+        State {
+            pagesize,
+            cycle: 0,
+            free_meta_head: null_mut(),
+            avail_meta: null_mut(),
+            avail_meta_count: 0,
+            avail_meta_area_count: 0,
+            meta_alloc_shift: 0,
+            meta_area_head: null_mut(),
+            meta_area_tail: null_mut(),
+            avail_meta_areas: null_mut(),
+            active: [null_mut(); NUM_CLASSES],
+            usage_by_class: [0; NUM_CLASSES],
+            bounce: Bounce::new(),
+            brk: 0,
+            sweep_class: 0,
+            cache: MapCache::new(),
+            stats: Stats::default(),
         }
-        self.pagesize = O::page_size().max(AREA);
-        // 0 means "no heap yet" to find_meta.
-        secret.store(O::random() | 1, Relaxed);
-        self.init_done = true;
     }
 
     /// mallocng `alloc_meta`: a record from the free list, else from the current meta
@@ -540,8 +609,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn alloc_meta<O: Os>(&mut self, secret: &AtomicU64) -> Option<*mut Meta> {
-        self.init::<O>(secret);
+    unsafe fn alloc_meta<O: Os>(&mut self, secret: u64) -> Option<*mut Meta> {
         // SAFETY: free and area records are ours under the lock; new areas are fresh.
         unsafe {
             if let Some(m) = dequeue_head(&mut self.free_meta_head) {
@@ -598,7 +666,7 @@ impl State {
                     (*self.meta_area_tail).next = area;
                 }
                 self.meta_area_tail = area;
-                (*area).check = secret.load(Relaxed);
+                (*area).check = secret;
                 (*area).nslots = AREA_SLOTS;
                 self.avail_meta_count = AREA_SLOTS;
                 self.avail_meta = area_slots(area);
@@ -633,7 +701,7 @@ impl State {
         &mut self,
         mut sc: usize,
         n: usize,
-        secret: &AtomicU64,
+        secret: u64,
     ) -> Option<(*mut Meta, usize)> {
         // SAFETY: listed records are live; the lock is held.
         unsafe {
@@ -741,12 +809,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn alloc_slot<O: Os>(
-        &mut self,
-        sc: usize,
-        req: usize,
-        secret: &AtomicU64,
-    ) -> Option<usize> {
+    unsafe fn alloc_slot<O: Os>(&mut self, sc: usize, req: usize, secret: u64) -> Option<usize> {
         // SAFETY: forwarded; the new group is fresh and ours.
         unsafe {
             let first = self.try_avail(sc);
@@ -769,7 +832,7 @@ impl State {
         &mut self,
         sc: usize,
         req: usize,
-        secret: &AtomicU64,
+        secret: u64,
     ) -> Option<*mut Meta> {
         // SAFETY: the lock is held; the memory set up is fresh (a new mapping, or a slot
         // just taken from the host class).
@@ -809,7 +872,7 @@ impl State {
                         return None;
                     };
                     let host = self.active[host_class];
-                    let p = enframe(host, idx, class_size(host_class) - IB, self.cycle);
+                    let p = enframe(host, idx, class_size(host_class) - IB, self.cycle, secret);
                     set_idx_rsv(p, (idx_rsv(p) & 31) | (RSV_NESTED << 5));
                     self.stats.groups_nested += 1;
                     (p, cnt, cnt - 1, 0, Fresh::No)
@@ -822,13 +885,15 @@ impl State {
             init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
             match fresh {
                 Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
-                // Reused memory holds stale data: zero each slot's check byte and index
-                // byte, so headers read as fresh and offset cycling starts from `cycle`,
-                // not from old contents.
+                // Reused memory holds stale data: set each slot's check byte to its
+                // canary and zero its index byte, so headers read as fresh and offset
+                // cycling starts from `cycle`, not from old contents. (The last check byte
+                // may be the host slot's own end canary: it keeps its value.)
                 Fresh::No => {
                     let (st, base) = (stride(m), storage((*m).mem));
                     for i in 0..=cnt {
-                        *base.wrapping_add(i * st).wrapping_sub(4) = 0;
+                        let at = base.wrapping_add(i * st).wrapping_sub(4);
+                        *at = canary(secret, at.addr());
                     }
                     for i in 0..cnt {
                         *base.wrapping_add(i * st).wrapping_sub(3) = 0;

@@ -9,14 +9,19 @@
 //!    flag != 0
 //! ```
 //! - `off` is the distance from the group's storage to `p` in UNITs. When it does not fit
-//!   16 bits (over-aligned allocations), `off == 0`, `flag == 1` and the 32-bit distance
-//!   sits at `p-8`. Otherwise `flag` is a check byte that must be zero.
+//!   16 bits (over-aligned allocations), `off == 0`, `flag == !canary(p-4)` and the 32-bit
+//!   distance sits at `p-8`. Otherwise `flag` is a check byte: `canary(p-4)`.
 //! - `idx` is the slot index in the group.
 //! - `rsv` is the number of unused bytes at the end of the slot (0..=4), or one of the
 //!   codes below. With [`RSV_EXT`] the count is a `u32` at `end-4` and `end[-5]` is zero.
 //! - `end` is `start + stride - IB`: the last IB bytes of each stride belong to the next
 //!   slot's header. The byte at `end` (the next header's flag byte) and the byte at
-//!   `end - reserved` must be zero: an overflow that changes them is caught at free.
+//!   `end - reserved` (the first byte after the data) hold their [`canary`]: an overflow
+//!   that changes them, even by writing a NUL, is caught at free and realloc.
+//!
+//! Canaries are mallocng's zero check bytes made secret: a byte derived from the heap's
+//! secret and the byte's own address, never 0 (what fresh memory and string overflows
+//! write) and never 0xff. Knowing one does not give another.
 //!
 //! A slot whose user data starts at an offset inside it (offset cycling, alignment) keeps
 //! a redirect header at its start: `rsv == 7` and `off` = distance to `p` in UNITs. A freed
@@ -35,6 +40,13 @@ pub const RSV_NESTED: u8 = 6;
 pub const RSV_REDIRECT: u8 = 7;
 /// `idx|rsv` byte of a freed header.
 pub const FREED: u8 = 0xff;
+
+/// The check byte expected at `addr`: 1..=254, from the secret and the address.
+#[inline(always)]
+pub fn canary(secret: u64, addr: usize) -> u8 {
+    let h = (secret ^ addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> 56) as u8 % 254) + 1
+}
 
 // Header reads and writes. `p` is always 16-aligned, so these are aligned accesses; the
 // callers vouch that `p - 8 .. p` lies in memory of the heap.
@@ -115,7 +127,10 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
     unsafe {
         let mut offset = off16(p);
         let index = slot_index(p);
-        if flag(p) != 0 {
+        let check = canary(secret, p.addr() - 4);
+        let f = flag(p);
+        if f != check {
+            ensure!(f == !check, Corrupt::CheckByte);
             ensure!(offset == 0, Corrupt::Offset);
             offset = p.wrapping_sub(8).cast::<u32>().read_unaligned() as usize;
             ensure!(offset > 0xffff, Corrupt::Offset);
@@ -211,7 +226,7 @@ pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
 /// # Safety
 /// `p` and `end` come from a validated [`Slot`].
 #[inline(always)]
-pub unsafe fn nominal_size(p: *const u8, end: *const u8) -> Result<usize, Corrupt> {
+pub unsafe fn nominal_size(p: *const u8, end: *const u8, secret: u64) -> Result<usize, Corrupt> {
     // SAFETY: the bytes read lie between the header of `p` and `end`, inside the slot, or
     // are the byte at `end`, the next header's flag byte, which is in the group too.
     unsafe {
@@ -220,12 +235,14 @@ pub unsafe fn nominal_size(p: *const u8, end: *const u8) -> Result<usize, Corrup
             ensure!(reserved == RSV_EXT as usize, Corrupt::Reserved);
             reserved = end.wrapping_sub(4).cast::<u32>().read_unaligned() as usize;
             ensure!(reserved >= RSV_EXT as usize, Corrupt::Reserved);
-            ensure!(*end.wrapping_sub(5) == 0, Corrupt::CheckByte);
+            let at = end.wrapping_sub(5);
+            ensure!(*at == canary(secret, at.addr()), Corrupt::CheckByte);
         }
         let room = end.addr() - p.addr();
         ensure!(reserved <= room, Corrupt::Reserved);
-        ensure!(*end.wrapping_sub(reserved) == 0, Corrupt::CheckByte);
-        ensure!(*end == 0, Corrupt::CheckByte);
+        let at = end.wrapping_sub(reserved);
+        ensure!(*at == canary(secret, at.addr()), Corrupt::CheckByte);
+        ensure!(*end == canary(secret, end.addr()), Corrupt::CheckByte);
         Ok(room - reserved)
     }
 }
@@ -236,19 +253,20 @@ pub unsafe fn nominal_size(p: *const u8, end: *const u8) -> Result<usize, Corrup
 /// # Safety
 /// `p .. end` lies in one slot, `p`'s header is writable, and `n <= end - p`.
 #[inline(always)]
-pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize) {
+pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize, secret: u64) {
     let mut reserved = end.addr() - p.addr() - n;
     // SAFETY: every byte written lies in `p - 3 ..= end`, which the caller vouches for.
     unsafe {
-        if reserved != 0 {
-            *end.wrapping_sub(reserved) = 0;
-        }
+        // the first byte after the data (the next slot's flag when nothing is reserved)
+        let at = end.wrapping_sub(reserved);
+        *at = canary(secret, at.addr());
         if reserved >= RSV_EXT as usize {
             debug_assert!(reserved <= u32::MAX as usize);
             end.wrapping_sub(4)
                 .cast::<u32>()
                 .write_unaligned(reserved as u32);
-            *end.wrapping_sub(5) = 0;
+            let at = end.wrapping_sub(5);
+            *at = canary(secret, at.addr());
             reserved = RSV_EXT as usize;
         }
         set_idx_rsv(p, (idx_rsv(p) & 31) | ((reserved as u8) << 5));
@@ -262,7 +280,7 @@ pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize) {
 ///
 /// # Safety
 /// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
-pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32) -> *mut u8 {
+pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
     // SAFETY: the slot is ours; every byte written lies in its header or body, or is the
     // check byte at `end` (the next slot's header flag, which must read zero anyway).
     unsafe {
@@ -276,8 +294,16 @@ pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32) -> *mut u8 {
         } else {
             ctr as usize
         } & 255;
-        check!(flag(p) == 0);
-        if off > slack {
+        // the previous slot's overflow check: its end byte (our flag) is untouched or its
+        // canary; make it the canary either way.
+        let check = canary(secret, p.addr() - 4);
+        check!(flag(p) == 0 || flag(p) == check);
+        set_flag(p, check);
+        if (*g).sizeclass == CLASS_MMAP {
+            // an individually mapped block ends right before its guard: data as far up as
+            // the slot allows, so an overflow reaches the guard within a few bytes.
+            off = slack;
+        } else if off > slack {
             let mut m = slack;
             m |= m >> 1;
             m |= m >> 2;
@@ -294,11 +320,12 @@ pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32) -> *mut u8 {
             set_off16(p, off);
             set_idx_rsv(p, RSV_REDIRECT << 5);
             p = p.wrapping_add(UNIT * off);
-            set_flag(p, 0);
+            set_flag(p, canary(secret, p.addr() - 4));
         }
         set_off16(p, (p.addr() - base.addr()) / UNIT);
         set_idx_rsv(p, idx as u8);
-        set_size(p, end, n);
+        *end = canary(secret, end.addr());
+        set_size(p, end, n, secret);
         p
     }
 }

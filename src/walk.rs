@@ -12,7 +12,7 @@ use crate::lock::RawLock;
 use crate::meta::{AREA_SLOTS, Meta, area_slots, low_mask, storage, stride};
 use crate::os::Os;
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, find_slot, flag, idx_rsv, nominal_size, off16, slot_index,
+    RSV_NESTED, RSV_REDIRECT, canary, find_slot, flag, idx_rsv, nominal_size, off16, slot_index,
 };
 
 /// What the walker found.
@@ -64,11 +64,15 @@ macro_rules! want {
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// Walk the whole heap under its lock and check every invariant.
     pub fn walk(&self) -> Result<HeapStats, Violation> {
-        let secret = self.secret();
-        let st = self.locked();
+        if self.secret() == 0 {
+            return Ok(HeapStats::default());
+        }
+        let Some(st) = self.locked() else {
+            return fail("the heap's region vanished", 0);
+        };
         // SAFETY: the lock is held, so nothing changes under the walk except freed_mask
         // bits added by lock-free frees (tests walk while no other thread frees).
-        unsafe { walk_state(&st, secret) }
+        unsafe { walk_state(&st, st.secret) }
     }
 }
 
@@ -92,7 +96,9 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<*mut u8, V
         // an extreme over-alignment whose offset didn't fit the slot-start header: scan.
         let mut q = start.wrapping_add(UNIT);
         while q < end {
-            if flag(q) == 1 && slot_index(q) == i && find_slot(q, secret).is_ok_and(|s| s.meta == m)
+            if flag(q) == !canary(secret, q.addr() - 4)
+                && slot_index(q) == i
+                && find_slot(q, secret).is_ok_and(|s| s.meta == m)
             {
                 return Ok(q);
             }
@@ -104,10 +110,6 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<*mut u8, V
 
 unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
     let mut s = HeapStats::default();
-    if !st.init_done {
-        want!(st.meta_area_head.is_null(), "areas before init", 0);
-        return Ok(s);
-    }
     want!(secret != 0, "zero secret", 0);
     // SAFETY: the lock is held; every pointer followed is the heap's own and checked
     // before it is trusted further.
@@ -333,7 +335,7 @@ unsafe fn walk_group(
                 "header points elsewhere",
                 p
             );
-            let n = nominal_size(p, slot.end).map_err(|e| Violation {
+            let n = nominal_size(p, slot.end, secret).map_err(|e| Violation {
                 what: "in-use slot size or check bytes",
                 at: p.addr(),
                 corrupt: Some(e),

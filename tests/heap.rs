@@ -432,6 +432,44 @@ fn corruption_crashes_at_once() {
             }),
         ),
         (
+            "overflow by a NUL, with slack in the slot",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(20).unwrap().as_ptr();
+                unsafe { *p.add(20) = 0 };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "overflow by a NUL into the next slot's header (exact fit)",
+            Box::new(|| {
+                let h = heap();
+                // 28 bytes fill a 32-byte slot: the next byte is the next header's flag
+                let p = h.malloc(28).unwrap().as_ptr();
+                let _q = h.malloc(28).unwrap();
+                unsafe { *p.add(28) = 0 };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "overflow by a NUL, large block",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(300_000).unwrap().as_ptr();
+                unsafe { *p.add(300_000) = 0 };
+                unsafe { h.free(p) };
+            }),
+        ),
+        (
+            "overflow by a NUL caught by realloc",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                unsafe { *p.add(100) = 0 };
+                let _ = unsafe { h.realloc(p, 5000) };
+            }),
+        ),
+        (
             "interior pointer",
             Box::new(|| {
                 let h = heap();
@@ -502,10 +540,12 @@ fn the_walker_reports_corruption() {
     let h = heap();
     let p = h.malloc(20).unwrap().as_ptr();
     h.walk().unwrap();
-    unsafe { *p.add(20) = 1 };
+    let canary = unsafe { *p.add(20) };
+    assert_ne!(canary, 0, "the byte after the data is a nonzero canary");
+    unsafe { *p.add(20) = canary ^ 1 };
     let v = h.walk().unwrap_err();
     assert_eq!(v.corrupt, Some(Corrupt::CheckByte), "{v:?}");
-    unsafe { *p.add(20) = 0 };
+    unsafe { *p.add(20) = canary };
     h.walk().unwrap();
     unsafe { *p.sub(2) ^= 1 };
     assert!(h.walk().is_err());
