@@ -8,7 +8,7 @@ CC      ?= cc
 
 # The standalone library's exports: exactly these are global in both libraries.
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
-           valloc pvalloc malloc_usable_size
+           valloc pvalloc malloc_usable_size free_sized free_aligned_sized
 
 .PHONY: all deps lib sysroot test clean
 

@@ -32,3 +32,6 @@ const _: () = assert!((MAX_ALIGN as u64) < u32::MAX as u64);
 pub const fn size_overflows(n: usize) -> bool {
     n >= usize::MAX / 2 - 4096
 }
+
+/// Pages of guard on each side of an individually mapped allocation.
+pub const GUARD_PAGES: usize = 1;

@@ -17,12 +17,14 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
 use crate::cache::MapCache;
 use crate::check::{check, ok};
 use crate::config::size_overflows;
-use crate::config::{AREA, CLASS_MMAP, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
+use crate::config::{
+    AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, UNIT,
+};
 use crate::list::{dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
 use crate::meta::{
@@ -105,6 +107,10 @@ pub struct Heap<O: Os, L: RawLock> {
     region: AtomicPtr<Region>,
     /// Frees of multi-page slots, counted lock-free, to schedule release sweeps.
     medium_frees: AtomicU32,
+    /// Whether guards may still be tried with `MADV_GUARD_INSTALL`. The first large
+    /// allocation probes it; any failure (EINVAL before Linux 6.13, or on a locked mapping
+    /// after `mlockall`) turns it off for good, and PROT_NONE sub-mappings are used.
+    guard_madvise: AtomicBool,
     _os: PhantomData<fn() -> O>,
 }
 
@@ -160,6 +166,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             lock,
             region: AtomicPtr::new(null_mut()),
             medium_frees: AtomicU32::new(0),
+            guard_madvise: AtomicBool::new(true),
             _os: PhantomData,
         }
     }
@@ -247,16 +254,29 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         NonNull::new(unsafe { enframe(g, idx, n, ctr, secret) })
     }
 
+    /// An individually mapped allocation: `[guard][group header, data][guard]`, the data
+    /// ending right before the trailing guard (see `enframe`), so an overflow faults
+    /// within a few bytes and an underflow past the header faults too.
     fn malloc_large(&self, n: usize) -> Option<NonNull<u8>> {
-        let len = n + IB + UNIT;
-        if len.div_ceil(AREA) > u32::MAX as usize {
+        let ps = O::page_size().max(AREA);
+        let data = round_up(n + IB + UNIT, ps);
+        let guard = GUARD_PAGES * ps;
+        if data / AREA > u32::MAX as usize {
             return None;
         }
-        // SAFETY: a fresh anonymous mapping.
-        let p = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
+        let len = data + 2 * guard;
+        // SAFETY: a fresh anonymous mapping, ours.
+        let base = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
+        let mem = base.wrapping_add(guard);
+        // SAFETY: both guard ranges are ours and hold nothing.
+        let protnone = unsafe {
+            let a = self.install_guard(base, guard);
+            let b = self.install_guard(mem.wrapping_add(data), guard);
+            a | b
+        };
         let Some(mut st) = self.locked() else {
             // SAFETY: the mapping is ours and unused.
-            unsafe { O::munmap(p, len) };
+            unsafe { O::munmap(base, len) };
             return None;
         };
         let secret = st.secret;
@@ -265,21 +285,41 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let Some(g) = (unsafe { st.alloc_meta::<O>(secret) }) else {
             drop(st);
             // SAFETY: the mapping is ours and unused.
-            unsafe { O::munmap(p, len) };
+            unsafe { O::munmap(base, len) };
             return None;
         };
-        // SAFETY: `g` is a fresh record and `p` a fresh mapping, both ours.
+        // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours.
         unsafe {
-            init_group(g, p, 0, 0, CLASS_MMAP, len.div_ceil(AREA) as u32, 0, 0);
+            init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
             (*g).zeroed = 1;
+            (*g).clean_mask = (guard / AREA) as u32;
+            (*g).swept_mask = protnone as u32;
         }
         st.stats.large_mapped += 1;
-        // use a global counter to cycle offset in individually-mmapped allocations.
         st.cycle = st.cycle.wrapping_add(1);
         let ctr = st.cycle;
         drop(st);
         // SAFETY: the only slot of a fresh group, which holds `n` bytes.
         NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
+    }
+
+    /// Make `p .. p + len` a guard; returns whether it had to be a PROT_NONE sub-mapping.
+    /// A failure of both leaves the range accessible rather than fail the allocation.
+    ///
+    /// # Safety
+    /// The range is the heap's and holds nothing live.
+    unsafe fn install_guard(&self, p: *mut u8, len: usize) -> bool {
+        // SAFETY: forwarded.
+        unsafe {
+            if self.guard_madvise.load(Relaxed) {
+                if O::guard(p, len, true) {
+                    return false;
+                }
+                self.guard_madvise.store(false, Relaxed);
+            }
+            O::mprotect(p, len, Prot::None);
+        }
+        true
     }
 
     /// `malloc` whose memory reads as zero.
@@ -373,6 +413,27 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
+    /// C23 `free_sized`/`free_aligned_sized`: free `p`, but first check that `size` is the
+    /// size it was allocated with and, with an alignment, that it is a power of two `p` is
+    /// aligned to. A mismatch means the caller's idea of the object is wrong
+    /// (type confusion, a stale length): crash, as for any invalid free.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    pub unsafe fn free_sized(&self, p: *mut u8, size: usize, align: Option<usize>) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: forwarded; usable_size validates `p` completely.
+        unsafe {
+            check!(self.usable_size(p) == size);
+            if let Some(a) = align {
+                check!(a.is_power_of_two() && p.addr() & (a - 1) == 0);
+            }
+            self.free(p);
+        }
+    }
+
     /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
     fn after_free(&self, medium: bool) {
         if medium
@@ -410,34 +471,55 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 set_size(p, s.end, n, secret);
                 return NonNull::new(p);
             }
-            // use mremap if old and new size are both mmap-worthy
-            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD {
+            // use mremap if old and new size are both mmap-worthy, and the guards are
+            // MADV_GUARD_INSTALL markers, which move with the pages (PROT_NONE guards are
+            // separate mappings that mremap cannot take along: those blocks are copied).
+            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD && (*g).swept_mask == 0 {
                 check!(sc == CLASS_MMAP as usize);
+                let ps = O::page_size().max(AREA);
                 let base = p.addr() - s.start.addr();
-                let needed = round_up(n + base + UNIT + IB, AREA);
-                let old_len = (*g).maplen as usize * AREA;
+                let needed = round_up(n + base + UNIT + IB, ps);
+                let old_data = (*g).maplen as usize * AREA;
+                let guard = (*g).clean_mask as usize * AREA;
                 let mem = (*g).mem.cast::<u8>();
-                let moved = if needed / AREA > u32::MAX as usize {
-                    None
-                } else if old_len == needed {
-                    NonNull::new(mem)
-                } else {
-                    O::mremap(mem, old_len, needed)
-                };
-                if let Some(new) = moved {
-                    let new = new.as_ptr();
-                    (*g).mem = new.cast::<Group>();
-                    (*g).maplen = (needed / AREA) as u32;
-                    let start = storage((*g).mem);
-                    let p = start.wrapping_add(base);
-                    // canaries depend on their address: the move made the header flags stale
-                    set_flag(start, canary(secret, start.addr() - 4));
-                    set_flag(p, canary(secret, p.addr() - 4));
-                    let end = new.wrapping_add(needed - IB);
-                    // the old end's check byte is gone with a shrink: make the new one.
-                    *end = canary(secret, end.addr());
-                    set_size(p, end, n, secret);
+                if needed / AREA > u32::MAX as usize {
+                    // fall through to the copy, which fails the same way
+                } else if old_data == needed {
+                    set_size(p, s.end, n, secret);
                     return NonNull::new(p);
+                } else {
+                    // growing: the trailing guard would end up inside the data
+                    let grow = needed > old_data;
+                    if grow {
+                        O::guard(mem.wrapping_add(old_data), guard, false);
+                    }
+                    let full = old_data + 2 * guard;
+                    match O::mremap(mem.wrapping_sub(guard), full, needed + 2 * guard) {
+                        Some(new) => {
+                            let mem = new.as_ptr().wrapping_add(guard);
+                            (*g).mem = mem.cast::<Group>();
+                            (*g).maplen = (needed / AREA) as u32;
+                            // the trailing guard at the new end (a shrink cut the old one off)
+                            if self.install_guard(mem.wrapping_add(needed), guard) {
+                                (*g).swept_mask = 1;
+                            }
+                            let start = storage((*g).mem);
+                            let p = start.wrapping_add(base);
+                            // canaries depend on their address: the move made the flags stale
+                            set_flag(start, canary(secret, start.addr() - 4));
+                            set_flag(p, canary(secret, p.addr() - 4));
+                            let end = mem.wrapping_add(needed - IB);
+                            // the old end's check byte is gone with a shrink: make the new one
+                            *end = canary(secret, end.addr());
+                            set_size(p, end, n, secret);
+                            return NonNull::new(p);
+                        }
+                        // the block stays as it was: put its trailing guard back
+                        None if grow && self.install_guard(mem.wrapping_add(old_data), guard) => {
+                            (*g).swept_mask = 1;
+                        }
+                        None => {}
+                    }
                 }
             }
             let new = self.malloc(n)?;
@@ -961,7 +1043,9 @@ impl State {
                 if sc < NUM_CLASSES {
                     self.cache.put(mem, len)
                 } else {
-                    [Some((mem, len)), None]
+                    // the block with its guards
+                    let guard = (*g).clean_mask as usize * AREA;
+                    [Some((mem.wrapping_sub(guard), len + 2 * guard)), None]
                 }
             } else {
                 let p = (*g).mem.cast::<u8>();

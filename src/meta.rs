@@ -71,9 +71,13 @@ pub struct Meta {
     pub zeroed: u8,
     /// Length of the group's own mapping in 4 KiB units; 0 when nested in another slot.
     pub maplen: u32,
-    /// Free slots whose whole pages were given back to the kernel.
+    /// Free slots whose whole pages were given back to the kernel. For an individually
+    /// mapped allocation ([`crate::config::CLASS_MMAP`]): the guard on each side of `mem`,
+    /// in 4 KiB units.
     pub clean_mask: u32,
-    /// Slots that were free when the release sweep last looked at this group.
+    /// Slots that were free when the release sweep last looked at this group. For an
+    /// individually mapped allocation: 1 if its guards are PROT_NONE sub-mappings (3 VMAs,
+    /// which `mremap` cannot move), 0 if `MADV_GUARD_INSTALL` markers (one VMA).
     pub swept_mask: u32,
 }
 

@@ -252,13 +252,18 @@ unsafe fn walk_group(
             "avail slot beyond active_idx",
             m
         );
-        want!((*m).clean_mask & !freed == 0, "released slot not free", m);
-        want!(
-            (*m).swept_mask & !all == 0,
-            "swept bits beyond the last slot",
-            m
-        );
         let sc = (*m).sizeclass;
+        if sc != CLASS_MMAP {
+            want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+            want!(
+                (*m).swept_mask & !all == 0,
+                "swept bits beyond the last slot",
+                m
+            );
+        } else {
+            want!((*m).clean_mask != 0, "large allocation without guards", m);
+            want!((*m).swept_mask <= 1, "large allocation guard kind", m);
+        }
         let listed = !(*m).next.is_null();
         if sc == CLASS_MMAP {
             want!(last == 0 && (*m).maplen != 0, "large allocation shape", m);

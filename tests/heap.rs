@@ -9,7 +9,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Rng, brk_region, calls, fail_maps_after, heap, in_child, set_brk_fail, stop_failing};
+use common::{
+    Rng, brk_region, calls, fail_maps_after, heap, in_child, set_brk_fail, set_no_guards,
+    stop_failing,
+};
 use ngmalloc::check::Corrupt;
 use ngmalloc::config::{IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES};
 use ngmalloc::size_class::class_size;
@@ -576,5 +579,69 @@ fn single_slot_groups_in_larger_cached_mappings_keep_valid_offsets() {
         assert_eq!(unsafe { h.usable_size(q) }, 4000);
         h.walk().unwrap();
         unsafe { h.free(q) };
+    }
+}
+
+/// Individually mapped blocks sit between guards: an access just past the end or before
+/// the header faults, also after realloc growth and shrink; with MADV_GUARD_INSTALL
+/// (this kernel) and with the PROT_NONE fallback (as on a pre-6.13 kernel).
+#[test]
+fn large_blocks_are_guarded_with_madvise_and_with_the_fallback() {
+    type Probe = fn(&common::TestHeap) -> *const u8;
+    let probes: [(&str, Probe); 5] = [
+        ("past the end", |h| {
+            let p = h.malloc(256 << 10).unwrap().as_ptr();
+            p.wrapping_add((256 << 10) + 32)
+        }),
+        ("before the start", |h| {
+            let p = h.malloc(256 << 10).unwrap().as_ptr();
+            p.wrapping_sub(4097)
+        }),
+        ("a page past the end after growth", |h| {
+            let p = h.malloc(256 << 10).unwrap().as_ptr();
+            let q = unsafe { h.realloc(p, 3 << 20) }.unwrap().as_ptr();
+            q.wrapping_add((3 << 20) + 4096)
+        }),
+        // mremap keeps the data where it is in its pages: after a resize the guard is
+        // within a page of the end (a fresh block's is within 20 bytes)
+        ("a page past the end after a shrink", |h| {
+            let p = h.malloc(1 << 20).unwrap().as_ptr();
+            let q = unsafe { h.realloc(p, 200_000) }.unwrap().as_ptr();
+            q.wrapping_add(200_000 + 4096)
+        }),
+        ("before the start after growth", |h| {
+            let p = h.malloc(256 << 10).unwrap().as_ptr();
+            let q = unsafe { h.realloc(p, 3 << 20) }.unwrap().as_ptr();
+            q.wrapping_sub(4097)
+        }),
+    ];
+    for fallback in [false, true] {
+        for (name, probe) in probes {
+            // the block itself is accessible...
+            let r = in_child(move || {
+                set_no_guards(fallback);
+                let h = heap();
+                let p = probe(&h);
+                let _ = p;
+                let before = calls();
+                let q = h.malloc(300_000).unwrap().as_ptr();
+                unsafe { q.write_bytes(1, 300_000) };
+                // the madvise path used no mprotect; the fallback did
+                let c = calls();
+                let used_mprotect = c.mprotect > before.mprotect;
+                if used_mprotect != fallback {
+                    unsafe { libc::_exit(3) };
+                }
+            });
+            assert_eq!(r, Ok(0), "{name}: fallback={fallback}");
+            // ...and the byte beyond it faults
+            let r = in_child(move || {
+                set_no_guards(fallback);
+                let h = heap();
+                let p = probe(&h);
+                unsafe { std::ptr::read_volatile(p) };
+            });
+            assert_eq!(r, Err(libc::SIGSEGV), "{name}: fallback={fallback}");
+        }
     }
 }

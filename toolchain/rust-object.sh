@@ -3,16 +3,17 @@
 # (called by musl's make through src/malloc/ngmalloc/build.mak).
 #  1. cargo: the ngmalloc-musl staticlib (fat LTO, panic=abort, position-independent);
 #  2. ld -r: one object with what the exports need;
-#  3. objcopy: only the exports stay global, aligned_alloc and malloc_usable_size weak (so
-#     a static program defining its own still links), no unwind tables or LLVM sections.
+#  3. objcopy: only the exports stay global, the public ones (aligned_alloc,
+#     malloc_usable_size, free_sized, free_aligned_sized) weak, so a static program
+#     defining its own still links; no unwind tables or LLVM sections.
 # Usage: rust-object.sh RUST-TARGET OUTPUT.o   (CROSS_COMPILE selects the binutils)
 set -euo pipefail
 target=$1
 out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 exports="__libc_malloc_impl __libc_free __libc_realloc aligned_alloc malloc_usable_size \
-__malloc_donate __malloc_allzerop __malloc_atfork"
-weak="aligned_alloc malloc_usable_size"
+__malloc_donate __malloc_allzerop __malloc_atfork free_sized free_aligned_sized"
+weak="aligned_alloc malloc_usable_size free_sized free_aligned_sized"
 cross=${CROSS_COMPILE:-}
 
 # relro-level=partial: rustc then calls external functions through the PLT, which the

@@ -61,6 +61,18 @@ int __ngm_release(void *addr, size_t len)
 	return r;
 }
 
+/* not in musl's headers: Linux 6.13 */
+#define NGM_MADV_GUARD_INSTALL 102
+#define NGM_MADV_GUARD_REMOVE 103
+
+int __ngm_guard(void *addr, size_t len, int install)
+{
+	int e = errno;
+	int r = __madvise(addr, len, install ? NGM_MADV_GUARD_INSTALL : NGM_MADV_GUARD_REMOVE);
+	errno = e;
+	return r;
+}
+
 uintptr_t __ngm_brk(uintptr_t to)
 {
 	return (uintptr_t)__syscall(SYS_brk, to);

@@ -33,6 +33,8 @@ NGM_SERVICE void *__ngm_mremap(void *addr, size_t old_len, size_t new_len);
 NGM_SERVICE int __ngm_mprotect(void *addr, size_t len, int prot);
 /* MADV_DONTNEED; 0 on success. */
 NGM_SERVICE int __ngm_release(void *addr, size_t len);
+/* MADV_GUARD_INSTALL (install != 0) or MADV_GUARD_REMOVE (Linux 6.13+); 0 on success. */
+NGM_SERVICE int __ngm_guard(void *addr, size_t len, int install);
 /* The brk system call: sets the break to `to` (0 queries) and returns the break. */
 NGM_SERVICE uintptr_t __ngm_brk(uintptr_t to);
 NGM_SERVICE size_t __ngm_page_size(void);
@@ -57,5 +59,8 @@ size_t malloc_usable_size(void *p);
 void __malloc_donate(char *start, char *end);
 int __malloc_allzerop(void *p);
 void __malloc_atfork(int who);
+/* C23, public (musl 1.2.5 has none): a wrong size or alignment crashes. */
+void free_sized(void *p, size_t n);
+void free_aligned_sized(void *p, size_t align, size_t n);
 
 #endif

@@ -121,3 +121,27 @@ pub extern "C" fn __malloc_atfork(who: c_int) {
     HEAP.atfork(who);
 }
 same_signature!(__malloc_atfork, fn(c_int));
+
+/// C23 `free_sized` (public; weak in the packaged object): crashes if `n` is not the size
+/// `p` was allocated with.
+///
+/// # Safety
+/// `p` is null or a live allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.free_sized(p.cast(), n, None) }
+}
+same_signature!(free_sized, fn(*mut c_void, usize));
+
+/// C23 `free_aligned_sized` (public; weak in the packaged object): crashes if `n` or
+/// `align` does not match the allocation.
+///
+/// # Safety
+/// `p` is null or a live allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.free_sized(p.cast(), n, Some(align)) }
+}
+same_signature!(free_aligned_sized, fn(*mut c_void, usize, usize));

@@ -49,6 +49,26 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     unsafe { HEAP.free(p.cast()) }
 }
 
+/// C23 `free_sized`: crashes if `n` is not the size `p` was allocated with.
+///
+/// # Safety
+/// `p` is null or a live allocation from this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.free_sized(p.cast(), n, None) }
+}
+
+/// C23 `free_aligned_sized`: crashes if `n` or `align` does not match the allocation.
+///
+/// # Safety
+/// `p` is null or a live allocation from this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.free_sized(p.cast(), n, Some(align)) }
+}
+
 /// C `calloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn calloc(m: usize, n: usize) -> *mut c_void {

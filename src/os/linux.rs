@@ -51,6 +51,8 @@ const MAP_FIXED: usize = 0x10;
 const MAP_ANONYMOUS: usize = 0x20;
 const MREMAP_MAYMOVE: usize = 1;
 const MADV_DONTNEED: usize = 4;
+const MADV_GUARD_INSTALL: usize = 102;
+const MADV_GUARD_REMOVE: usize = 103;
 const FUTEX_WAIT_PRIVATE: usize = 128;
 const FUTEX_WAKE_PRIVATE: usize = 129;
 const GRND_NONBLOCK: usize = 1;
@@ -254,6 +256,16 @@ unsafe impl<const BRK: bool> Os for Linux<BRK> {
     unsafe fn release(p: *mut u8, len: usize) -> bool {
         // SAFETY: the caller vouches for the range.
         unsafe { syscall(nr::MADVISE, [p.addr(), len, MADV_DONTNEED, 0, 0, 0]) == 0 }
+    }
+
+    unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
+        let advice = if install {
+            MADV_GUARD_INSTALL
+        } else {
+            MADV_GUARD_REMOVE
+        };
+        // SAFETY: the caller vouches for the range.
+        unsafe { syscall(nr::MADVISE, [p.addr(), len, advice, 0, 0, 0]) == 0 }
     }
 
     unsafe fn brk(to: usize) -> usize {

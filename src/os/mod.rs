@@ -66,6 +66,14 @@ pub unsafe trait Os {
     /// The range is the heap's and holds nothing live.
     unsafe fn release(p: *mut u8, len: usize) -> bool;
 
+    /// `MADV_GUARD_INSTALL` (or `_REMOVE`): make the pages fault on any access while the
+    /// mapping stays one VMA (Linux 6.13+). `false` on failure: EINVAL on older kernels and
+    /// on locked (mlockall) mappings.
+    ///
+    /// # Safety
+    /// The range is the heap's and holds nothing live (installing zaps the pages).
+    unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool;
+
     /// Set the program break to `to` (0 queries it) and return the break now in force.
     ///
     /// # Safety

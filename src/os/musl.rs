@@ -49,6 +49,11 @@ unsafe impl Os for Musl {
         unsafe { sys::__ngm_release(p.cast(), len) == 0 }
     }
 
+    unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { sys::__ngm_guard(p.cast(), len, install as c_int) == 0 }
+    }
+
     unsafe fn brk(to: usize) -> usize {
         // SAFETY: forwarded contract.
         unsafe { sys::__ngm_brk(to) }

@@ -34,6 +34,13 @@ unsafe extern "C" {
     pub fn __ngm_release(addr: *mut core::ffi::c_void, len: usize) -> core::ffi::c_int;
 }
 unsafe extern "C" {
+    pub fn __ngm_guard(
+        addr: *mut core::ffi::c_void,
+        len: usize,
+        install: core::ffi::c_int,
+    ) -> core::ffi::c_int;
+}
+unsafe extern "C" {
     pub fn __ngm_brk(to: usize) -> usize;
 }
 unsafe extern "C" {
@@ -80,4 +87,10 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     pub fn __malloc_atfork(who: core::ffi::c_int);
+}
+unsafe extern "C" {
+    pub fn free_sized(p: *mut core::ffi::c_void, n: usize);
+}
+unsafe extern "C" {
+    pub fn free_aligned_sized(p: *mut core::ffi::c_void, align: usize, n: usize);
 }

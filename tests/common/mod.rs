@@ -23,6 +23,7 @@ pub struct Calls {
     pub mprotect: u64,
     pub release: u64,
     pub released_bytes: u64,
+    pub guard: u64,
     pub brk: u64,
 }
 
@@ -38,6 +39,13 @@ thread_local! {
     /// u64::MAX = never.
     static FAIL_AFTER: Cell<u64> = const { Cell::new(u64::MAX) };
     static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
+    /// Whether MADV_GUARD_INSTALL fails, as on an old kernel.
+    static NO_GUARDS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Make guard installation fail (as on a pre-6.13 kernel) for this thread's heaps.
+pub fn set_no_guards(v: bool) {
+    NO_GUARDS.with(|c| c.set(v));
 }
 
 pub fn calls() -> Calls {
@@ -118,6 +126,13 @@ unsafe impl Os for TestOs {
             c.released_bytes += len as u64
         });
         unsafe { Raw::release(p, len) }
+    }
+    unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
+        bump(|c| c.guard += 1);
+        if NO_GUARDS.with(|c| c.get()) {
+            return false; // as a pre-6.13 kernel or a locked mapping: EINVAL
+        }
+        unsafe { Raw::guard(p, len, install) }
     }
     unsafe fn brk(to: usize) -> usize {
         bump(|c| c.brk += 1);
