@@ -18,6 +18,7 @@ need make make
 need patch patch
 need file file
 need bindgen bindgen            # the C/Rust boundary check (tests only)
+need musl-gcc musl-tools        # stock musl, for the attack suite's comparison (tests only)
 # bindgen loads libclang at run time
 ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 || need_pkgs+=(libclang1)
 if ! command -v cargo >/dev/null 2>&1; then

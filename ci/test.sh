@@ -64,6 +64,8 @@ for v in 1.2.5 1.2.3; do
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
 done
 step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
+step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
+step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 echo "size of the allocator object ($BUILD/ngmalloc.o):"
 size "$BUILD/ngmalloc.o"
 

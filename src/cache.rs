@@ -1,5 +1,6 @@
-//! A small cache of freed group mappings (below the mmap threshold), so a churn of medium
-//! sizes reuses mappings instead of paying an `munmap` and an `mmap` per operation.
+//! Small caches of freed mappings, so a churn reuses mappings instead of paying an
+//! `munmap` and an `mmap` per operation: one for group mappings below the mmap threshold
+//! ([`MapCache::groups`]), one for individually mapped blocks ([`MapCache::large`]).
 //!
 //! mallocng maps medium groups at low usage as single slots and unmaps them as soon as
 //! they empty; its bounce detector only covers classes up to 38, so a malloc/free churn
@@ -9,10 +10,15 @@
 
 /// Mappings kept at most.
 pub const CACHE_ENTRIES: usize = 32;
-/// Bytes kept at most.
+/// Group cache: bytes kept at most (dirty memory, counted in RSS).
 pub const CACHE_BYTES: usize = 896 << 10;
-/// Largest mapping kept: a single-slot group of the largest class, with 4 KiB pages.
+/// Group cache: largest mapping kept, a single-slot group of the largest class (4 KiB pages).
 pub const CACHE_MAX_LEN: usize = 132 << 10;
+/// Large cache: address space kept at most. Its blocks hold no memory: their pages were
+/// zapped by the guard install that makes them inaccessible.
+pub const LARGE_CACHE_BYTES: usize = 256 << 20;
+/// Large cache: largest block kept.
+pub const LARGE_CACHE_MAX_LEN: usize = 64 << 20;
 
 /// Mappings the cache hands back for unmapping after one `put`: at most the oldest entry
 /// and the new mapping itself.
@@ -23,21 +29,28 @@ pub struct MapCache {
     ents: [(*mut u8, usize); CACHE_ENTRIES],
     n: usize,
     bytes: usize,
-}
-
-impl Default for MapCache {
-    fn default() -> Self {
-        Self::new()
-    }
+    max_bytes: usize,
+    max_len: usize,
 }
 
 impl MapCache {
-    /// An empty cache.
-    pub const fn new() -> Self {
+    /// The cache of freed group mappings.
+    pub const fn groups() -> Self {
+        Self::new(CACHE_BYTES, CACHE_MAX_LEN)
+    }
+
+    /// The cache of freed individually mapped blocks.
+    pub const fn large() -> Self {
+        Self::new(LARGE_CACHE_BYTES, LARGE_CACHE_MAX_LEN)
+    }
+
+    const fn new(max_bytes: usize, max_len: usize) -> Self {
         MapCache {
             ents: [(core::ptr::null_mut(), 0); CACHE_ENTRIES],
             n: 0,
             bytes: 0,
+            max_bytes,
+            max_len,
         }
     }
 
@@ -66,17 +79,23 @@ impl MapCache {
         best.map(|i| self.remove(i))
     }
 
+    /// A mapping of exactly `len` bytes, removed from the cache.
+    pub fn take_exact(&mut self, len: usize) -> Option<(*mut u8, usize)> {
+        let i = self.ents[..self.n].iter().position(|e| e.1 == len)?;
+        Some(self.remove(i))
+    }
+
     /// Keep a freed mapping; returns what to unmap instead: the oldest entry if the new
     /// one needs its room, and the new one if it still does not fit (or is too large).
     pub fn put(&mut self, p: *mut u8, len: usize) -> Evicted {
-        if len > CACHE_MAX_LEN {
+        if len > self.max_len {
             return [Some((p, len)), None];
         }
         let mut out: Evicted = [None, None];
-        if self.n == CACHE_ENTRIES || self.bytes + len > CACHE_BYTES {
+        if self.n == CACHE_ENTRIES || self.bytes + len > self.max_bytes {
             out[0] = Some(self.remove(0));
         }
-        if self.n < CACHE_ENTRIES && self.bytes + len <= CACHE_BYTES {
+        if self.n < CACHE_ENTRIES && self.bytes + len <= self.max_bytes {
             self.ents[self.n] = (p, len);
             self.n += 1;
             self.bytes += len;
@@ -97,7 +116,7 @@ mod tests {
 
     #[test]
     fn best_fit_within_twice_the_request_and_bounded() {
-        let mut c = MapCache::new();
+        let mut c = MapCache::groups();
         assert_eq!(
             c.put(p(0x1000), 200 << 10),
             [Some((p(0x1000), 200 << 10)), None]
@@ -126,7 +145,7 @@ mod tests {
         );
         assert!(c.bytes() <= CACHE_BYTES);
         // fill by count
-        let mut c = MapCache::new();
+        let mut c = MapCache::groups();
         for i in 0..CACHE_ENTRIES {
             assert_eq!(c.put(p(0x1000 * (i + 1)), 4096), [None, None]);
         }

@@ -85,6 +85,8 @@ pub struct State {
     pub(crate) brk: usize,
     pub(crate) sweep_class: usize,
     pub(crate) cache: MapCache,
+    /// Freed large blocks, guards kept and data guard-installed (inaccessible, no memory).
+    pub(crate) large_cache: MapCache,
     pub(crate) stats: Stats,
 }
 
@@ -265,15 +267,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return None;
         }
         let len = data + 2 * guard;
-        // SAFETY: a fresh anonymous mapping, ours.
-        let base = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
-        let mem = base.wrapping_add(guard);
-        // SAFETY: both guard ranges are ours and hold nothing.
-        let protnone = unsafe {
-            let a = self.install_guard(base, guard);
-            let b = self.install_guard(mem.wrapping_add(data), guard);
-            a | b
+        let (mem, data, protnone) = match self.reuse_large(data) {
+            Some((mem, span)) => (mem, span, false),
+            None => {
+                // SAFETY: a fresh anonymous mapping, ours.
+                let base = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
+                let mem = base.wrapping_add(guard);
+                // SAFETY: both guard ranges are ours and hold nothing.
+                let protnone = unsafe {
+                    let a = self.install_guard(base, guard);
+                    let b = self.install_guard(mem.wrapping_add(data), guard);
+                    a | b
+                };
+                (mem, data, protnone)
+            }
         };
+        let base = mem.wrapping_sub(guard);
+        let len = data + 2 * guard;
         let Some(mut st) = self.locked() else {
             // SAFETY: the mapping is ours and unused.
             unsafe { O::munmap(base, len) };
@@ -301,6 +311,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         drop(st);
         // SAFETY: the only slot of a fresh group, which holds `n` bytes.
         NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
+    }
+
+    /// A cached large block of exactly `span` bytes (a larger one would leave readable
+    /// pages between the header and the data, which sits at the end of the span), made
+    /// accessible again: its pages read as zero. `None` if there is none or it cannot
+    /// be reopened.
+    fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
+        let (mem, len) = self.locked()?.large_cache.take_exact(span)?;
+        // SAFETY: the block left the cache: it is ours alone.
+        unsafe {
+            if O::guard(mem, len, false) {
+                return Some((mem, len));
+            }
+            let guard = GUARD_PAGES * O::page_size().max(AREA);
+            O::munmap(mem.wrapping_sub(guard), len + 2 * guard);
+        }
+        None
     }
 
     /// Make `p .. p + len` a guard; returns whether it had to be a PROT_NONE sub-mapping.
@@ -679,7 +706,8 @@ impl State {
             bounce: Bounce::new(),
             brk: 0,
             sweep_class: 0,
-            cache: MapCache::new(),
+            cache: MapCache::groups(),
+            large_cache: MapCache::large(),
             stats: Stats::default(),
         }
     }
@@ -1043,9 +1071,25 @@ impl State {
                 if sc < NUM_CLASSES {
                     self.cache.put(mem, len)
                 } else {
-                    // the block with its guards
+                    // Keep the block, guards and all, with its data made a guard too: the
+                    // pages are zapped (no memory), any use after free faults, and the
+                    // address range is reused whole instead of unmapped and remapped
+                    // (which fragments the address space into ever more VMAs). Blocks
+                    // with PROT_NONE guards, or whose data cannot be guarded, are unmapped.
                     let guard = (*g).clean_mask as usize * AREA;
-                    [Some((mem.wrapping_sub(guard), len + 2 * guard)), None]
+                    let whole = (mem.wrapping_sub(guard), len + 2 * guard);
+                    if (*g).swept_mask == 0
+                        && guard == GUARD_PAGES * self.pagesize
+                        && O::guard(mem, len, true)
+                    {
+                        let guard_of = |e: Option<(*mut u8, usize)>| {
+                            e.map(|(p, l)| (p.wrapping_sub(guard), l + 2 * guard))
+                        };
+                        let [a, b] = self.large_cache.put(mem, len);
+                        [guard_of(a), guard_of(b)]
+                    } else {
+                        [Some(whole), None]
+                    }
                 }
             } else {
                 let p = (*g).mem.cast::<u8>();

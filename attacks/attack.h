@@ -1,0 +1,19 @@
+/* Shared by the attack programs. Each program commits one memory error and then returns
+ * 0: a clean exit means the allocator did not notice. Built with -O0 so the compiler
+ * keeps every access as written. */
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LARGE (256 << 10)
+
+/* C23; glibc 2.36 and musl 1.2.5 headers do not declare them yet */
+void free_sized(void *p, size_t n);
+void free_aligned_sized(void *p, size_t align, size_t n);
+
+static void *volatile sink;
+
+static inline unsigned char peek(const void *p) { return *(const volatile unsigned char *)p; }
+static inline void poke(void *p, unsigned char v) { *(volatile unsigned char *)p = v; }

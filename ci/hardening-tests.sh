@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Guard regions as programs see them, against the standalone library (linked in) and the
+# static musl sysroot: c-tests/guards.c both ways (MADV_GUARD_INSTALL, and the PROT_NONE
+# fallback forced by mlockall) and the mlockall program of the hardening issue.
+# Usage: hardening-tests.sh BUILD-DIR NGMALLOC-SYSROOT
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(realpath "$1")
+S=$(realpath "$2")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0
+fail=0
+result() {
+  if [ "$1" = 0 ]; then echo "ok - $2"; pass=$((pass + 1)); else echo "not ok - $2"; fail=$((fail + 1)); fi
+}
+runs() { local out; out=$("$@" 2>&1); local r=$?; echo "$out" | grep -vE '^ok - ' >&2; return $r; }
+for kind in standalone musl-static; do
+  for prog in guards mlockall; do
+    if [ $kind = standalone ]; then
+      gcc -O2 -o "$work/$prog" "$root/c-tests/$prog.c" "$build/libngmalloc.a" -pthread
+    else
+      "$S/bin/ngmalloc-cc" -O2 -static -o "$work/$prog" "$root/c-tests/$prog.c"
+    fi
+  done
+  runs "$work/guards"
+  result $? "$kind: madvise guards (few VMAs, faults both sides, churn settles)"
+  runs "$work/guards" fallback
+  result $? "$kind: PROT_NONE fallback after mlockall (used, faults both sides)"
+  [ "$("$work/mlockall")" = ok ]
+  result $? "$kind: malloc after mlockall(MCL_FUTURE) prints ok (errno untouched)"
+  [ "$("$work/mlockall" onfault)" = ok ]
+  result $? "$kind: malloc after mlockall(MCL_FUTURE|MCL_ONFAULT) prints ok"
+done
+echo "hardening: $pass passed, $fail failed"
+[ "$fail" = 0 ]
