@@ -5,6 +5,11 @@
 BUILD   ?= build
 CARGO   ?= cargo
 CC      ?= cc
+# Optional mitigations, e.g. HARDEN="zero-on-free random-slots" or HARDEN=all
+# (src/config.rs: zero-on-free random-slots quarantine big-guards zero-size).
+HARDEN  ?=
+HARDEN_FEATURES := $(addprefix harden-,$(HARDEN))
+export CARGO_TARGET_DIR ?= target
 
 # The standalone library's exports: exactly these are global in both libraries.
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
@@ -18,12 +23,12 @@ deps:
 	@ci/deps.sh
 
 lib: deps
-	$(CARGO) build --release -p ngmalloc-standalone
+	$(CARGO) build --release -p ngmalloc-standalone $(if $(HARDEN),--features "$(HARDEN_FEATURES)")
 	@mkdir -p $(BUILD)
-	cp target/release/libngmalloc_standalone.so $(BUILD)/libngmalloc.so
+	cp $(CARGO_TARGET_DIR)/release/libngmalloc_standalone.so $(BUILD)/libngmalloc.so
 	@# one relocatable object with only the exports global: no Rust core/builtins symbol
 	@# can clash with the program's, and no unwind tables (panic = abort).
-	ld -r $(addprefix -u ,$(EXPORTS)) -o $(BUILD)/ngmalloc.tmp.o target/release/libngmalloc_standalone.a
+	ld -r $(addprefix -u ,$(EXPORTS)) -o $(BUILD)/ngmalloc.tmp.o $(CARGO_TARGET_DIR)/release/libngmalloc_standalone.a
 	objcopy $(addprefix --keep-global-symbol=,$(EXPORTS)) --strip-debug \
 		-R .eh_frame -R .rela.eh_frame -R .llvmbc -R .llvmcmd -R .comment \
 		$(BUILD)/ngmalloc.tmp.o $(BUILD)/ngmalloc.o
@@ -33,7 +38,7 @@ lib: deps
 
 # The sysroot (toolchain/build-sysroot.sh --help for options: musl version, tarball).
 sysroot: deps
-	toolchain/build-sysroot.sh --musl 1.2.5
+	toolchain/build-sysroot.sh --musl 1.2.5 $(if $(HARDEN),--harden "$(HARDEN)")
 
 test: lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh

@@ -14,5 +14,11 @@ int main(void)
 	static void *fake[8];
 	meta[1] = fake; /* next */
 	for (int i = 0; i < 8; i++) free(p[i]);
+	/* the program goes on: allocations and frees of the same size reach the record */
+	for (int i = 0; i < 200; i++) {
+		char *q = malloc(1000);
+		sink = q;
+		free(q);
+	}
 	return 0;
 }

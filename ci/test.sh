@@ -66,6 +66,12 @@ done
 step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
 step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
+# every optional mitigation at once: host tests, then the attack suite on hardened builds
+step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc --features harden-all
+step "hardened builds (standalone, musl 1.2.5)" sh -c \
+  "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
+step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \
+  ci/attacks.sh "$BUILD/hardened" "$BUILD/sysroot-musl-1.2.5-hardened"
 echo "size of the allocator object ($BUILD/ngmalloc.o):"
 size "$BUILD/ngmalloc.o"
 

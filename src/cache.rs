@@ -79,9 +79,11 @@ impl MapCache {
         best.map(|i| self.remove(i))
     }
 
-    /// A mapping of exactly `len` bytes, removed from the cache.
-    pub fn take_exact(&mut self, len: usize) -> Option<(*mut u8, usize)> {
-        let i = self.ents[..self.n].iter().position(|e| e.1 == len)?;
+    /// A mapping of exactly `len` bytes, removed from the cache; the `skip_newest` most
+    /// recently put are not considered (a quarantine).
+    pub fn take_exact(&mut self, len: usize, skip_newest: usize) -> Option<(*mut u8, usize)> {
+        let old = self.n.saturating_sub(skip_newest);
+        let i = self.ents[..old].iter().position(|e| e.1 == len)?;
         Some(self.remove(i))
     }
 

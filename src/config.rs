@@ -34,4 +34,50 @@ pub const fn size_overflows(n: usize) -> bool {
 }
 
 /// Pages of guard on each side of an individually mapped allocation.
-pub const GUARD_PAGES: usize = 1;
+pub const GUARD_PAGES: usize = if cfg!(feature = "harden-big-guards") {
+    16
+} else {
+    1
+};
+
+// Optional mitigations. Each is a Cargo feature (`harden-…`) and, inside musl, a word of
+// `configure --enable-ngmalloc-hardening=…`. The default build has none of them: it
+// already has the always-on checks, secret canaries and guard regions. Each is a `const`
+// used with `if`, so every combination is type-checked in every build.
+
+/// `harden-zero-on-free`. Threat: a write through a dangling pointer to a small or medium
+/// block (use after free), and freed data read back by the block's next owner. Freed slots
+/// are wiped, and a slot handed out again must still be all zero, or the process stops.
+/// Cost: a memset of the slot on every free and a scan of it on every malloc (proportional
+/// to the slot size: 16 B to 128 KiB).
+pub const ZERO_ON_FREE: bool = cfg!(feature = "harden-zero-on-free");
+
+/// `harden-random-slots`. Threat: heap grooming, which relies on the next allocation
+/// landing at a predictable place (the lowest free slot) next to a chosen victim. Slots
+/// are taken at random among the available ones. Cost: a few instructions per malloc
+/// (a xorshift step and a select-bit); slightly more pages touched in partially used groups.
+pub const RANDOM_SLOTS: bool = cfg!(feature = "harden-random-slots");
+
+/// `harden-quarantine`. Threat: use after free and double free once the memory has been
+/// handed out again (then a stale pointer looks valid). Freed large blocks stay
+/// inaccessible (guarded) and are not reused until [`QUARANTINE`] younger ones were freed;
+/// freed small and medium slots stay marked freed, unavailable, until 64 later frees (a
+/// second free of them crashes). Cost: address space for large blocks (no memory: their
+/// pages are zapped); up to 64 freed slots' memory held; every small free takes the lock.
+pub const QUARANTINE: usize = if cfg!(feature = "harden-quarantine") {
+    8
+} else {
+    0
+};
+
+/// `harden-big-guards`. Threat: an overflow or underflow of a large block that jumps over
+/// a one-page guard (a large index, a struct copy at an offset). 16 pages of guard on each
+/// side instead of 1. Cost: address space only (guard pages hold no memory).
+pub const BIG_GUARDS: bool = cfg!(feature = "harden-big-guards");
+
+/// `harden-zero-size`. Threat: reads and writes through the pointer `malloc(0)` returns
+/// (there are no bytes to touch, but a normal slot lets the program read its neighbour's
+/// data). `malloc(0)` returns a distinct pointer into a region that is never accessible.
+/// Cost: 64 KiB of address space and a 512-byte map of its live pointers; when all 4096
+/// are live, `malloc(0)` falls back to a normal slot.
+pub const ZERO_SIZE: bool = cfg!(feature = "harden-zero-size");

@@ -23,7 +23,8 @@ use crate::cache::MapCache;
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
-    AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, UNIT,
+    AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE,
+    RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
 };
 use crate::list::{dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
@@ -34,8 +35,8 @@ use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, canary, enframe, find_meta, find_slot, idx_rsv, mark_freed,
-    nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
+    RSV_NESTED, RSV_REDIRECT, all_zero, canary, enframe, find_meta, find_slot, idx_rsv, mark_freed,
+    nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size, slot_bounds,
 };
 
 /// Frees of multi-page slots between two release sweeps.
@@ -87,6 +88,13 @@ pub struct State {
     pub(crate) cache: MapCache,
     /// Freed large blocks, guards kept and data guard-installed (inaccessible, no memory).
     pub(crate) large_cache: MapCache,
+    /// xorshift state for randomised slot choice (`harden-random-slots`).
+    pub(crate) rng: u64,
+    /// Which of the zero-size region's 4096 pointers are live (`harden-zero-size`).
+    pub(crate) zero_live: [u64; ZERO_SLOTS / 64],
+    /// Freed small and medium slots held back (`harden-quarantine`): (group, slot, medium).
+    pub(crate) quarantine: [(*mut Meta, usize, bool); QUARANTINE_SLOTS],
+    pub(crate) quarantine_next: usize,
     pub(crate) stats: Stats,
 }
 
@@ -113,8 +121,16 @@ pub struct Heap<O: Os, L: RawLock> {
     /// allocation probes it; any failure (EINVAL before Linux 6.13, or on a locked mapping
     /// after `mlockall`) turns it off for good, and PROT_NONE sub-mappings are used.
     guard_madvise: AtomicBool,
+    /// `harden-zero-size`: the never-accessible region `malloc(0)` points into (null
+    /// until the first zero-size allocation).
+    zero_region: AtomicPtr<u8>,
     _os: PhantomData<fn() -> O>,
 }
+
+/// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB).
+const ZERO_SLOTS: usize = 4096;
+/// Freed small and medium slots held back by `harden-quarantine` (0 without it).
+pub(crate) const QUARANTINE_SLOTS: usize = if QUARANTINE != 0 { 64 } else { 1 };
 
 // SAFETY: the region's state is only reached with `lock` held; the rest are atomics or
 // written once before publication.
@@ -169,6 +185,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             region: AtomicPtr::new(null_mut()),
             medium_frees: AtomicU32::new(0),
             guard_madvise: AtomicBool::new(true),
+            zero_region: AtomicPtr::new(null_mut()),
             _os: PhantomData,
         }
     }
@@ -211,10 +228,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 return null_mut();
             }
             let r = mid.cast::<Region>();
+            // 0 means "no heap yet" to find_meta.
+            let secret = O::random() | 1;
             r.write(Region {
-                // 0 means "no heap yet" to find_meta.
-                secret: O::random() | 1,
-                state: UnsafeCell::new(State::new(ps)),
+                secret,
+                state: UnsafeCell::new(State::new(ps, secret.rotate_left(17))),
             });
             r
         }
@@ -240,6 +258,20 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 
     /// Allocate `n` bytes, 16-aligned. `None` when the size overflows or memory is out.
     pub fn malloc(&self, n: usize) -> Option<NonNull<u8>> {
+        if size_overflows(n) {
+            return None;
+        }
+        if ZERO_SIZE
+            && n == 0
+            && let Some(p) = self.zero_size()
+        {
+            return Some(p);
+        }
+        self.malloc_slot(n)
+    }
+
+    /// `malloc` that always returns a real slot (what `aligned_alloc` frames inside).
+    fn malloc_slot(&self, n: usize) -> Option<NonNull<u8>> {
         if size_overflows(n) {
             return None;
         }
@@ -313,12 +345,63 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
     }
 
+    /// `harden-zero-size`: a distinct pointer into the never-accessible region, or `None`
+    /// (then `malloc(0)` takes a normal slot) if all are live or the region can't be mapped.
+    fn zero_size(&self) -> Option<NonNull<u8>> {
+        let mut st = self.locked()?;
+        let mut zr = self.zero_region.load(Relaxed);
+        if zr.is_null() {
+            // SAFETY: a fresh reservation, never made accessible.
+            zr = unsafe { O::mmap(null_mut(), ZERO_SLOTS * UNIT, Prot::None, false)? }.as_ptr();
+            self.zero_region.store(zr, Release);
+        }
+        let (w, word) = st
+            .zero_live
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)?;
+        let b = (!*word).trailing_zeros() as usize;
+        st.zero_live[w] |= 1 << b;
+        NonNull::new(zr.wrapping_add((w * 64 + b) * UNIT))
+    }
+
+    /// If `p` points into the zero-size region: its index there, after checking it is a
+    /// live one (anything else there is a double or invalid free: crash).
+    fn zero_index(&self, p: *mut u8) -> Option<usize> {
+        if !ZERO_SIZE {
+            return None;
+        }
+        let zr = self.zero_region.load(Acquire);
+        let off = p.addr().wrapping_sub(zr.addr());
+        if zr.is_null() || off >= ZERO_SLOTS * UNIT {
+            return None;
+        }
+        check!(off.is_multiple_of(UNIT));
+        let i = off / UNIT;
+        let Some(st) = self.locked() else {
+            crate::check::crash()
+        };
+        check!(st.zero_live[i / 64] & (1 << (i % 64)) != 0);
+        Some(i)
+    }
+
+    /// Free a zero-size pointer (`harden-zero-size`); `false` if `p` is not one.
+    fn free_zero_size(&self, p: *mut u8) -> bool {
+        let Some(i) = self.zero_index(p) else {
+            return false;
+        };
+        if let Some(mut st) = self.locked() {
+            st.zero_live[i / 64] &= !(1 << (i % 64));
+        }
+        true
+    }
+
     /// A cached large block of exactly `span` bytes (a larger one would leave readable
     /// pages between the header and the data, which sits at the end of the span), made
     /// accessible again: its pages read as zero. `None` if there is none or it cannot
     /// be reopened.
     fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
-        let (mem, len) = self.locked()?.large_cache.take_exact(span)?;
+        let (mem, len) = self.locked()?.large_cache.take_exact(span, QUARANTINE)?;
         // SAFETY: the block left the cache: it is ours alone.
         unsafe {
             if O::guard(mem, len, false) {
@@ -367,6 +450,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `p` is a live allocation of this heap.
     pub unsafe fn is_allzero(&self, p: *mut u8) -> bool {
+        if self.zero_index(p).is_some() {
+            return true;
+        }
         // SAFETY: forwarded; the record was validated.
         unsafe { (*ok(find_meta(p, self.secret()))).zeroed != 0 }
     }
@@ -376,7 +462,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `p` is null or a live allocation of this heap; anything else crashes or faults.
     pub unsafe fn usable_size(&self, p: *mut u8) -> usize {
-        if p.is_null() {
+        if p.is_null() || self.zero_index(p).is_some() {
             return 0;
         }
         // SAFETY: forwarded; every step is validated.
@@ -392,7 +478,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `p` is null or a live allocation of this heap, not used afterwards.
     pub unsafe fn free(&self, p: *mut u8) {
-        if p.is_null() {
+        if p.is_null() || self.free_zero_size(p) {
             return;
         }
         let secret = self.secret();
@@ -402,11 +488,50 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let s = ok(find_slot(p, secret));
             ok(nominal_size(p, s.end, secret));
             let g = s.meta;
-            let bit = 1u32 << s.idx;
-            let all = low_mask((*g).last_idx as usize);
             let medium = s.stride > AREA && (*g).last_idx != 0;
             mark_freed(p);
+            if ZERO_ON_FREE && (*g).sizeclass != CLASS_MMAP {
+                // wipe the slot (and a header inside it); checked when handed out again
+                s.start.write_bytes(0, s.end.addr() - s.start.addr());
+            }
 
+            if QUARANTINE != 0 && (*g).sizeclass != CLASS_MMAP {
+                // held back: the slot stays in use (its header marked freed, so a second
+                // free or a realloc of it crashes) until QUARANTINE_SLOTS later frees
+                let Some(mut st) = self.locked() else {
+                    crate::check::crash()
+                };
+                let at = st.quarantine_next;
+                let old = core::mem::replace(&mut st.quarantine[at], (g, s.idx, medium));
+                st.quarantine_next = if at + 1 == QUARANTINE_SLOTS {
+                    0
+                } else {
+                    at + 1
+                };
+                drop(st);
+                if !old.0.is_null() {
+                    if ZERO_ON_FREE {
+                        // still as free left it, or a dangling pointer wrote to it
+                        let q = ok(slot_bounds(old.0, old.1));
+                        check!(all_zero(q.start, q.end.addr() - q.start.addr()));
+                    }
+                    self.release_slot(old.0, old.1, old.2, secret);
+                }
+                return;
+            }
+            self.release_slot(g, s.idx, medium, secret);
+        }
+    }
+
+    /// Return slot `idx` of `g` to its group: the part of free after validation.
+    ///
+    /// # Safety
+    /// The slot is in use and no longer referenced; its header is already marked freed.
+    unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
+        // SAFETY: the caller vouches for the slot; the group outlives it.
+        unsafe {
+            let bit = 1u32 << idx;
+            let all = low_mask((*g).last_idx as usize);
             // atomic free without locking if this is neither the first freed slot (the
             // group may need queueing) nor the last in use (the group may be freed).
             loop {
@@ -431,7 +556,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let Some(mut st) = self.locked() else {
                 crate::check::crash()
             };
-            let unmap = st.nontrivial_free::<O>(g, s.idx, secret);
+            let unmap = st.nontrivial_free::<O>(g, idx, secret);
             drop(st);
             for (base, len) in unmap.into_iter().flatten() {
                 O::munmap(base, len);
@@ -483,6 +608,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
         if size_overflows(n) {
             return None;
+        }
+        if self.zero_index(p).is_some() {
+            let new = self.malloc(n)?;
+            self.free_zero_size(p);
+            return Some(new);
         }
         // SAFETY: validated like free; the allocation is the caller's, so its record's
         // `mem` and `maplen` are ours to change.
@@ -564,7 +694,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return None;
         }
         let align = align.max(UNIT);
-        let p = self.malloc(len + align - UNIT)?.as_ptr();
+        let p = self.malloc_slot(len + align - UNIT)?.as_ptr();
         // SAFETY: `p` is our fresh allocation; everything written lies in its slot.
         unsafe {
             let secret = self.secret();
@@ -689,7 +819,7 @@ unsafe fn init_group(
 }
 
 impl State {
-    fn new(pagesize: usize) -> Self {
+    fn new(pagesize: usize, seed: u64) -> Self {
         State {
             pagesize,
             cycle: 0,
@@ -708,6 +838,10 @@ impl State {
             sweep_class: 0,
             cache: MapCache::groups(),
             large_cache: MapCache::large(),
+            rng: seed | 1,
+            zero_live: [0; ZERO_SLOTS / 64],
+            quarantine: [(null_mut(), 0, false); QUARANTINE_SLOTS],
+            quarantine_next: 0,
             stats: Stats::default(),
         }
     }
@@ -842,7 +976,7 @@ impl State {
             if !g.is_null() {
                 let mask = (*g).avail_mask.load(Relaxed);
                 if mask != 0 {
-                    let first = mask & mask.wrapping_neg();
+                    let first = self.pick(mask);
                     (*g).avail_mask.store(mask - first, Relaxed);
                     return Some((g, first.trailing_zeros() as usize));
                 }
@@ -850,6 +984,24 @@ impl State {
             let idx = self.alloc_slot::<O>(sc, n, secret)?;
             Some((self.active[sc], idx))
         }
+    }
+
+    /// The slot to take from a nonempty `mask`: the lowest (mallocng), or a random one
+    /// with `harden-random-slots`.
+    fn pick(&mut self, mask: u32) -> u32 {
+        if !RANDOM_SLOTS {
+            return mask & mask.wrapping_neg();
+        }
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        let mut m = mask;
+        for _ in 0..(x >> 32) % mask.count_ones() as u64 {
+            m &= m - 1;
+        }
+        m & m.wrapping_neg()
     }
 
     /// mallocng `try_avail`: make the head of `sc`'s active list one with available slots
@@ -909,7 +1061,7 @@ impl State {
                 check!(mask != 0);
                 self.bounce.decay_bounces(sc);
             }
-            let first = mask & mask.wrapping_neg();
+            let first = self.pick(mask);
             (*m).avail_mask.store(mask - first, Relaxed);
             first
         }
@@ -1001,6 +1153,10 @@ impl State {
                 // may be the host slot's own end canary: it keeps its value.)
                 Fresh::No => {
                     let (st, base) = (stride(m), storage((*m).mem));
+                    if ZERO_ON_FREE {
+                        // slots must read as zero when first handed out
+                        base.write_bytes(0, cnt * st - IB);
+                    }
                     for i in 0..=cnt {
                         let at = base.wrapping_add(i * st).wrapping_sub(4);
                         *at = canary(secret, at.addr());
@@ -1098,6 +1254,10 @@ impl State {
                 (*(*g).mem).meta = null_mut();
                 // not checking size/reserved here; it's intentionally invalid
                 mark_freed(p);
+                if ZERO_ON_FREE {
+                    let host_slot = ok(slot_bounds(host, idx));
+                    p.write_bytes(0, host_slot.end.addr() - p.addr());
+                }
                 self.nontrivial_free::<O>(host, idx, secret)
             };
             self.free_meta(g);

@@ -28,7 +28,7 @@
 //! header reads `idx|rsv == 0xff`, `off == 0`.
 
 use crate::check::{Corrupt, check, ensure};
-use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT};
+use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::size_class::SIZE_CLASSES;
 
@@ -220,6 +220,27 @@ pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     }
 }
 
+/// The bounds of slot `idx` of the validated record `meta` (for a slot whose header has
+/// been rewritten, such as a nested group's host).
+///
+/// # Safety
+/// `meta` is a live meta record.
+pub unsafe fn slot_bounds(meta: *mut Meta, idx: usize) -> Result<Slot, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe {
+        ensure!(idx <= (*meta).last_idx as usize, Corrupt::Index);
+        let stride = stride(meta);
+        let start = storage((*meta).mem).wrapping_add(stride * idx);
+        Ok(Slot {
+            meta,
+            idx,
+            stride,
+            start,
+            end: start.wrapping_add(stride - IB),
+        })
+    }
+}
+
 /// mallocng `get_nominal_size`: the size the user asked for, checking the reserved count
 /// and both check bytes.
 ///
@@ -289,6 +310,10 @@ pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64)
         let base = storage((*g).mem);
         let mut p = base.wrapping_add(stride * idx);
         let end = p.wrapping_add(stride - IB);
+        if ZERO_ON_FREE && (*g).sizeclass != CLASS_MMAP {
+            // as free left it: all zero, or something wrote through a dangling pointer
+            check!(all_zero(p, stride - IB));
+        }
         let mut off = if idx_rsv(p) != 0 {
             off16(p) + 1
         } else {
@@ -341,5 +366,24 @@ pub unsafe fn mark_freed(p: *mut u8) {
     unsafe {
         set_idx_rsv(p, FREED);
         set_off16(p, 0);
+    }
+}
+
+/// Whether the `len` bytes at `p` are all zero.
+///
+/// # Safety
+/// The bytes are readable.
+pub unsafe fn all_zero(p: *const u8, len: usize) -> bool {
+    let words = len / 8;
+    // SAFETY: every read lies in `p .. p + len`.
+    unsafe {
+        let mut acc = 0u64;
+        for i in 0..words {
+            acc |= p.wrapping_add(i * 8).cast::<u64>().read_unaligned();
+        }
+        for i in words * 8..len {
+            acc |= *p.wrapping_add(i) as u64;
+        }
+        acc == 0
     }
 }

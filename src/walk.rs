@@ -203,6 +203,12 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             }
             area = (*area).next;
         }
+        // live pointers into the zero-size region (harden-zero-size) are allocations too
+        s.in_use += st
+            .zero_live
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum::<usize>();
         want!(
             s.free_metas == free_list,
             "free records off the free list",
@@ -317,7 +323,7 @@ unsafe fn walk_group(
         }
         let used = all & !(avail | freed);
         for i in 0..=last {
-            if used & (1 << i) == 0 {
+            if used & (1 << i) == 0 || st.quarantine.iter().any(|q| q.0 == m && q.1 == i) {
                 continue;
             }
             let p = user_pointer(m, i, secret)?;
@@ -348,7 +354,6 @@ unsafe fn walk_group(
             s.in_use += 1;
             s.bytes += n;
         }
-        let _ = st;
         Ok(())
     }
 }

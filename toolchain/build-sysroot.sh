@@ -3,11 +3,13 @@
 # compiler wrapper and a cargo configuration for x86_64-unknown-linux-musl.
 #
 # Usage: toolchain/build-sysroot.sh [--musl VERSION] [--tarball FILE] [--out DIR]
-#                                   [--malloc ngmalloc|mallocng]
+#                                   [--malloc ngmalloc|mallocng] [--harden LIST]
 #   --musl     1.2.5 (default) or 1.2.3
 #   --tarball  use this musl release tarball (checked against the known sha256)
 #   --out      sysroot directory (default: build/sysroot-musl-VERSION[-mallocng])
 #   --malloc   mallocng builds a stock musl the same way, for comparisons
+#   --harden   optional mitigations (space- or comma-separated: zero-on-free random-slots
+#              quarantine big-guards zero-size, or all); default out dir gets -hardened
 #
 # musl's source comes from, in order: --tarball; the download cache (build/dl); Debian's
 # source package, fetched with apt into a private state directory (the system's apt
@@ -21,13 +23,15 @@ version=1.2.5
 tarball=
 out=
 malloc=ngmalloc
+harden=
 while [ $# -gt 0 ]; do
   case "$1" in
   --musl) version=$2; shift 2 ;;
   --tarball) tarball=$2; shift 2 ;;
   --out) out=$2; shift 2 ;;
   --malloc) malloc=$2; shift 2 ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  --harden) harden=$(echo "$2" | tr ' ' ,); shift 2 ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
   *) echo "build-sysroot: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +43,7 @@ case "$version" in
 esac
 case "$malloc" in ngmalloc|mallocng) ;; *) die "--malloc takes ngmalloc or mallocng" ;; esac
 build="$root/build"
-suffix=$([ "$malloc" = mallocng ] && echo -mallocng || true)
+suffix=$([ "$malloc" = mallocng ] && echo -mallocng || true)$([ -n "$harden" ] && echo -hardened || true)
 out=${out:-$build/sysroot-musl-$version$suffix}
 mkdir -p "$build/dl" "$out"
 out=$(cd "$out" && pwd)
@@ -91,7 +95,7 @@ fi
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
 #    this script; nothing else goes into the sysroot.
 inputs() {
-  echo "$sha $malloc $(cc --version | head -1)"
+  echo "$sha $malloc $harden $(cc --version | head -1)"
   if [ "$malloc" = ngmalloc ]; then
     (cd "$root" && find musl-patches src musl-object toolchain Cargo.toml Cargo.lock -type f | sort | xargs sha256sum)
   else
@@ -122,6 +126,7 @@ start=$(date +%s)
 (
   cd "$src"
   ./configure --prefix="$out" --syslibdir="$out/lib" --with-malloc="$malloc" \
+    ${harden:+--enable-ngmalloc-hardening="$harden"} \
     --enable-wrapper=gcc CC="${CC:-gcc}" >"$src/configure.log" 2>&1 ||
     { cat "$src/configure.log" >&2; exit 1; }
   make -j"$(nproc)" >"$src/make.log" 2>&1 || { tail -40 "$src/make.log" >&2; exit 1; }

@@ -6,7 +6,8 @@
 #  3. objcopy: only the exports stay global, the public ones (aligned_alloc,
 #     malloc_usable_size, free_sized, free_aligned_sized) weak, so a static program
 #     defining its own still links; no unwind tables or LLVM sections.
-# Usage: rust-object.sh RUST-TARGET OUTPUT.o   (CROSS_COMPILE selects the binutils)
+# Usage: rust-object.sh RUST-TARGET OUTPUT.o   (CROSS_COMPILE selects the binutils,
+# NGMALLOC_FEATURES the Cargo features, e.g. "harden-zero-on-free harden-quarantine")
 set -euo pipefail
 target=$1
 out=$2
@@ -20,8 +21,10 @@ cross=${CROSS_COMPILE:-}
 # linker turns into direct calls to the (hidden) glue instead of loads from the GOT, each
 # a relocation in libc.so.
 RUSTFLAGS="-C relocation-model=pic -C relro-level=partial ${NGMALLOC_RUSTFLAGS:-}" \
-  cargo build --quiet --manifest-path "$root/Cargo.toml" --release -p ngmalloc-musl --target "$target"
-lib="$root/target/$target/release/libngmalloc_musl.a"
+  cargo build --quiet --manifest-path "$root/Cargo.toml" --release -p ngmalloc-musl --target "$target" \
+  ${NGMALLOC_FEATURES:+--features "$NGMALLOC_FEATURES"} \
+  --target-dir "$root/target/musl-object${NGMALLOC_FEATURES:+-hardened}"
+lib="$root/target/musl-object${NGMALLOC_FEATURES:+-hardened}/$target/release/libngmalloc_musl.a"
 
 tmp="$out.tmp.o"
 undef=()

@@ -14,7 +14,8 @@ NGMALLOC_DEPS = $(shell find $(NGMALLOC_SRC)/src $(NGMALLOC_SRC)/musl-object -na
 
 $(NGMALLOC_CORE): $(NGMALLOC_DEPS)
 	@mkdir -p $(@D)
-	CROSS_COMPILE="$(CROSS_COMPILE)" $(NGMALLOC_SRC)/toolchain/rust-object.sh $(NGMALLOC_TARGET) $@
+	CROSS_COMPILE="$(CROSS_COMPILE)" NGMALLOC_FEATURES="$(NGMALLOC_FEATURES)" \
+		$(NGMALLOC_SRC)/toolchain/rust-object.sh $(NGMALLOC_TARGET) $@
 
 # The core is position-independent: the shared library takes the same object.
 $(NGMALLOC_CORE:.o=.lo): $(NGMALLOC_CORE)
