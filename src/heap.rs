@@ -1147,20 +1147,21 @@ impl State {
             init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
             match fresh {
                 Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
-                // Reused memory holds stale data: set each slot's check byte to its
-                // canary and zero its index byte, so headers read as fresh and offset
-                // cycling starts from `cycle`, not from old contents. (The last check byte
-                // may be the host slot's own end canary: it keeps its value.)
+                // Reused memory holds stale data: zero each slot's check byte and index
+                // byte, so headers read as fresh (enframe sets the canary) and offset
+                // cycling starts from `cycle`, not from old contents. The byte after the
+                // last slot may be the host slot's own end canary: it gets its canary.
                 Fresh::No => {
                     let (st, base) = (stride(m), storage((*m).mem));
                     if ZERO_ON_FREE {
                         // slots must read as zero when first handed out
                         base.write_bytes(0, cnt * st - IB);
                     }
-                    for i in 0..=cnt {
-                        let at = base.wrapping_add(i * st).wrapping_sub(4);
-                        *at = canary(secret, at.addr());
+                    for i in 0..cnt {
+                        *base.wrapping_add(i * st).wrapping_sub(4) = 0;
                     }
+                    let last = base.wrapping_add(cnt * st).wrapping_sub(4);
+                    *last = canary(secret, last.addr());
                     for i in 0..cnt {
                         *base.wrapping_add(i * st).wrapping_sub(3) = 0;
                     }
