@@ -9,11 +9,7 @@ build=$(realpath "$1")
 S=$(realpath "$2")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pass=0
-fail=0
-result() {
-  if [ "$1" = 0 ]; then echo "ok - $2"; pass=$((pass + 1)); else echo "not ok - $2"; fail=$((fail + 1)); fi
-}
+. "$(dirname "$0")/lib.sh"
 runs() { local out; out=$("$@" 2>&1); local r=$?; echo "$out" | grep -vE '^ok - ' >&2; return $r; }
 for kind in standalone musl-static; do
   for prog in guards mlockall; do
@@ -32,5 +28,4 @@ for kind in standalone musl-static; do
   [ "$("$work/mlockall" onfault)" = ok ]
   result $? "$kind: malloc after mlockall(MCL_FUTURE|MCL_ONFAULT) prints ok"
 done
-echo "hardening: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary "hardening"

@@ -11,11 +11,7 @@ src=$(realpath "$3")
 ver=$(basename "$src" | sed 's/musl-src-//')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pass=0
-fail=0
-result() {
-  if [ "$1" = 0 ]; then echo "ok - $2"; pass=$((pass + 1)); else echo "not ok - $2"; fail=$((fail + 1)); fi
-}
+. "$(dirname "$0")/lib.sh"
 # run PROGRAM...: its own checks must all pass (exit 0); failures are shown
 runs() { local out; out=$("$@" 2>&1); local r=$?; [ $r = 0 ] || echo "$out" | grep -v '^ok' >&2; return $r; }
 cc_n="$S/bin/ngmalloc-cc"
@@ -93,5 +89,4 @@ fi
 relocs() { readelf -r "$1/lib/libc.so" | grep -cE '^[0-9a-f]+ '; }
 echo "  libc.so relocations: ngmalloc $(relocs "$S"), stock $(relocs "$T")"
 
-echo "musl $ver: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary "musl $ver"

@@ -8,11 +8,7 @@ set -u
 lib=$(realpath "$1")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pass=0
-fail=0
-result() {
-  if [ "$1" = 0 ]; then echo "ok - $2"; pass=$((pass + 1)); else echo "not ok - $2"; fail=$((fail + 1)); fi
-}
+. "$(dirname "$0")/lib.sh"
 # At least $2 processes in report $1 allocated groups.
 served() {
   awk -v min="$2" '$1 == "ngmalloc" { split($3, g, "="); split($4, n, "="); if (g[2] + n[2] > 0) c++ }
@@ -98,5 +94,4 @@ pre gcc -O2 -o "$work/sieve" "$work/sieve.c"
 result $([ "$("$work/sieve")" = "78498 primes" ]; echo $?) "gcc-built program runs correctly"
 result $(served "$report" 3; echo $?) "gcc, cc1, as and ld were served by ngmalloc"
 
-echo "real programs: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary "real programs"

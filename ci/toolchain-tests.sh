@@ -7,11 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pass=0
-fail=0
-result() {
-  if [ "$1" = 0 ]; then echo "ok - $2"; pass=$((pass + 1)); else echo "not ok - $2"; fail=$((fail + 1)); fi
-}
+. "$(dirname "$0")/lib.sh"
 S=build/sysroot-musl-1.2.5
 
 touch "$work/mark"
@@ -43,5 +39,4 @@ result $([ $? != 0 ] && echo "$out" | grep -q "ngmalloc source not found"; echo 
   "configure with a wrong source path stops: $(echo "$out" | tail -1)"
 cd "$root"
 
-echo "toolchain: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary "toolchain"

@@ -204,20 +204,8 @@ pub struct Slot {
 /// As [`find_meta`].
 #[inline(always)]
 pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
-    // SAFETY: forwarded; `meta` was validated by find_meta.
-    unsafe {
-        let meta = find_meta(p, secret)?;
-        let idx = slot_index(p);
-        let stride = stride(meta);
-        let start = storage((*meta).mem).wrapping_add(stride * idx);
-        Ok(Slot {
-            meta,
-            idx,
-            stride,
-            start,
-            end: start.wrapping_add(stride - IB),
-        })
-    }
+    // SAFETY: forwarded; `meta` was validated by find_meta, the index with it.
+    unsafe { slot_bounds(find_meta(p, secret)?, slot_index(p)) }
 }
 
 /// The bounds of slot `idx` of the validated record `meta` (for a slot whose header has

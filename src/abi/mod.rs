@@ -16,3 +16,18 @@ pub(crate) const EINVAL: core::ffi::c_int = 22;
 pub(crate) fn valid_align(align: usize) -> bool {
     align & align.wrapping_neg() == align
 }
+
+/// A heap result as C wants it: the pointer, or NULL with `errno = ENOMEM`.
+#[inline]
+pub(crate) fn or_enomem(
+    p: Option<core::ptr::NonNull<u8>>,
+    set_errno: fn(core::ffi::c_int),
+) -> *mut core::ffi::c_void {
+    match p {
+        Some(p) => p.as_ptr().cast(),
+        None => {
+            set_errno(ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}

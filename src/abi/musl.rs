@@ -10,7 +10,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
-use super::{EINVAL, ENOMEM, valid_align};
+use super::{EINVAL, ENOMEM, or_enomem, valid_align};
 use crate::heap::Heap;
 use crate::os::musl::{Musl, MuslLock, aligned_alloc_disabled, set_errno};
 use crate::os::musl_sys as sys;
@@ -28,13 +28,7 @@ macro_rules! same_signature {
 }
 
 fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
-    match p {
-        Some(p) => p.as_ptr().cast(),
-        None => {
-            set_errno(ENOMEM);
-            null_mut()
-        }
-    }
+    or_enomem(p, set_errno)
 }
 
 /// musl's `malloc` backend (overrides lite_malloc's bump allocator).

@@ -16,7 +16,7 @@ use crate::os::linux::{
     FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno,
 };
 
-use super::{EINVAL, ENOMEM, valid_align};
+use super::{EINVAL, ENOMEM, or_enomem, valid_align};
 
 /// The host libc owns the program break: meta areas come from mmap only.
 type Sys = Linux<false>;
@@ -24,13 +24,7 @@ type Sys = Linux<false>;
 static HEAP: Heap<Sys, FutexLock> = Heap::new(FutexLock::new());
 
 fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
-    match p {
-        Some(p) => p.as_ptr().cast(),
-        None => {
-            set_errno(ENOMEM);
-            null_mut()
-        }
-    }
+    or_enomem(p, set_errno)
 }
 
 /// C `malloc`.
