@@ -68,23 +68,17 @@ impl MapCache {
     }
 
     /// The best-fitting mapping of at least `len` bytes and at most twice that (so a small
-    /// request never pins a much larger dirty mapping), removed from the cache.
-    pub fn take(&mut self, len: usize) -> Option<(*mut u8, usize)> {
+    /// request never pins a much larger mapping), removed from the cache; the `skip_newest`
+    /// most recently put are not considered (a quarantine).
+    pub fn take(&mut self, len: usize, skip_newest: usize) -> Option<(*mut u8, usize)> {
         let mut best: Option<usize> = None;
-        for (i, e) in self.ents[..self.n].iter().enumerate() {
+        let old = self.n.saturating_sub(skip_newest);
+        for (i, e) in self.ents[..old].iter().enumerate() {
             if e.1 >= len && e.1 / 2 <= len && best.is_none_or(|b| e.1 < self.ents[b].1) {
                 best = Some(i);
             }
         }
         best.map(|i| self.remove(i))
-    }
-
-    /// A mapping of exactly `len` bytes, removed from the cache; the `skip_newest` most
-    /// recently put are not considered (a quarantine).
-    pub fn take_exact(&mut self, len: usize, skip_newest: usize) -> Option<(*mut u8, usize)> {
-        let old = self.n.saturating_sub(skip_newest);
-        let i = self.ents[..old].iter().position(|e| e.1 == len)?;
-        Some(self.remove(i))
     }
 
     /// Keep a freed mapping; returns what to unmap instead: the oldest entry if the new
@@ -128,10 +122,10 @@ mod tests {
         assert_eq!(c.put(p(0x30000), 32 << 10), [None, None]);
         assert_eq!(c.bytes(), 112 << 10);
         // 12 KiB: 16 KiB fits (within 2x), 32 and 64 don't win
-        assert_eq!(c.take(12 << 10), Some((p(0x20000), 16 << 10)));
+        assert_eq!(c.take(12 << 10, 0), Some((p(0x20000), 16 << 10)));
         // 8 KiB: nothing within twice
-        assert_eq!(c.take(8 << 10), None);
-        assert_eq!(c.take(40 << 10), Some((p(0x10000), 64 << 10)));
+        assert_eq!(c.take(8 << 10, 0), None);
+        assert_eq!(c.take(40 << 10, 0), Some((p(0x10000), 64 << 10)));
         // fill by bytes: the oldest goes first
         for i in 0..6 {
             assert_eq!(c.put(p(0x100000 * (i + 1)), 132 << 10), [None, None]);

@@ -29,7 +29,8 @@ use crate::config::{
 use crate::list::{dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
 use crate::meta::{
-    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, low_mask, storage, stride,
+    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, large_guards, low_mask,
+    set_large_guards, storage, stride,
 };
 use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
@@ -298,12 +299,13 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if data / AREA > u32::MAX as usize {
             return None;
         }
-        let len = data + 2 * guard;
-        let (mem, data, protnone) = match self.reuse_large(data) {
-            Some((mem, span)) => (mem, span, false),
+        let (mem, lead, protnone) = match self.reuse_large(data) {
+            Some((mem, lead)) => (mem, lead, false),
             None => {
                 // SAFETY: a fresh anonymous mapping, ours.
-                let base = unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false)? }.as_ptr();
+                let base =
+                    unsafe { O::mmap(null_mut(), data + 2 * guard, Prot::ReadWrite, false)? }
+                        .as_ptr();
                 let mem = base.wrapping_add(guard);
                 // SAFETY: both guard ranges are ours and hold nothing.
                 let protnone = unsafe {
@@ -311,11 +313,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     let b = self.install_guard(mem.wrapping_add(data), guard);
                     a | b
                 };
-                (mem, data, protnone)
+                (mem, guard, protnone)
             }
         };
-        let base = mem.wrapping_sub(guard);
-        let len = data + 2 * guard;
+        let base = mem.wrapping_sub(lead);
+        let len = lead + data + guard;
         let Some(mut st) = self.locked() else {
             // SAFETY: the mapping is ours and unused.
             unsafe { O::munmap(base, len) };
@@ -334,8 +336,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
             (*g).zeroed = 1;
-            (*g).clean_mask = (guard / AREA) as u32;
-            (*g).swept_mask = protnone as u32;
+            set_large_guards(g, lead, guard, protnone);
         }
         st.stats.large_mapped += 1;
         st.cycle = st.cycle.wrapping_add(1);
@@ -396,19 +397,21 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         true
     }
 
-    /// A cached large block of exactly `span` bytes (a larger one would leave readable
-    /// pages between the header and the data, which sits at the end of the span), made
-    /// accessible again: its pages read as zero. `None` if there is none or it cannot
-    /// be reopened.
+    /// A cached large block of at least `span` bytes (at most twice), made accessible
+    /// again: its last `span` bytes become the new block's memory (reading as zero), the
+    /// surplus before them stays guarded as a longer leading guard, so the data still ends
+    /// right before the trailing guard and starts right after the leading one. Returns the
+    /// new `mem` and its leading guard; `None` if there is none or it cannot be reopened.
     fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
-        let (mem, len) = self.locked()?.large_cache.take_exact(span, QUARANTINE)?;
+        let (old, len) = self.locked()?.large_cache.take(span, QUARANTINE)?;
+        let guard = GUARD_PAGES * O::page_size().max(AREA);
+        let mem = old.wrapping_add(len - span);
         // SAFETY: the block left the cache: it is ours alone.
         unsafe {
-            if O::guard(mem, len, false) {
-                return Some((mem, len));
+            if O::guard(mem, span, false) {
+                return Some((mem, guard + len - span));
             }
-            let guard = GUARD_PAGES * O::page_size().max(AREA);
-            O::munmap(mem.wrapping_sub(guard), len + 2 * guard);
+            O::munmap(old.wrapping_sub(guard), len + 2 * guard);
         }
         None
     }
@@ -631,49 +634,59 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // use mremap if old and new size are both mmap-worthy, and the guards are
             // MADV_GUARD_INSTALL markers, which move with the pages (PROT_NONE guards are
             // separate mappings that mremap cannot take along: those blocks are copied).
-            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD && (*g).swept_mask == 0 {
+            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD && !large_guards(g).2 {
                 check!(sc == CLASS_MMAP as usize);
                 let ps = O::page_size().max(AREA);
                 let base = p.addr() - s.start.addr();
                 let needed = round_up(n + base + UNIT + IB, ps);
                 let old_data = (*g).maplen as usize * AREA;
-                let guard = (*g).clean_mask as usize * AREA;
+                let (lead, trail, _) = large_guards(g);
+                let guard = GUARD_PAGES * ps;
                 let mem = (*g).mem.cast::<u8>();
                 if needed / AREA > u32::MAX as usize {
                     // fall through to the copy, which fails the same way
-                } else if old_data == needed {
-                    set_size(p, s.end, n, secret);
+                } else if needed <= old_data {
+                    // Shrink in place: the tail becomes trailing guard (its pages zapped).
+                    // No mremap, so no hole in the address space.
+                    if needed < old_data {
+                        if !O::guard(mem.wrapping_add(needed), old_data - needed, true) {
+                            // cannot guard the tail: keep the block as it is
+                            set_size(p, s.end, n, secret);
+                            return NonNull::new(p);
+                        }
+                        (*g).maplen = (needed / AREA) as u32;
+                        set_large_guards(g, lead, trail + old_data - needed, false);
+                    }
+                    let end = mem.wrapping_add(needed - IB);
+                    // the new end's check byte (the old one is in the guard now)
+                    *end = canary(secret, end.addr());
+                    set_size(p, end, n, secret);
                     return NonNull::new(p);
                 } else {
-                    // growing: the trailing guard would end up inside the data
-                    let grow = needed > old_data;
-                    if grow {
-                        O::guard(mem.wrapping_add(old_data), guard, false);
-                    }
-                    let full = old_data + 2 * guard;
-                    match O::mremap(mem.wrapping_sub(guard), full, needed + 2 * guard) {
+                    // grow: the whole trailing guard becomes data, then mremap (which may
+                    // move the block, guards included) and a new trailing guard
+                    O::guard(mem.wrapping_add(old_data), trail, false);
+                    let old_len = lead + old_data + trail;
+                    match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
                         Some(new) => {
-                            let mem = new.as_ptr().wrapping_add(guard);
+                            let mem = new.as_ptr().wrapping_add(lead);
                             (*g).mem = mem.cast::<Group>();
                             (*g).maplen = (needed / AREA) as u32;
-                            // the trailing guard at the new end (a shrink cut the old one off)
-                            if self.install_guard(mem.wrapping_add(needed), guard) {
-                                (*g).swept_mask = 1;
-                            }
+                            let protnone = self.install_guard(mem.wrapping_add(needed), guard);
+                            set_large_guards(g, lead, guard, protnone);
                             let start = storage((*g).mem);
                             let p = start.wrapping_add(base);
                             // canaries depend on their address: the move made the flags stale
                             set_flag(start, canary(secret, start.addr() - 4));
                             set_flag(p, canary(secret, p.addr() - 4));
                             let end = mem.wrapping_add(needed - IB);
-                            // the old end's check byte is gone with a shrink: make the new one
                             *end = canary(secret, end.addr());
                             set_size(p, end, n, secret);
                             return NonNull::new(p);
                         }
                         // the block stays as it was: put its trailing guard back
-                        None if grow && self.install_guard(mem.wrapping_add(old_data), guard) => {
-                            (*g).swept_mask = 1;
+                        None if self.install_guard(mem.wrapping_add(old_data), trail) => {
+                            set_large_guards(g, lead, trail, true);
                         }
                         None => {}
                     }
@@ -1113,7 +1126,7 @@ impl State {
                     len,
                     active_idx,
                 } => {
-                    if let Some((p, len)) = self.cache.take(len) {
+                    if let Some((p, len)) = self.cache.take(len, 0) {
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
                         let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
@@ -1233,16 +1246,17 @@ impl State {
                     // address range is reused whole instead of unmapped and remapped
                     // (which fragments the address space into ever more VMAs). Blocks
                     // with PROT_NONE guards, or whose data cannot be guarded, are unmapped.
-                    let guard = (*g).clean_mask as usize * AREA;
-                    let whole = (mem.wrapping_sub(guard), len + 2 * guard);
-                    if (*g).swept_mask == 0
-                        && guard == GUARD_PAGES * self.pagesize
-                        && O::guard(mem, len, true)
-                    {
+                    let (lead, trail, protnone) = large_guards(g);
+                    let guard = GUARD_PAGES * self.pagesize;
+                    let whole = (mem.wrapping_sub(lead), lead + len + trail);
+                    if !protnone && O::guard(mem, len, true) {
+                        // cached as a span with the configured guard on each side: the
+                        // surplus guards are part of the span (already guarded)
+                        let (span_at, span) = (whole.0.wrapping_add(guard), whole.1 - 2 * guard);
                         let guard_of = |e: Option<(*mut u8, usize)>| {
                             e.map(|(p, l)| (p.wrapping_sub(guard), l + 2 * guard))
                         };
-                        let [a, b] = self.large_cache.put(mem, len);
+                        let [a, b] = self.large_cache.put(span_at, span);
                         [guard_of(a), guard_of(b)]
                     } else {
                         [Some(whole), None]

@@ -72,12 +72,13 @@ pub struct Meta {
     /// Length of the group's own mapping in 4 KiB units; 0 when nested in another slot.
     pub maplen: u32,
     /// Free slots whose whole pages were given back to the kernel. For an individually
-    /// mapped allocation ([`crate::config::CLASS_MMAP`]): the guard on each side of `mem`,
-    /// in 4 KiB units.
+    /// mapped allocation ([`crate::config::CLASS_MMAP`]): the guard before `mem`, in 4 KiB
+    /// units (see [`large_guards`]).
     pub clean_mask: u32,
     /// Slots that were free when the release sweep last looked at this group. For an
-    /// individually mapped allocation: 1 if its guards are PROT_NONE sub-mappings (3 VMAs,
-    /// which `mremap` cannot move), 0 if `MADV_GUARD_INSTALL` markers (one VMA).
+    /// individually mapped allocation: bit 0 set if its guards are PROT_NONE sub-mappings
+    /// (3 VMAs, which `mremap` cannot move), clear for `MADV_GUARD_INSTALL` markers (one
+    /// VMA); the other bits the guard after the data, in 4 KiB units.
     pub swept_mask: u32,
 }
 
@@ -173,6 +174,35 @@ pub unsafe fn activate_group(m: *mut Meta) -> u32 {
         (*m).clean_mask &= !mask;
         (*m).swept_mask &= !mask;
         mask
+    }
+}
+
+/// The guards of an individually mapped allocation: (bytes before `mem`, bytes after the
+/// data, whether they are PROT_NONE sub-mappings). Guards can be longer than the configured
+/// size: a block reused from a larger cached one keeps the surplus as guard, and a block
+/// shrunk in place turns its tail into guard, so neither leaves a hole in the address
+/// space.
+///
+/// # Safety
+/// `m` is a live record of an individually mapped allocation.
+#[inline]
+pub unsafe fn large_guards(m: *const Meta) -> (usize, usize, bool) {
+    // SAFETY: the caller vouches for `m`.
+    let (lead, s) = unsafe { ((*m).clean_mask, (*m).swept_mask) };
+    (lead as usize * AREA, (s >> 1) as usize * AREA, s & 1 != 0)
+}
+
+/// Record the guards of an individually mapped allocation (see [`large_guards`]).
+///
+/// # Safety
+/// `m` is a live record of an individually mapped allocation; the lengths are multiples of
+/// 4 KiB.
+#[inline]
+pub unsafe fn set_large_guards(m: *mut Meta, lead: usize, trail: usize, protnone: bool) {
+    // SAFETY: the caller vouches for `m`.
+    unsafe {
+        (*m).clean_mask = (lead / AREA) as u32;
+        (*m).swept_mask = ((trail / AREA) as u32) << 1 | protnone as u32;
     }
 }
 

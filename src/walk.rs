@@ -267,8 +267,12 @@ unsafe fn walk_group(
                 m
             );
         } else {
-            want!((*m).clean_mask != 0, "large allocation without guards", m);
-            want!((*m).swept_mask <= 1, "large allocation guard kind", m);
+            let (lead, trail, _) = crate::meta::large_guards(m);
+            want!(
+                lead != 0 && trail != 0,
+                "large allocation without guards",
+                m
+            );
         }
         let listed = !(*m).next.is_null();
         if sc == CLASS_MMAP {
