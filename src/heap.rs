@@ -104,6 +104,8 @@ pub struct Region {
     /// Tags meta areas and seeds canaries. Written before the region is published, never
     /// changed, never 0.
     secret: u64,
+    /// The page size (at least 4 KiB), read once; like the secret, never changed.
+    pagesize: usize,
     /// Reached only with the lock held.
     state: UnsafeCell<State>,
 }
@@ -233,10 +235,22 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let secret = O::random() | 1;
             r.write(Region {
                 secret,
+                pagesize: ps,
                 state: UnsafeCell::new(State::new(ps, secret.rotate_left(17))),
             });
             r
         }
+    }
+
+    /// The page size (at least 4 KiB): the region's copy once there is one, so the
+    /// large-block paths make no call for it.
+    fn page_size(&self) -> usize {
+        let r = self.region.load(Acquire);
+        if r.is_null() {
+            return O::page_size().max(AREA);
+        }
+        // SAFETY: a published region is never unmapped and its page size never written again.
+        unsafe { (*r).pagesize }
     }
 
     /// The heap's secret (0 before the first allocation).
@@ -293,7 +307,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// ending right before the trailing guard (see `enframe`), so an overflow faults
     /// within a few bytes and an underflow past the header faults too.
     fn malloc_large(&self, n: usize) -> Option<NonNull<u8>> {
-        let ps = O::page_size().max(AREA);
+        let ps = self.page_size();
         let data = round_up(n + IB + UNIT, ps);
         let guard = GUARD_PAGES * ps;
         if data / AREA > u32::MAX as usize {
@@ -404,7 +418,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// new `mem` and its leading guard; `None` if there is none or it cannot be reopened.
     fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
         let (old, len) = self.locked()?.large_cache.take(span, QUARANTINE)?;
-        let guard = GUARD_PAGES * O::page_size().max(AREA);
+        let guard = GUARD_PAGES * self.page_size();
         let mem = old.wrapping_add(len - span);
         // SAFETY: the block left the cache: it is ours alone.
         unsafe {
@@ -636,7 +650,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // separate mappings that mremap cannot take along: those blocks are copied).
             if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD && !large_guards(g).2 {
                 check!(sc == CLASS_MMAP as usize);
-                let ps = O::page_size().max(AREA);
+                let ps = self.page_size();
                 let base = p.addr() - s.start.addr();
                 let needed = round_up(n + base + UNIT + IB, ps);
                 let old_data = (*g).maplen as usize * AREA;
