@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR ?= target
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
            valloc pvalloc malloc_usable_size free_sized free_aligned_sized
 
-.PHONY: all deps lib sysroot test clean
+.PHONY: all deps lib sysroot test bench bench-quick bench-publish clean
 
 all: lib sysroot
 
@@ -42,6 +42,18 @@ sysroot: deps
 
 test: lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh
+
+# The benchmark harness (bench/README.md): every workload on ngmalloc, stock musl, glibc,
+# mimalloc and jemalloc in one run. bench-publish copies the last full report into
+# bench/results/ and its summary into the README.
+bench: lib sysroot
+	python3 bench/harness.py --build $(BUILD) --out $(BUILD)/bench
+
+bench-quick: lib sysroot
+	python3 bench/harness.py --quick --build $(BUILD) --out $(BUILD)/bench-quick
+
+bench-publish:
+	python3 bench/report.py --publish $(BUILD)/bench
 
 clean:
 	rm -rf $(BUILD)

@@ -19,6 +19,12 @@ need patch patch
 need file file
 need bindgen bindgen            # the C/Rust boundary check (tests only)
 need musl-gcc musl-tools        # stock musl, for the attack suite's comparison (tests only)
+need valgrind valgrind          # instruction counts (benchmark harness)
+need gnuplot gnuplot-nox        # the benchmark chart
+# the benchmark harness preloads Debian's mimalloc and jemalloc
+have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
+have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
+have_lib libjemalloc.so.2 || need_pkgs+=(libjemalloc2)
 # bindgen loads libclang at run time
 ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 || need_pkgs+=(libclang1)
 if ! command -v cargo >/dev/null 2>&1; then

@@ -72,6 +72,8 @@ step "hardened builds (standalone, musl 1.2.5)" sh -c \
   "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
 step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \
   ci/attacks.sh "$BUILD/hardened" "$BUILD/sysroot-musl-1.2.5-hardened"
+# the benchmark harness on tiny sizes: everything runs, on the allocator it names, and reports
+step "benchmark harness (make bench-quick)" make -s bench-quick BUILD="$BUILD"
 echo "size of the allocator object ($BUILD/ngmalloc.o):"
 size "$BUILD/ngmalloc.o"
 

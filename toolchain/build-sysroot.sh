@@ -52,24 +52,7 @@ dl="$build/dl/musl-$version.tar.gz"
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$sha" ]; }
 
 fetch_debian() {
-  command -v apt-get >/dev/null || return 1
-  local st="$build/apt-state" uris u
-  mkdir -p "$st/lists/partial" "$st/cache/archives/partial" "$st/src"
-  # deb-src entries derived from the Debian mirrors the system is configured with
-  uris=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    grep -oE 'https?://[^ ]+/debian/?( |$)' | sed 's|/*[[:space:]]*$||' | sort -u || true)
-  [ -n "$uris" ] || uris=http://deb.debian.org/debian
-  : >"$st/sources.list"
-  for u in $uris; do
-    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $suite main" >>"$st/sources.list"
-  done
-  local opts=(-o "Dir::Etc::SourceList=$st/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$st/lists" -o "Dir::Cache=$st/cache" -o Debug::NoLocking=1
-    -o APT::Sandbox::User=root)
-  echo "build-sysroot: fetching Debian's musl $debver source package"
-  apt-get "${opts[@]}" -qq update >/dev/null 2>&1 || return 1
-  (cd "$st/src" && apt-get "${opts[@]}" -qq source --download-only "musl=$debver" >/dev/null 2>&1) || return 1
-  cp "$st/src/musl_$version.orig.tar.gz" "$dl"
+  "$root/toolchain/fetch-debian-source.sh" musl "$debver" "$suite" "musl_$version.orig.tar.gz" "$dl"
 }
 
 fetch_upstream() {

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""The benchmark harness: every workload on every allocator in one run (bench/README.md).
+
+Builds bench/workloads.c, bench/pair.c and Lua (Debian's source package) three ways (the
+ngmalloc musl sysroot, static; stock musl 1.2.3 from Debian's musl-tools, static; glibc),
+runs each workload on six allocators, repeated and interleaved (every repeat visits every
+workload and every allocator before the next repeat starts, and the allocator order rotates),
+keeps the median time and peak RSS, counts instructions per malloc+free pair with callgrind,
+and writes report.md, chart.png and results.json (bench/report.py renders them).
+
+Usage: bench/harness.py [--quick] [--repeats N] [--out DIR] [--only W,W] [--allocators A,A]
+Exit status: 0 when every run succeeded, ran on the allocator it names, and every allocator
+computed the same check value for a workload; non-zero otherwise (the report says what).
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import report  # noqa: E402
+
+LUA = {
+    "version": "5.4.4",
+    "debian": ("lua5.4", "5.4.4-3+deb12u1", "bookworm", "lua5.4_5.4.4.orig.tar.gz"),
+    "url": "https://www.lua.org/ftp/lua-5.4.4.tar.gz",
+    "sha256": "164c7849653b80ae67bec4b7473b884bf5cc8d2dca05653475ec2ed27b9ebf61",
+}
+
+# (id, title, program, arguments before SCALE, arguments after SCALE)
+WORKLOADS = [
+    ("1-tree", "1 small-object churn, mostly LIFO", "workloads", ["tree"], []),
+    ("2-server-2t", "2 server churn, 2 threads", "workloads", ["server"], ["2"]),
+    ("2-server-8t", "2 server churn, 8 threads", "workloads", ["server"], ["8"]),
+    ("3-prodcons-2t", "3 producer/consumer, 2 threads", "workloads", ["prodcons"], ["2"]),
+    ("3-prodcons-8t", "3 producer/consumer, 8 threads", "workloads", ["prodcons"], ["8"]),
+    ("4-local-2t", "4 thread-local malloc/free, 2 threads", "workloads", ["local"], ["2"]),
+    ("4-local-8t", "4 thread-local malloc/free, 8 threads", "workloads", ["local"], ["8"]),
+    ("5-orders", "5 free in order, reverse, random", "workloads", ["orders"], []),
+    ("6-large", "6 large blocks and realloc growth", "workloads", ["large"], []),
+    ("7-return", "7 memory return after free-all", "workloads", ["return"], []),
+    ("8-frag", "8 fragmentation, 10% kept live", "workloads", ["frag"], []),
+    ("9-lua", "9 Lua 5.4 interpreter (real program)", "lua", [os.path.join(ROOT, "bench/lua/bench.lua")], []),
+]
+PAIR_SIZES = [16, 64, 256, 1024, 4096]
+
+
+def die(msg):
+    print(f"bench: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def shared_lib(name):
+    """Path of a system shared library (Debian's multiarch directory), or None."""
+    p = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    return os.path.normpath(p) if os.path.isabs(p) and os.path.exists(p) else None
+
+
+def allocators(build):
+    """name -> (binary flavour, extra environment, how to prove it served the program)."""
+    preload = lambda lib: {"LD_PRELOAD": lib}  # noqa: E731
+    mim, jem = shared_lib("libmimalloc.so.2"), shared_lib("libjemalloc.so.2")
+    if not mim or not jem:
+        die("libmimalloc.so.2 or libjemalloc.so.2 not found. Run: sudo apt-get install -y libmimalloc2.0 libjemalloc2")
+    ngso = os.path.join(build, "libngmalloc.so")
+    if not os.path.exists(ngso):
+        die(f"{ngso} is missing: run make first")
+    return {
+        "ngmalloc": ("ngmalloc", {}, "symbols"),
+        "ngmalloc-preload": ("glibc", preload(ngso), "ngmalloc-report"),
+        "musl": ("musl", {}, "no-ngmalloc-symbols"),
+        "glibc": ("glibc", {}, "glibc"),
+        "mimalloc": ("glibc", preload(mim), "mimalloc-stats"),
+        "jemalloc": ("glibc", preload(jem), "jemalloc-stats"),
+    }
+
+
+def flavours(build):
+    sysroot = os.path.join(build, "sysroot-musl-1.2.5")
+    ngcc = os.path.join(sysroot, "bin", "ngmalloc-cc")
+    if not os.path.exists(ngcc):
+        die(f"{ngcc} is missing: run make first")
+    if not shutil.which("musl-gcc"):
+        die("musl-gcc is missing. Run: sudo apt-get install -y musl-tools")
+    return {
+        "ngmalloc": [ngcc, "-static"],
+        "musl": ["musl-gcc", "-static"],
+        "glibc": ["gcc"],
+    }
+
+
+def fetch_lua(build):
+    dl = os.path.join(build, "dl", f"lua-{LUA['version']}.tar.gz")
+
+    def ok():
+        return os.path.exists(dl) and hashlib.sha256(open(dl, "rb").read()).hexdigest() == LUA["sha256"]
+
+    if not ok():
+        os.makedirs(os.path.dirname(dl), exist_ok=True)
+        got = subprocess.run([os.path.join(ROOT, "toolchain/fetch-debian-source.sh"), *LUA["debian"], dl]).returncode == 0
+        if not got and shutil.which("curl"):
+            got = subprocess.run(["curl", "-fsSL", "-o", dl, LUA["url"]]).returncode == 0
+        if not got:
+            die(f"could not obtain Lua {LUA['version']} (Debian source package or {LUA['url']}); put it at {dl}")
+        if not ok():
+            os.unlink(dl)
+            die(f"the downloaded Lua {LUA['version']} does not match its sha256 {LUA['sha256']}: refusing to build")
+    src = os.path.join(build, "bench", f"lua-{LUA['version']}")
+    if not os.path.exists(os.path.join(src, "src", "lua.c")):
+        os.makedirs(src, exist_ok=True)
+        run(["tar", "-xzf", dl, "-C", src, "--strip-components=1"])
+    return src
+
+
+def build_programs(build, bindir):
+    """Compile each program for each flavour; skip when the command and inputs are unchanged."""
+    os.makedirs(bindir, exist_ok=True)
+    lua = fetch_lua(build)
+    lua_srcs = sorted(
+        os.path.join(lua, "src", f) for f in os.listdir(os.path.join(lua, "src")) if f.endswith(".c") and f != "luac.c"
+    )
+    progs = {
+        "workloads": ([os.path.join(ROOT, "bench/workloads.c")], ["-O2", "-pthread", "-Wall", "-Wextra", "-Werror"], []),
+        "pair": ([os.path.join(ROOT, "bench/pair.c")], ["-O2"], []),
+        "lua": (lua_srcs, ["-O2", "-DLUA_USE_POSIX", "-w"], ["-lm"]),
+    }
+    measure = os.path.join(bindir, "measure")
+    src = os.path.join(ROOT, "bench/measure.c")
+    if not os.path.exists(measure) or os.stat(measure).st_mtime < os.stat(src).st_mtime:
+        run(["musl-gcc", "-static", "-O2", "-o", measure, src])
+    for fl, cc in flavours(build).items():
+        for prog, (srcs, cflags, libs) in progs.items():
+            out = os.path.join(bindir, f"{prog}-{fl}")
+            cmd = [*cc, *cflags, "-o", out, *srcs, *libs]
+            h = hashlib.sha256(" ".join(cmd).encode())
+            for s in srcs:
+                h.update(open(s, "rb").read())
+            for tool in cc[:1]:
+                if os.path.exists(tool):
+                    h.update(str(os.stat(tool).st_mtime_ns).encode())
+            stamp = out + ".stamp"
+            if os.path.exists(out) and os.path.exists(stamp) and open(stamp).read() == h.hexdigest():
+                continue
+            print(f"bench: building {prog} for {fl}", file=sys.stderr)
+            run(cmd)
+            open(stamp, "w").write(h.hexdigest())
+
+
+def parse_kv(text):
+    out = {}
+    for tok in text.split():
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            try:
+                out[k] = float(v) if "." in v else int(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def run_once(measure, cmd, env, timeout):
+    """Run one measurement through bench/measure.c: wall seconds, peak RSS (KiB), output."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as fig:
+        p = subprocess.Popen([measure, fig.name, *cmd], env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
+            return {"error": f"timed out after {timeout} s"}
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        m = fig.read().split()
+    if p.returncode != 0 or len(m) != 5:
+        return {"error": f"measure failed ({p.returncode}): {e.strip()[-300:]}"}
+    wall_ns, maxrss, user_us, sys_us, status = map(int, m)
+    if status != 0:
+        return {"error": f"exit status {status}: {e.strip()[-300:]}"}
+    if "ld.so" in e or "cannot be preloaded" in e:
+        return {"error": f"preload failed: {e.strip()[-300:]}"}
+    kv = parse_kv(o)
+    if "check" not in kv or "hwm_kib" not in kv:
+        return {"error": f"no check= or hwm_kib= in the output: {o.strip()[-200:]}"}
+    # Peak RSS: the program's own VmHWM, read at its end. The kernel's rusage figure sums
+    # per-CPU counters lazily: it can be off by hundreds of KiB, 0 for a small threaded one.
+    return {"wall": wall_ns / 1e9, "peak_kib": kv["hwm_kib"], "rusage_maxrss_kib": maxrss,
+            "user": user_us / 1e6, "sys": sys_us / 1e6, "out": kv}
+
+
+def served_by(name, how, binary, env):
+    """Prove the allocator served the program: an LD_PRELOAD that fails to load is only a
+    warning for ld.so, and a static binary could have been linked against the wrong libc."""
+    cmd = [binary, "tree", "0.001"]
+    e = dict(os.environ, **env)
+    if how in ("symbols", "no-ngmalloc-symbols"):
+        syms = subprocess.run(["nm", binary], capture_output=True, text=True).stdout
+        has = "ngmalloc" in syms
+        return has if how == "symbols" else not has
+    if how == "glibc":
+        return "libc.so.6" in subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    if how == "ngmalloc-report":
+        with tempfile.NamedTemporaryFile("r") as f:
+            e["NGMALLOC_REPORT"] = f.name
+            subprocess.run(cmd, env=e, capture_output=True)
+            return "ngmalloc" in f.read()
+    if how == "mimalloc-stats":
+        e["MIMALLOC_SHOW_STATS"] = "1"
+        r = subprocess.run(cmd, env=e, capture_output=True, text=True)
+        return "heap stats" in r.stderr or "heap stats" in r.stdout
+    if how == "jemalloc-stats":
+        e["MALLOC_CONF"] = "stats_print:true"
+        r = subprocess.run(cmd, env=e, capture_output=True, text=True)
+        return "jemalloc statistics" in r.stderr or "jemalloc statistics" in r.stdout
+    raise ValueError(how)
+
+
+def callgrind_pairs(bindir, allocs, n):
+    """Instructions per malloc+free pair: callgrind totals with N and 2N pairs; the
+    difference over N is the cost of one pair, start-up and exit excluded."""
+    if not shutil.which("valgrind"):
+        die("valgrind is missing. Run: sudo apt-get install -y valgrind")
+    res = {}
+    for name, (fl, env, _) in allocs.items():
+        res[name] = {}
+        for size in PAIR_SIZES:
+            counts = []
+            for k in (n, 2 * n):
+                r = subprocess.run(
+                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                     os.path.join(bindir, f"pair-{fl}"), str(size), str(k)],
+                    env=dict(os.environ, **env), capture_output=True, text=True)
+                line = [ln for ln in r.stderr.splitlines() if "Collected" in ln]
+                if r.returncode != 0 or not line:
+                    die(f"callgrind failed for {name}: {r.stderr[-300:]}")
+                counts.append(int(line[0].split()[-1]))
+            res[name][size] = round((counts[1] - counts[0]) / n)
+    return res
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+        mem = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem = 0
+
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    def deb(pkg):
+        return out(["dpkg-query", "-W", "-f=${Version}", pkg]) or "?"
+
+    commit = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+        commit += "+changes"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(mem / 1048576, 1),
+        "kernel": platform.release(),
+        "commit": commit,
+        "versions": {
+            "ngmalloc": f"commit {commit}, musl 1.2.5 (static) / standalone library",
+            "musl": f"Debian musl-tools {deb('musl-tools')} (mallocng, static)",
+            "glibc": out(["ldd", "--version"]).splitlines()[0] if out(["ldd", "--version"]) else "?",
+            "mimalloc": f"Debian libmimalloc2.0 {deb('libmimalloc2.0')}",
+            "jemalloc": f"Debian libjemalloc2 {deb('libjemalloc2')}",
+            "gcc": out(["gcc", "-dumpfullversion"]),
+        },
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs and reports")
+    ap.add_argument("--repeats", type=int, help="measurements per cell (default 5, quick 1)")
+    ap.add_argument("--scale", type=float, help="workload scale (default 1, quick 0.02)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--only", help="comma-separated workload ids (prefixes)")
+    ap.add_argument("--allocators", help="comma-separated allocator names")
+    ap.add_argument("--timeout", type=float, default=300)
+    a = ap.parse_args()
+    repeats = a.repeats or (1 if a.quick else 5)
+    scale = a.scale or (0.02 if a.quick else 1.0)
+    pairs_n = 2000 if a.quick else 20000
+    build = os.path.abspath(a.build)
+    out = os.path.abspath(a.out)
+    bindir = os.path.join(build, "bench", "bin")
+    os.makedirs(out, exist_ok=True)
+
+    allocs = allocators(build)
+    if a.allocators:
+        want = a.allocators.split(",")
+        unknown = [w for w in want if w not in allocs]
+        if unknown:
+            die(f"unknown allocator(s) {unknown}; known: {list(allocs)}")
+        allocs = {k: v for k, v in allocs.items() if k in want}
+    work = WORKLOADS
+    if a.only:
+        work = [w for w in WORKLOADS if any(w[0].startswith(p) for p in a.only.split(","))]
+        if not work:
+            die(f"no workload matches {a.only}")
+    build_programs(build, bindir)
+    measure = os.path.join(bindir, "measure")
+
+    problems = []
+    for name, (fl, env, how) in allocs.items():
+        if not served_by(name, how, os.path.join(bindir, f"workloads-{fl}"), env):
+            problems.append(f"{name}: could not prove that {name} served the program ({how})")
+    if problems:
+        die("; ".join(problems))
+
+    started = time.time()
+    load0 = os.getloadavg()
+    samples = {w[0]: {n: [] for n in allocs} for w in work}
+    errors = []
+    names = list(allocs)
+    total = repeats * len(work) * len(names)
+    done = 0
+    for rep in range(repeats):
+        for wi, (wid, _, prog, pre, post) in enumerate(work):
+            # rotate the allocator order so that none always runs first or after another
+            k = (rep + wi) % len(names)
+            for name in names[k:] + names[:k]:
+                fl, env, _ = allocs[name]
+                cmd = [os.path.join(bindir, f"{prog}-{fl}"), *pre, f"{scale:g}", *post]
+                r = run_once(measure, cmd, dict(os.environ, **env), a.timeout)
+                done += 1
+                if "error" in r:
+                    errors.append(f"{wid} on {name}: {r['error']}")
+                else:
+                    samples[wid][name].append(r)
+                print(f"bench: [{done}/{total}] {wid} {name}: "
+                      + (f"{r['wall']:.3f} s, {r['peak_kib'] / 1024:.1f} MiB" if "error" not in r else r["error"]),
+                      file=sys.stderr, flush=True)
+    run_seconds = time.time() - started
+    print("bench: counting instructions per malloc+free pair (callgrind)", file=sys.stderr)
+    pairs = callgrind_pairs(bindir, allocs, pairs_n)
+
+    # every allocator must have computed the same thing
+    for wid in samples:
+        checks = {n: {s["out"]["check"] for s in v} for n, v in samples[wid].items() if v}
+        values = set().union(*checks.values()) if checks else set()
+        if len(values) > 1:
+            errors.append(f"{wid}: the allocators disagree on the result: {checks}")
+
+    results = {
+        "machine": machine(),
+        "quick": a.quick,
+        "scale": scale,
+        "repeats": repeats,
+        "run_seconds": round(run_seconds),
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
+        "allocators": {n: {"flavour": v[0], "env": " ".join(f"{k}={shlex.quote(x.replace(ROOT + '/', ''))}" for k, x in v[1].items())}
+                       for n, v in allocs.items()},
+        "workloads": [{"id": w[0], "title": w[1]} for w in work],
+        "samples": samples,
+        "pairs": pairs,
+        "pairs_n": pairs_n,
+        "errors": errors,
+    }
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    report.write(results, out)
+    print(f"bench: report in {os.path.join(out, 'report.md')}, chart {os.path.join(out, 'chart.png')}", file=sys.stderr)
+    if errors:
+        print("bench: FAILED:\n  " + "\n  ".join(errors), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Render the harness's results.json as report.md and chart.png (gnuplot).
+
+Usage: bench/report.py DIR              re-render DIR/results.json (bench/harness.py calls write())
+       bench/report.py --publish DIR    copy DIR's full run to bench/results/, summary to README.md
+"""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+ORDER = ["ngmalloc", "ngmalloc-preload", "musl", "glibc", "mimalloc", "jemalloc"]
+LABEL = {
+    "ngmalloc": "ngmalloc (musl, static)",
+    "ngmalloc-preload": "ngmalloc (LD_PRELOAD)",
+    "musl": "stock musl 1.2.3",
+    "glibc": "glibc",
+    "mimalloc": "mimalloc",
+    "jemalloc": "jemalloc",
+}
+SHORT = {"ngmalloc": "ngmalloc", "ngmalloc-preload": "ngm-preload", "musl": "musl",
+         "glibc": "glibc", "mimalloc": "mimalloc", "jemalloc": "jemalloc"}
+MULTITHREADED = ("2-", "3-", "4-")
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:.0f}"
+    return f"{x:.{digits}f}"
+
+
+class Table:
+    def __init__(self, res):
+        self.res = res
+        self.allocs = [a for a in ORDER if a in res["allocators"]]
+        self.wids = [w["id"] for w in res["workloads"]]
+        self.titles = {w["id"]: w["title"] for w in res["workloads"]}
+
+    def median(self, wid, alloc, key):
+        s = self.res["samples"][wid][alloc]
+        vals = [x[key] if key in x else x["out"].get(key) for x in s]
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def time(self, wid, a):
+        return self.median(wid, a, "wall")
+
+    def rss(self, wid, a):
+        v = self.median(wid, a, "peak_kib")
+        return v / 1024 if v is not None else None
+
+    def ratio(self, f, wid, a, base):
+        if base not in self.allocs:
+            return None
+        x, y = f(wid, a), f(wid, base)
+        return x / y if x is not None and y else None
+
+    def gm(self, f, a, base, wids=None):
+        return geomean([self.ratio(f, w, a, base) for w in (wids or self.wids)])
+
+    def spread(self, wid, a):
+        s = [x["wall"] for x in self.res["samples"][wid][a]]
+        return (max(s) - min(s)) / statistics.median(s) if len(s) > 1 else None
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def summary(t):
+    mt = [w for w in t.wids if w.startswith(MULTITHREADED)]
+    rows = []
+    for a in t.allocs:
+        after = t.median("7-return", a, "rss_after_free_kib") if "7-return" in t.wids else None
+        frag = t.median("8-frag", a, "rss_over_live") if "8-frag" in t.wids else None
+        rows.append([
+            LABEL[a],
+            fmt(t.gm(t.time, a, "musl")),
+            fmt(t.gm(t.time, a, "musl", mt)) if mt else "–",
+            fmt(t.gm(t.time, a, "mimalloc")),
+            fmt(max((t.ratio(t.time, w, a, "mimalloc") or 0) for w in t.wids) or None),
+            fmt(t.gm(t.rss, a, "musl")),
+            fmt(t.gm(t.rss, a, "mimalloc")),
+            fmt(after / 1024 if after is not None else None, 1),
+            fmt(frag),
+        ])
+    return md_table(["allocator", "time vs stock musl", "multithreaded time vs stock musl", "time vs mimalloc",
+                     "worst workload vs mimalloc", "peak RSS vs stock musl", "peak RSS vs mimalloc",
+                     "RSS after free-all (MiB, 7)", "peak RSS / peak live (8)"], rows)
+
+
+def per_workload(t, f, digits=2, base=None):
+    rows = []
+    for w in t.wids:
+        cells = [fmt(t.ratio(f, w, a, base) if base else f(w, a), digits) for a in t.allocs]
+        rows.append([t.titles[w]] + cells)
+    if base:
+        rows.append(["**geometric mean**"] + [f"**{fmt(t.gm(f, a, base))}**" for a in t.allocs])
+    return md_table(["workload"] + [LABEL[a] for a in t.allocs], rows)
+
+
+def chart(t, out):
+    """Four panels: time and peak RSS, each against stock musl and against mimalloc."""
+    data = os.path.join(out, "chart.dat")
+    panels = [("time", t.time, "musl"), ("time", t.time, "mimalloc"),
+              ("peak RSS", t.rss, "musl"), ("peak RSS", t.rss, "mimalloc")]
+    panels = [p for p in panels if p[2] in t.allocs]
+    with open(data, "w") as fh:
+        for i, (_, f, base) in enumerate(panels):
+            fh.write("workload " + " ".join(SHORT[a] for a in t.allocs) + "\n")
+            for w in t.wids + ["geomean"]:
+                vals = [t.gm(f, a, base) if w == "geomean" else t.ratio(f, w, a, base) for a in t.allocs]
+                fh.write(w.split("-")[0] if w != "geomean" else "gm")
+                fh.write(("" if w == "geomean" or w.count("-") < 2 else "/" + w.split("-")[-1]) + " ")
+                fh.write(" ".join(f"{v:.4f}" if v else "NaN" for v in vals) + "\n")
+            fh.write("\n\n")
+    m = t.res["machine"]
+    script = [
+        "set terminal pngcairo size 1500,1000 font 'sans,10'",
+        f"set output '{os.path.join(out, 'chart.png')}'",
+        f"set multiplot layout 2,2 title \"ngmalloc benchmark {m['date']}, {m['cores']} cores "
+        f"(median of {t.res['repeats']}; lower is better; log scale)\"",
+        "set style data histograms",
+        "set style histogram clustered gap 1",
+        "set style fill solid 0.85 border -1",
+        "set boxwidth 0.9",
+        "set logscale y 2",
+        "set grid ytics",
+        "set key top left horizontal font ',8'",
+        "set xtics font ',8'",
+        "set yrange [*:*]",
+    ]
+    for i, (what, _, base) in enumerate(panels):
+        script.append(f"set title '{what} / {LABEL[base]} (workload 1-9, gm = geometric mean)'")
+        script.append("plot " + ", ".join(
+            f"'{data}' index {i} using {c + 2}:xtic(1) title columnheader({c + 2})" for c in range(len(t.allocs)))
+            + ", 1 with lines lc 'black' dt 2 notitle")
+    script.append("unset multiplot")
+    r = subprocess.run(["gnuplot"], input="\n".join(script), text=True, capture_output=True)
+    os.unlink(data)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: gnuplot failed: {r.stderr}")
+
+
+def write(res, out):
+    t = Table(res)
+    m = res["machine"]
+    lines = [
+        "# ngmalloc benchmark report",
+        "",
+        f"{m['date']} on {m['cpu']} ({m['cores']} cores, {m['mem_gib']} GiB), Linux {m['kernel']}; "
+        f"ngmalloc commit {m['commit']}. {'Quick run (tiny sizes: not a measurement). ' if res['quick'] else ''}"
+        f"Scale {res['scale']:g}; each cell is the median of {res['repeats']} runs, interleaved (every "
+        f"repeat runs every workload on every allocator, in rotating order); measurement took "
+        f"{res['run_seconds'] // 60} min {res['run_seconds'] % 60} s; load average "
+        f"{res['loadavg_before'][0]:.2f} before, {res['loadavg_after'][0]:.2f} after. Time is the "
+        "wall-clock time of the whole process, peak RSS the process's VmHWM at its end (/proc/self/status).",
+        "",
+        md_table(["allocator", "built as", "version"],
+                 [[LABEL[a], f"{res['allocators'][a]['flavour']} build" + (
+                     f", `{res['allocators'][a]['env']}`"
+                     if res["allocators"][a]["env"] else ""),
+                   m["versions"].get(a, m["versions"].get("ngmalloc" if a.startswith("ngmalloc") else a, "?"))]
+                  for a in t.allocs]),
+        "",
+        "## Summary",
+        "",
+        "Ratios are geometric means over the workloads (below 1: faster or smaller than the "
+        "reference). Multithreaded: workloads 2, 3, 4 at 2 and 8 threads.",
+        "",
+        summary(t),
+        "",
+        "![time and peak RSS ratios](chart.png)",
+        "",
+        "## Time (seconds, median)",
+        "",
+        per_workload(t, t.time, 3),
+        "",
+        "## Time against stock musl (below 1: faster)",
+        "",
+        per_workload(t, t.time, base="musl"),
+        "",
+        "## Time against mimalloc",
+        "",
+        per_workload(t, t.time, base="mimalloc"),
+        "",
+        "## Peak RSS (MiB, median)",
+        "",
+        per_workload(t, t.rss, 1),
+        "",
+        "## Peak RSS against stock musl",
+        "",
+        per_workload(t, t.rss, base="musl"),
+        "",
+        "## Peak RSS against mimalloc",
+        "",
+        per_workload(t, t.rss, base="mimalloc"),
+        "",
+        "## Workload figures",
+        "",
+    ]
+    rows = []
+    if "7-return" in t.wids:
+        rows.append(["7: RSS after freeing everything (MiB)"] + [
+            fmt((t.median("7-return", a, "rss_after_free_kib") or 0) / 1024, 1) for a in t.allocs])
+        rows.append(["7: RSS with everything allocated (MiB)"] + [
+            fmt((t.median("7-return", a, "rss_full_kib") or 0) / 1024, 1) for a in t.allocs])
+    if "8-frag" in t.wids:
+        rows.append(["8: peak RSS / peak live bytes"] + [fmt(t.median("8-frag", a, "rss_over_live"), 3)
+                                                        for a in t.allocs])
+        rows.append(["8: peak live (MiB)"] + [fmt((t.median("8-frag", a, "peak_live_kib") or 0) / 1024, 1)
+                                             for a in t.allocs])
+    lines += [md_table(["figure"] + [LABEL[a] for a in t.allocs], rows) if rows else "(not run)", ""]
+    lines += [
+        "## Instructions per malloc+free pair (callgrind, single thread)",
+        "",
+        f"`bench/pair.c` run with {res['pairs_n']} and {2 * res['pairs_n']} pairs under `valgrind "
+        "--tool=callgrind`; the difference divided by the pair count (start-up excluded). "
+        "Repeatable to the instruction: timing noise does not enter.",
+        "",
+        md_table(["allocator"] + [f"{s} B" for s in sorted(int(k) for k in next(iter(res["pairs"].values())))],
+                 [[LABEL[a]] + [str(v) for _, v in sorted((int(k), v) for k, v in res["pairs"][a].items())]
+                  for a in t.allocs if a in res["pairs"]]),
+        "",
+        "## Noise",
+        "",
+        "Largest spread of the time samples in a cell, (max - min) / median: "
+        + fmt(max((t.spread(w, a) or 0) for w in t.wids for a in t.allocs)) + ".",
+        "",
+    ]
+    if res["errors"]:
+        lines += ["## Errors", ""] + [f"- {e}" for e in res["errors"]] + [""]
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(lines))
+    chart(t, out)
+
+
+def headline(res):
+    m = res["machine"]
+    return (f"{m['date']}, {m['cpu']} ({m['cores']} cores, {m['mem_gib']} GiB), Linux {m['kernel']}, "
+            f"ngmalloc commit {m['commit']}; each figure the median of {res['repeats']} interleaved runs")
+
+
+def publish(src):
+    """Copy a full run into bench/results/ and its summary into the README."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = json.load(open(os.path.join(src, "results.json")))
+    if res["quick"] or res["errors"]:
+        raise SystemExit("bench: refusing to publish a quick run or a run with errors")
+    dest = os.path.join(root, "bench", "results")
+    os.makedirs(dest, exist_ok=True)
+    with open(os.path.join(dest, "results.json"), "w") as fh:
+        json.dump(res, fh, indent=1)
+    write(res, dest)
+    begin, end = "<!-- bench-summary: `make bench-publish` writes this part -->", "<!-- /bench-summary -->"
+    block = "\n".join([begin, "", f"Latest full run (`make bench`): {headline(res)}.", "",
+                       summary(Table(res)), "", "![time and peak RSS ratios](bench/results/chart.png)", "",
+                       "The whole report: [bench/results/report.md](bench/results/report.md).", "", end])
+    readme = os.path.join(root, "README.md")
+    text = open(readme).read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"bench: README.md has no {begin} ... {end} section")
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    open(readme, "w").write(text)
+    print(f"bench: published to {dest} and README.md")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--publish":
+        publish(sys.argv[2])
+    elif len(sys.argv) == 2:
+        d = sys.argv[1]
+        write(json.load(open(os.path.join(d, "results.json"))), d)
+    else:
+        raise SystemExit(__doc__)
