@@ -20,7 +20,7 @@ c="$root/c-tests"
 
 # --- the object musl links, and what libc exports ------------------------------------
 core="$src/obj/src/malloc/ngmalloc/ngmalloc_core.o"
-want="__libc_free __libc_malloc_impl __libc_realloc __malloc_allzerop __malloc_atfork __malloc_donate aligned_alloc free_aligned_sized free_sized malloc_usable_size"
+want="__libc_free __libc_malloc_impl __libc_realloc __malloc_allzerop __malloc_atfork __malloc_donate __malloc_thread_exit aligned_alloc free_aligned_sized free_sized malloc_usable_size"
 got=$(nm -g --defined-only "$core" | awk '{print $3}' | sort | xargs)
 weak=$(nm -g --defined-only "$core" | awk '$2 == "W" {print $3}' | sort | xargs)
 result $([ "$got" = "$want" ] && [ "$weak" = "aligned_alloc free_aligned_sized free_sized malloc_usable_size" ] &&

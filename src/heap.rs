@@ -26,7 +26,7 @@ use crate::config::{
     AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE,
     RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
 };
-use crate::list::{dequeue, dequeue_head, queue};
+use crate::list::{checked_links, dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
 use crate::meta::{
     AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, large_guards, low_mask,
@@ -36,8 +36,8 @@ use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, all_zero, canary, enframe, find_meta, find_slot, idx_rsv, mark_freed,
-    nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size, slot_bounds,
+    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, idx_rsv,
+    mark_freed, nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size, slot_bounds,
 };
 
 /// Frees of multi-page slots between two release sweeps.
@@ -96,6 +96,8 @@ pub struct State {
     /// Freed small and medium slots held back (`harden-quarantine`): (group, slot, medium).
     pub(crate) quarantine: [(*mut Meta, usize, bool); QUARANTINE_SLOTS],
     pub(crate) quarantine_next: usize,
+    /// The registry of thread caches (`tcache.rs`), for the walker and thread exit.
+    pub(crate) caches: *mut crate::tcache::ThreadCache,
     pub(crate) stats: Stats,
 }
 
@@ -244,7 +246,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 
     /// The page size (at least 4 KiB): the region's copy once there is one, so the
     /// large-block paths make no call for it.
-    fn page_size(&self) -> usize {
+    pub(crate) fn page_size(&self) -> usize {
         let r = self.region.load(Acquire);
         if r.is_null() {
             return O::page_size().max(AREA);
@@ -382,7 +384,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 
     /// If `p` points into the zero-size region: its index there, after checking it is a
     /// live one (anything else there is a double or invalid free: crash).
-    fn zero_index(&self, p: *mut u8) -> Option<usize> {
+    pub(crate) fn zero_index(&self, p: *mut u8) -> Option<usize> {
         if !ZERO_SIZE {
             return None;
         }
@@ -435,7 +437,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     ///
     /// # Safety
     /// The range is the heap's and holds nothing live.
-    unsafe fn install_guard(&self, p: *mut u8, len: usize) -> bool {
+    pub(crate) unsafe fn install_guard(&self, p: *mut u8, len: usize) -> bool {
         // SAFETY: forwarded.
         unsafe {
             if self.guard_madvise.load(Relaxed) {
@@ -499,11 +501,22 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return;
         }
         let secret = self.secret();
-        // SAFETY: every field read is validated by find_slot before use; the slot is ours
-        // until its bit reaches freed_mask.
+        // SAFETY: every field read is validated by find_slot before use.
         unsafe {
             let s = ok(find_slot(p, secret));
             ok(nominal_size(p, s.end, secret));
+            self.free_slot(p, s, secret);
+        }
+    }
+
+    /// The part of free after validation.
+    ///
+    /// # Safety
+    /// `s` is the slot of the live allocation `p`, validated by `find_slot` and
+    /// `nominal_size`; `p` is not used afterwards.
+    pub(crate) unsafe fn free_slot(&self, p: *mut u8, s: Slot, secret: u64) {
+        // SAFETY: the slot is ours until its bit reaches freed_mask.
+        unsafe {
             let g = s.meta;
             let medium = s.stride > AREA && (*g).last_idx != 0;
             mark_freed(p);
@@ -544,7 +557,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     ///
     /// # Safety
     /// The slot is in use and no longer referenced; its header is already marked freed.
-    unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
+    pub(crate) unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
         // SAFETY: the caller vouches for the slot; the group outlives it.
         unsafe {
             let bit = 1u32 << idx;
@@ -869,6 +882,7 @@ impl State {
             zero_live: [0; ZERO_SLOTS / 64],
             quarantine: [(null_mut(), 0, false); QUARANTINE_SLOTS],
             quarantine_next: 0,
+            caches: null_mut(),
             stats: Stats::default(),
         }
     }
@@ -968,11 +982,28 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn take_slot<O: Os>(
+    pub(crate) unsafe fn take_slot<O: Os>(
+        &mut self,
+        sc: usize,
+        n: usize,
+        secret: u64,
+    ) -> Option<(*mut Meta, usize)> {
+        // SAFETY: forwarded.
+        unsafe { self.take_slot_of::<O>(sc, n, secret, true) }
+    }
+
+    /// [`State::take_slot`], with the coarse neighbour only if `coarse` (a thread cache
+    /// refills with exact classes: a slot goes back to the bin of its own class, so a
+    /// coarse one would drift to the neighbour's bin and leave this one to refill again).
+    ///
+    /// # Safety
+    /// The lock is held.
+    pub(crate) unsafe fn take_slot_of<O: Os>(
         &mut self,
         mut sc: usize,
         n: usize,
         secret: u64,
+        coarse: bool,
     ) -> Option<(*mut Meta, usize)> {
         // SAFETY: listed records are live; the lock is held.
         unsafe {
@@ -980,7 +1011,8 @@ impl State {
             // use coarse size classes initially when there are not yet any groups of the
             // desired size. This allows counts of 2 or 3 to be allocated at first rather
             // than starting with 7 or 5, the min counts for even size classes.
-            if g.is_null()
+            if coarse
+                && g.is_null()
                 && (4..32).contains(&sc)
                 && sc != 6
                 && sc & 1 == 0
@@ -1037,6 +1069,8 @@ impl State {
     /// # Safety
     /// The lock is held.
     unsafe fn try_avail(&mut self, sc: usize) -> u32 {
+        // Every step along the list checks that the next record points back (mallocng
+        // followed `next` as it found it: a forged link took it anywhere).
         // SAFETY: listed records are live; the lock is held.
         unsafe {
             let mut m = self.active[sc];
@@ -1052,14 +1086,14 @@ impl State {
                         return 0;
                     }
                 } else {
-                    m = (*m).next;
+                    m = ok(checked_links(m)).1;
                     self.active[sc] = m;
                 }
                 mask = (*m).freed_mask.load(Relaxed);
                 // skip a fully-free group unless it's the only one or it's a permanently
                 // non-freeable group
                 if mask == low_mask((*m).last_idx as usize) && (*m).freeable != 0 {
-                    m = (*m).next;
+                    m = ok(checked_links(m)).1;
                     self.active[sc] = m;
                     mask = (*m).freed_mask.load(Relaxed);
                 }
@@ -1069,7 +1103,7 @@ impl State {
                 let active_idx = (*(*m).mem).active_idx as usize;
                 if mask & low_mask(active_idx) == 0 {
                     if (*m).next != m {
-                        m = (*m).next;
+                        m = ok(checked_links(m)).1;
                         self.active[sc] = m;
                     } else {
                         let size = class_size(sc);
@@ -1365,7 +1399,7 @@ impl State {
                 // SAFETY: listed records are live; the lock is held.
                 unsafe {
                     self.release_cold::<O>(m);
-                    m = (*m).next;
+                    m = ok(checked_links(m)).1;
                 }
                 budget -= 1;
                 if m == head || budget == 0 {

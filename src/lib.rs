@@ -28,6 +28,7 @@ pub mod os;
 pub mod policy;
 pub mod size_class;
 pub mod slot;
+pub mod tcache;
 pub mod walk;
 
 #[cfg(any(feature = "standalone", feature = "musl"))]

@@ -9,11 +9,12 @@ use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT};
 use crate::heap::{Heap, State};
 use crate::list::checked_links;
 use crate::lock::RawLock;
-use crate::meta::{AREA_SLOTS, Meta, area_slots, low_mask, storage, stride};
+use crate::meta::{AREA_SLOTS, Meta, area_of, area_slots, low_mask, storage, stride};
 use crate::os::Os;
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, canary, find_slot, flag, idx_rsv, nominal_size, off16, slot_index,
 };
+use crate::tcache::{TC_CLASSES, limit};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct HeapStats {
     pub free_metas: usize,
     /// Meta areas.
     pub areas: usize,
+    /// Free slots held in thread caches.
+    pub cached: usize,
 }
 
 /// A violated invariant: which, and where.
@@ -177,6 +180,13 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             listed += n;
         }
         // every record of every area
+        // thread caches first: the group walk needs to know which in-use slots are cached
+        let mut cached = Cached {
+            keys: [0; CACHED_GROUPS],
+            masks: [0; CACHED_GROUPS],
+            len: 0,
+        };
+        walk_caches(st, secret, &mut s, &mut cached)?;
         let mut usage = [0usize; NUM_CLASSES];
         let mut live_listed = 0usize;
         let mut area = st.meta_area_head;
@@ -196,7 +206,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     s.free_metas += 1;
                     continue;
                 }
-                walk_group(st, m, secret, &mut s, &mut usage)?;
+                walk_group(st, m, secret, &mut s, &mut usage, &cached)?;
                 if !(*m).next.is_null() {
                     live_listed += 1;
                 }
@@ -226,6 +236,105 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
     }
 }
 
+/// The slots held in thread caches, by group: a small open-addressing table on the stack
+/// (the walker allocates nothing), so the walk stays linear in the number of entries.
+struct Cached {
+    keys: [usize; CACHED_GROUPS],
+    masks: [u32; CACHED_GROUPS],
+    len: usize,
+}
+
+/// Distinct groups the table takes; more than this is a violation report, not a crash.
+const CACHED_GROUPS: usize = 2048;
+
+impl Cached {
+    fn slot(&self, m: *mut Meta) -> usize {
+        let mut k = (m.addr() >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53;
+        while self.keys[k] != 0 && self.keys[k] != m.addr() {
+            k = (k + 1) % CACHED_GROUPS;
+        }
+        k
+    }
+
+    /// Record slot `i` of `m`; false if it was already recorded (or the table is full).
+    fn insert(&mut self, m: *mut Meta, i: usize) -> bool {
+        let k = self.slot(m);
+        if self.keys[k] == 0 {
+            if self.len == CACHED_GROUPS * 3 / 4 {
+                return false;
+            }
+            self.keys[k] = m.addr();
+            self.len += 1;
+        }
+        let had = self.masks[k] & 1 << i != 0;
+        self.masks[k] |= 1 << i;
+        !had
+    }
+
+    /// The cached slots of `m`.
+    fn mask(&self, m: *mut Meta) -> u32 {
+        let k = self.slot(m);
+        if self.keys[k] == 0 { 0 } else { self.masks[k] }
+    }
+}
+
+/// The thread caches' invariant (`tcache.rs`); fills `cached` for the group walk.
+///
+/// # Safety
+/// The lock is held and no thread uses its cache.
+unsafe fn walk_caches(
+    st: &State,
+    secret: u64,
+    s: &mut HeapStats,
+    cached: &mut Cached,
+) -> Result<(), Violation> {
+    let mut prev = core::ptr::null_mut();
+    let mut tc = st.caches;
+    // SAFETY: registered caches are live while the lock is held; each entry's record is
+    // checked against the secret before anything else in it is read.
+    unsafe {
+        while !tc.is_null() {
+            want!((*tc).prev == prev, "cache registry links", tc);
+            for sc in 0..TC_CLASSES {
+                want!(
+                    (*tc).count[sc] as usize <= limit(sc),
+                    "cache bin over its limit",
+                    tc
+                );
+                for (m, i) in (*tc).entries(sc) {
+                    want!(
+                        !m.is_null() && (*area_of(m)).check == secret && !(*m).mem.is_null(),
+                        "cached slot of no live group",
+                        m
+                    );
+                    let c = (*m).sizeclass as usize;
+                    want!(
+                        (sc..TC_CLASSES).contains(&c),
+                        "cached slot of another class",
+                        m
+                    );
+                    want!(i <= (*m).last_idx as usize, "cached slot index", m);
+                    let free = (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed);
+                    want!(
+                        free & (1 << i) == 0,
+                        "cached slot also free in its group",
+                        m
+                    );
+                    want!(
+                        cached.insert(m, i),
+                        "slot cached twice (or too many to check)",
+                        m
+                    );
+                    s.cached += 1;
+                }
+            }
+            prev = tc;
+            tc = (*tc).next;
+        }
+    }
+    Ok(())
+}
+
 /// # Safety
 /// `m` is a live record of `st`; the lock is held.
 unsafe fn walk_group(
@@ -234,6 +343,7 @@ unsafe fn walk_group(
     secret: u64,
     s: &mut HeapStats,
     usage: &mut [usize; NUM_CLASSES],
+    cached: &Cached,
 ) -> Result<(), Violation> {
     // SAFETY: as walk_state.
     unsafe {
@@ -325,7 +435,7 @@ unsafe fn walk_group(
                 m
             );
         }
-        let used = all & !(avail | freed);
+        let used = all & !(avail | freed) & !cached.mask(m);
         for i in 0..=last {
             if used & (1 << i) == 0 || st.quarantine.iter().any(|q| q.0 == m && q.1 == i) {
                 continue;

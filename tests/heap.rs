@@ -681,3 +681,13 @@ fn large_blocks_are_guarded_with_madvise_and_with_the_fallback() {
         }
     }
 }
+
+/// The options whose point is the order of reuse turn the thread caches off: with them
+/// every call takes the locked paths, and a thread asking for a cache gets none.
+#[test]
+#[cfg(any(feature = "harden-random-slots", feature = "harden-quarantine"))]
+fn caches_are_off_with_random_slots_or_quarantine() {
+    assert!(!ngmalloc::tcache::CACHE);
+    let h = heap();
+    assert!(h.cache_create().is_null());
+}

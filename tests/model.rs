@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use common::{Rng, TestHeap, heap};
 use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES};
 use ngmalloc::size_class::class_size;
+use ngmalloc::tcache::ThreadCache;
 
 #[derive(Clone, Copy, Debug)]
 struct Block {
@@ -61,9 +62,38 @@ struct Model {
     keys: Vec<usize>,
     bytes: usize,
     tag: u8,
+    /// Thread caches in use (empty: every call takes the locked paths). Several caches
+    /// used from one test thread stand for several threads freeing each other's blocks.
+    caches: Vec<*mut ThreadCache>,
 }
 
 impl Model {
+    /// The cache the next call goes through: none, or one of `caches`.
+    fn pick_cache(&self, r: &mut Rng) -> Option<*mut ThreadCache> {
+        if self.caches.is_empty() {
+            return None;
+        }
+        let k = r.below(self.caches.len() as u64 + 1) as usize;
+        self.caches.get(k).copied()
+    }
+
+    fn malloc(&self, r: &mut Rng, n: usize) -> *mut u8 {
+        match self.pick_cache(r) {
+            Some(tc) => self.h.malloc_cached(unsafe { &mut *tc }, n),
+            None => self.h.malloc(n),
+        }
+        .expect("malloc")
+        .as_ptr()
+    }
+
+    fn free(&self, r: &mut Rng, a: usize) {
+        let p = std::ptr::with_exposed_provenance_mut(a);
+        match self.pick_cache(r) {
+            Some(tc) => unsafe { self.h.free_cached(&mut *tc, p) },
+            None => unsafe { self.h.free(p) },
+        }
+    }
+
     fn add(&mut self, p: *mut u8, len: usize, align: usize, zeroed: bool) {
         let a = p.addr();
         assert_eq!(a % align.max(16), 0, "alignment {align} of {a:#x}");
@@ -109,8 +139,8 @@ impl Model {
         match r.below(100) {
             0..=34 => {
                 let n = pick_size(r);
-                let p = h.malloc(n).expect("malloc");
-                self.add(p.as_ptr(), n, 1, false);
+                let p = self.malloc(r, n);
+                self.add(p, n, 1, false);
             }
             35..=44 => {
                 let n = pick_size(r);
@@ -141,9 +171,16 @@ impl Model {
             }
             _ => {
                 if let Some((a, _)) = self.take(r) {
-                    unsafe { h.free(std::ptr::with_exposed_provenance_mut(a)) };
+                    self.free(r, a);
                 }
             }
+        }
+        // now and then a thread exits and another starts
+        if !self.caches.is_empty() && r.chance(1) {
+            let k = r.below(self.caches.len() as u64) as usize;
+            unsafe { h.cache_destroy(self.caches[k]) };
+            self.caches[k] = h.cache_create();
+            assert!(!self.caches[k].is_null());
         }
     }
 
@@ -158,29 +195,41 @@ impl Model {
 }
 
 fn run(seed: u64, steps: usize) {
+    run_with(seed, steps, 0);
+}
+
+fn run_with(seed: u64, steps: usize, caches: usize) {
     let mut r = Rng(seed);
+    let h = heap();
+    let caches = (0..caches).map(|_| h.cache_create()).collect::<Vec<_>>();
+    assert!(caches.iter().all(|c| !c.is_null()));
     let mut m = Model {
-        h: heap(),
+        h,
         live: BTreeMap::new(),
         keys: Vec::new(),
         bytes: 0,
         tag: 0,
+        caches,
     };
     for i in 0..steps {
         m.step(&mut r);
         // keep the live set bounded, drifting up and down
         let shrink = m.keys.len() > 400 || (i / 2000) % 2 == 1 && r.chance(30);
         if let Some((a, _)) = shrink.then(|| m.take(&mut r)).flatten() {
-            unsafe { m.h.free(std::ptr::with_exposed_provenance_mut(a)) };
+            m.free(&mut r, a);
         }
         m.check();
     }
     while let Some((a, _)) = m.take(&mut r) {
-        unsafe { m.h.free(std::ptr::with_exposed_provenance_mut(a)) };
+        m.free(&mut r, a);
+        m.check();
+    }
+    for tc in std::mem::take(&mut m.caches) {
+        unsafe { m.h.cache_destroy(tc) };
         m.check();
     }
     let s = m.h.walk().unwrap();
-    assert_eq!((s.in_use, s.large, s.bytes), (0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.bytes, s.cached), (0, 0, 0, 0));
 }
 
 #[test]
@@ -196,4 +245,22 @@ fn shadow_model_seed_2() {
 #[test]
 fn shadow_model_seed_3() {
     run(12345, 12_000);
+}
+
+#[test]
+#[cfg_attr(
+    any(feature = "harden-random-slots", feature = "harden-quarantine"),
+    ignore = "these options turn thread caches off (tcache::CACHE)"
+)]
+fn shadow_model_thread_caches_seed_1() {
+    run_with(0x1234_5678_9abc_def1, 12_000, 3);
+}
+
+#[test]
+#[cfg_attr(
+    any(feature = "harden-random-slots", feature = "harden-quarantine"),
+    ignore = "these options turn thread caches off (tcache::CACHE)"
+)]
+fn shadow_model_thread_caches_seed_2() {
+    run_with(777, 12_000, 2);
 }

@@ -18,7 +18,7 @@ gen() {
       --size_t-is-usize --no-layout-tests --no-doc-comments \
       --allowlist-function '__ngm_.*' --allowlist-var 'NGM_.*' \
       --allowlist-function '__libc_malloc_impl|__libc_free|__libc_realloc|aligned_alloc' \
-      --allowlist-function 'malloc_usable_size|__malloc_donate|__malloc_allzerop|__malloc_atfork' \
+      --allowlist-function 'malloc_usable_size|__malloc_donate|__malloc_allzerop|__malloc_atfork|__malloc_thread_exit' \
       --allowlist-function 'free_sized|free_aligned_sized' \
       -- -fno-builtin -DNGM_SERVICE= -I"$(cc -print-file-name=include)" |
       # edition 2024 wants extern blocks marked unsafe

@@ -13,7 +13,7 @@ target=$1
 out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 exports="__libc_malloc_impl __libc_free __libc_realloc aligned_alloc malloc_usable_size \
-__malloc_donate __malloc_allzerop __malloc_atfork free_sized free_aligned_sized"
+__malloc_donate __malloc_allzerop __malloc_atfork __malloc_thread_exit free_sized free_aligned_sized"
 weak="aligned_alloc malloc_usable_size free_sized free_aligned_sized"
 cross=${CROSS_COMPILE:-}
 

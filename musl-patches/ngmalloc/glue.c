@@ -10,6 +10,7 @@
 #include "lock.h"
 #include "syscall.h"
 #include "dynlink.h"
+#include "pthread_impl.h"
 #include "ngmalloc.h"
 
 /* musl takes this lock around fork (fork_impl.h); internal, like every service */
@@ -124,4 +125,12 @@ int __ngm_aligned_alloc_disabled(void)
 void __ngm_set_errno(int e)
 {
 	errno = e;
+}
+
+void **__ngm_thread_slot(void)
+{
+	/* before the thread pointer is set up (early in the dynamic linker) there is no
+	 * thread structure to read */
+	if (!libc.can_do_threads) return 0;
+	return &__pthread_self()->malloc_tc;
 }

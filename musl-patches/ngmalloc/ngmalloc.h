@@ -48,6 +48,9 @@ NGM_SERVICE void __ngm_lock_reset(void);
  * then fail, as it can't hand out memory the program's free would understand. */
 NGM_SERVICE int __ngm_aligned_alloc_disabled(void);
 NGM_SERVICE void __ngm_set_errno(int e);
+/* The calling thread's word for its cache (a field of musl's struct pthread, added by
+ * musl-patches/0002), 0 until set; NULL before the thread pointer is set up. */
+NGM_SERVICE void **__ngm_thread_slot(void);
 
 /* musl's internal malloc interface, provided by the Rust object. */
 
@@ -59,6 +62,8 @@ size_t malloc_usable_size(void *p);
 void __malloc_donate(char *start, char *end);
 int __malloc_allzerop(void *p);
 void __malloc_atfork(int who);
+/* Called by pthread_exit after the thread's TSD destructors: gives its cache back. */
+void __malloc_thread_exit(void);
 /* C23, public (musl 1.2.5 has none): a wrong size or alignment crashes. */
 void free_sized(void *p, size_t n);
 void free_aligned_sized(void *p, size_t align, size_t n);

@@ -14,6 +14,7 @@ use super::{EINVAL, ENOMEM, or_enomem, valid_align};
 use crate::heap::Heap;
 use crate::os::musl::{Musl, MuslLock, aligned_alloc_disabled, set_errno};
 use crate::os::musl_sys as sys;
+use crate::tcache::ThreadCache;
 
 static HEAP: Heap<Musl, MuslLock> = Heap::new(MuslLock);
 
@@ -31,10 +32,67 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
     or_enomem(p, set_errno)
 }
 
+// The thread's word in musl's thread structure: 0 before its first call, SLOT_LOCKED
+// while its cache is being made or after it exited, else its cache.
+const SLOT_LOCKED: usize = 1;
+
+/// The calling thread's cache, made on its first call; `None`: use the locked paths.
+#[inline(always)]
+fn cache() -> Option<&'static mut ThreadCache> {
+    // SAFETY: the glue returns null or this thread's own word, which only this thread
+    // touches; a value above SLOT_LOCKED is a cache made below for this thread, valid
+    // until its exit hook (which sets SLOT_LOCKED first).
+    unsafe {
+        let slot = sys::__ngm_thread_slot();
+        if slot.is_null() {
+            return None;
+        }
+        match (*slot).addr() {
+            0 => make_cache(slot),
+            SLOT_LOCKED => None,
+            _ => Some(&mut *(*slot).cast::<ThreadCache>()),
+        }
+    }
+}
+
+/// # Safety
+/// `slot` is the calling thread's word.
+#[cold]
+unsafe fn make_cache(slot: *mut *mut c_void) -> Option<&'static mut ThreadCache> {
+    // SAFETY: the caller's contract; the cache is fresh and this thread's.
+    unsafe {
+        *slot = core::ptr::without_provenance_mut(SLOT_LOCKED);
+        let tc = HEAP.cache_create();
+        // out of memory now: try again later
+        *slot = tc.cast();
+        tc.as_mut()
+    }
+}
+
+/// musl's thread exit (after the thread's TSD destructors): give its cache back.
+#[unsafe(no_mangle)]
+pub extern "C" fn __malloc_thread_exit() {
+    // SAFETY: as in `cache`; whatever the thread allocates after this takes the locked
+    // paths.
+    unsafe {
+        let slot = sys::__ngm_thread_slot();
+        if slot.is_null() || (*slot).addr() <= SLOT_LOCKED {
+            return;
+        }
+        let tc = (*slot).cast::<ThreadCache>();
+        *slot = core::ptr::without_provenance_mut(SLOT_LOCKED);
+        HEAP.cache_destroy(tc);
+    }
+}
+same_signature!(__malloc_thread_exit, fn());
+
 /// musl's `malloc` backend (overrides lite_malloc's bump allocator).
 #[unsafe(no_mangle)]
 pub extern "C" fn __libc_malloc_impl(n: usize) -> *mut c_void {
-    out(HEAP.malloc(n))
+    out(match cache() {
+        Some(tc) => HEAP.malloc_cached(tc, n),
+        None => HEAP.malloc(n),
+    })
 }
 same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 
@@ -44,8 +102,16 @@ same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 /// `p` is null or a live allocation.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe { HEAP.free(p.cast()) }
+    unsafe {
+        match cache() {
+            Some(tc) => HEAP.free_cached(tc, p.cast()),
+            None => HEAP.free(p.cast()),
+        }
+    }
 }
 same_signature!(__libc_free, fn(*mut c_void));
 

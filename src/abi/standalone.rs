@@ -9,12 +9,16 @@
 
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
+use core::sync::atomic::Ordering::{Acquire, Release};
+use core::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::heap::Heap;
 use crate::os::Os;
 use crate::os::linux::{
-    FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno,
+    FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno, set_thread_value,
+    thread_exit_key, tls_get, tls_set,
 };
+use crate::tcache::ThreadCache;
 
 use super::{EINVAL, ENOMEM, or_enomem, valid_align};
 
@@ -27,10 +31,88 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
     or_enomem(p, set_errno)
 }
 
+// The thread's TLS word: 0 before its first call, TLS_LOCKED while its cache is being
+// made, after its exit hook ran, or when it has none (no exit hook could be registered),
+// else its cache.
+const TLS_NONE: usize = 0;
+const TLS_LOCKED: usize = 1;
+
+/// The thread-exit hook's key: EXIT_KEY_NONE until made, EXIT_KEY_FAILED if it cannot be.
+static EXIT_KEY: AtomicU64 = AtomicU64::new(EXIT_KEY_NONE);
+const EXIT_KEY_NONE: u64 = u64::MAX;
+const EXIT_KEY_FAILED: u64 = u64::MAX - 1;
+
+/// The calling thread's cache, made on its first call; `None`: use the locked paths.
+#[inline(always)]
+fn cache() -> Option<&'static mut ThreadCache> {
+    match tls_get() {
+        TLS_NONE => make_cache(),
+        TLS_LOCKED => None,
+        // SAFETY: a cache made by make_cache for this thread, used by this thread only,
+        // valid until its exit hook (which sets TLS_LOCKED first).
+        tc => Some(unsafe { &mut *(tc as *mut ThreadCache) }),
+    }
+}
+
+#[cold]
+fn make_cache() -> Option<&'static mut ThreadCache> {
+    // anything allocated on the way (by pthread_setspecific, say) takes the locked paths
+    tls_set(TLS_LOCKED);
+    let Some(key) = exit_key() else {
+        if EXIT_KEY.load(Acquire) != EXIT_KEY_FAILED {
+            tls_set(TLS_NONE); // another thread is making the key: try again later
+        }
+        return None;
+    };
+    let tc = HEAP.cache_create();
+    if tc.is_null() {
+        tls_set(TLS_NONE); // out of memory now: try again later
+        return None;
+    }
+    // SAFETY: the destructor, thread_exit, takes this thread's cache.
+    if !unsafe { set_thread_value(key, tc.cast()) } {
+        // SAFETY: just made, unused.
+        unsafe { HEAP.cache_destroy(tc) };
+        return None;
+    }
+    tls_set(tc as usize);
+    // SAFETY: as in `cache`.
+    Some(unsafe { &mut *tc })
+}
+
+/// The key whose destructor gives a thread's cache back, made once per process.
+fn exit_key() -> Option<u32> {
+    loop {
+        match EXIT_KEY.load(Acquire) {
+            EXIT_KEY_FAILED => return None,
+            EXIT_KEY_NONE => {}
+            k => return Some(k as u32),
+        }
+        // one thread makes it; any other arriving meanwhile goes the locked way this once
+        if MAKING_KEY.swap(true, Acquire) {
+            return None;
+        }
+        let k = thread_exit_key(thread_exit).map_or(EXIT_KEY_FAILED, u64::from);
+        EXIT_KEY.store(k, Release);
+        MAKING_KEY.store(false, Release);
+    }
+}
+static MAKING_KEY: AtomicBool = AtomicBool::new(false);
+
+/// Thread exit: give the cache back. Later destructors that allocate take the locked paths.
+unsafe extern "C" fn thread_exit(tc: *mut c_void) {
+    tls_set(TLS_LOCKED);
+    // SAFETY: the cache this thread made; no one else uses it.
+    unsafe { HEAP.cache_destroy(tc.cast()) };
+}
+
 /// C `malloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(n: usize) -> *mut c_void {
-    out(HEAP.malloc(n))
+    out(match cache() {
+        Some(tc) => HEAP.malloc_cached(tc, n),
+        None => HEAP.malloc(n),
+    })
 }
 
 /// C `free`.
@@ -39,8 +121,16 @@ pub extern "C" fn malloc(n: usize) -> *mut c_void {
 /// `p` is null or a live allocation from this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe { HEAP.free(p.cast()) }
+    unsafe {
+        match cache() {
+            Some(tc) => HEAP.free_cached(tc, p.cast()),
+            None => HEAP.free(p.cast()),
+        }
+    }
 }
 
 /// C23 `free_sized`: crashes if `n` is not the size `p` was allocated with.

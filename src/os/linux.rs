@@ -125,6 +125,12 @@ unsafe extern "C" {
     fn getauxval(t: core::ffi::c_ulong) -> core::ffi::c_ulong;
     fn __errno_location() -> *mut core::ffi::c_int;
     fn getenv(name: *const core::ffi::c_char) -> *const core::ffi::c_char;
+    fn pthread_key_create(
+        key: *mut core::ffi::c_uint,
+        dtor: Option<unsafe extern "C" fn(*mut core::ffi::c_void)>,
+    ) -> core::ffi::c_int;
+    fn pthread_setspecific(key: core::ffi::c_uint, v: *const core::ffi::c_void)
+    -> core::ffi::c_int;
     fn pthread_atfork(
         prepare: Option<unsafe extern "C" fn()>,
         parent: Option<unsafe extern "C" fn()>,
@@ -153,6 +159,81 @@ pub fn register_atfork(
 ) -> bool {
     // SAFETY: plain libc call with valid function pointers.
     unsafe { pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// A thread-specific data key whose destructor runs `dtor` at each thread's exit.
+pub fn thread_exit_key(dtor: unsafe extern "C" fn(*mut core::ffi::c_void)) -> Option<u32> {
+    let mut key = 0;
+    // SAFETY: plain libc call; `key` is a valid out-parameter.
+    (unsafe { pthread_key_create(&mut key, Some(dtor)) } == 0).then_some(key)
+}
+
+/// Set the calling thread's value of `key` (what its exit destructor receives).
+///
+/// # Safety
+/// `v` is what the key's destructor expects.
+pub unsafe fn set_thread_value(key: u32, v: *mut core::ffi::c_void) -> bool {
+    // SAFETY: plain libc call.
+    unsafe { pthread_setspecific(key, v) == 0 }
+}
+
+// The calling thread's word of initial-exec TLS: the standalone library's thread-cache
+// state. Defined in assembly because `#[thread_local]` is not stable Rust; initial-exec,
+// so an access is two instructions and no call (the library is loaded at start-up, by
+// LD_PRELOAD or as a dependency, where static TLS is available).
+#[cfg(all(feature = "standalone", target_arch = "x86_64"))]
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl __ngmalloc_tls",
+    ".hidden __ngmalloc_tls",
+    ".type __ngmalloc_tls, @object",
+    ".size __ngmalloc_tls, 8",
+    "__ngmalloc_tls:",
+    ".zero 8",
+    ".popsection",
+);
+
+/// Read the calling thread's TLS word (0 in a new thread). Elsewhere than x86_64, where
+/// there is no TLS word yet, always 1: "no cache", the locked paths.
+#[cfg(feature = "standalone")]
+#[inline(always)]
+pub fn tls_get() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: usize;
+        // SAFETY: reads this thread's own TLS word through its GOT offset.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr [rip + __ngmalloc_tls@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{v}]",
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    1
+}
+
+/// Write the calling thread's TLS word.
+#[cfg(feature = "standalone")]
+#[inline(always)]
+pub fn tls_set(v: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: writes this thread's own TLS word through its GOT offset.
+    unsafe {
+        core::arch::asm!(
+            "mov {t}, qword ptr [rip + __ngmalloc_tls@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], {v}",
+            t = out(reg) _,
+            v = in(reg) v,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// Copy the value of environment variable `name` (NUL-terminated) into `out`, NUL

@@ -65,6 +65,9 @@ unsafe extern "C" {
     pub fn __ngm_set_errno(e: core::ffi::c_int);
 }
 unsafe extern "C" {
+    pub fn __ngm_thread_slot() -> *mut *mut core::ffi::c_void;
+}
+unsafe extern "C" {
     pub fn __libc_malloc_impl(n: usize) -> *mut core::ffi::c_void;
 }
 unsafe extern "C" {
@@ -87,6 +90,9 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     pub fn __malloc_atfork(who: core::ffi::c_int);
+}
+unsafe extern "C" {
+    pub fn __malloc_thread_exit();
 }
 unsafe extern "C" {
     pub fn free_sized(p: *mut core::ffi::c_void, n: usize);

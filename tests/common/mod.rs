@@ -166,10 +166,35 @@ unsafe impl Os for TestOs {
     }
 }
 
-pub type TestHeap = Heap<TestOs, FutexLock>;
+/// The futex lock, counting acquisitions per thread (what the thread-cache tests assert).
+pub struct TestLock(FutexLock);
+
+thread_local! {
+    static LOCKS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Lock acquisitions by the current thread so far.
+pub fn locks() -> u64 {
+    LOCKS.with(|c| c.get())
+}
+
+unsafe impl ngmalloc::lock::RawLock for TestLock {
+    fn lock(&self) {
+        LOCKS.with(|c| c.set(c.get() + 1));
+        self.0.lock();
+    }
+    fn unlock(&self) {
+        self.0.unlock();
+    }
+    fn reset(&self) {
+        self.0.reset();
+    }
+}
+
+pub type TestHeap = Heap<TestOs, TestLock>;
 
 pub fn heap() -> Box<TestHeap> {
-    Box::new(Heap::new(FutexLock::new()))
+    Box::new(Heap::new(TestLock(FutexLock::new())))
 }
 
 /// A small deterministic PRNG (xorshift64*), so a failing seed can be replayed.

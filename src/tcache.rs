@@ -1,0 +1,303 @@
+//! Per-thread caches of free small slots: the path that takes no lock.
+//!
+//! mallocng takes the heap lock on every `malloc`; under threads that lock is the cost
+//! (stock musl is 4-90x slower than glibc there). A [`ThreadCache`] keeps, for each small
+//! class, a short stack of free slots (group record and index) that its thread hands out
+//! and takes back without the lock and without atomic operations:
+//!
+//! - `malloc` pops a slot and frames it with [`crate::slot::enframe`] exactly as the locked
+//!   path does (offset cycling, canaries, zero-on-free check);
+//! - `free` validates the pointer with every check of the locked path (`find_slot`,
+//!   `nominal_size`), marks the header freed and pushes the slot;
+//! - an empty bin is refilled with up to half its limit under one lock acquisition; a full
+//!   bin gives its older half back to the groups ([`Heap::release_slot`]: lock-free where
+//!   mallocng's free is).
+//!
+//! A cached slot is *in use* for its group (its bit is in neither `avail_mask` nor
+//! `freed_mask`) and carries a *freed* header: a second `free`, a `realloc` or a
+//! `malloc_usable_size` of it crashes as for any freed slot, and its group cannot be freed
+//! nor its pages released while the slot is cached.
+//!
+//! The entries live in the cache, never in the freed memory: a write through a dangling
+//! pointer cannot make `malloc` return an address of the attacker's choosing (what poisons
+//! glibc's tcache).
+//!
+//! Bounds: classes up to [`TC_CLASSES`] (slots up to 4080 bytes), at most [`limit`] slots
+//! per class (about [`BIN_BYTES`] of slots, 2 to 16): a thread holds at most about 120 KiB
+//! of free slots, usually a few KiB. A thread that frees [`FREE_STREAK`] blocks in a row
+//! gives its cache back and frees the rest straight to the groups, so freeing everything
+//! returns memory as it would without caches. A cache is given back whole when its thread
+//! exits.
+//!
+//! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
+//! `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` is slot `i` of a live group
+//! `g`, `i <= g.last_idx`, bit `i` in neither mask of `g`, `g.sizeclass < TC_CLASSES`; no
+//! slot appears twice in all caches.
+
+use core::ptr::{NonNull, null_mut};
+
+use crate::check::{check, crash, ok};
+use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_ON_FREE, ZERO_SIZE};
+use crate::heap::Heap;
+use crate::lock::RawLock;
+use crate::meta::Meta;
+use crate::os::{Os, Prot};
+use crate::policy::round_up;
+use crate::size_class::{class_size, size_to_class};
+use crate::slot::{enframe, find_slot, mark_freed, nominal_size};
+
+/// Classes with a bin: slots up to 255 units (4080 bytes).
+pub const TC_CLASSES: usize = 28;
+/// Entries per bin at most.
+pub const TC_SLOTS: usize = 16;
+/// Frees in a row, with no malloc between, after which a thread is taken to be freeing
+/// everything: its cache is given back and further frees bypass it until the next malloc.
+pub const FREE_STREAK: u32 = 1024;
+/// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
+/// group alive, so what a thread can hold back is about this per class, plus the rest
+/// of those groups.
+pub const BIN_BYTES: usize = 4096;
+/// Whether caches are used at all: not with the options whose point is the order of
+/// reuse (random slots; quarantine, which holds frees back itself).
+pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
+
+/// Slots bin `sc` holds at most: about [`BIN_BYTES`] of slots, between 2 and [`TC_SLOTS`].
+#[inline]
+pub const fn limit(sc: usize) -> usize {
+    let n = BIN_BYTES / class_size(sc);
+    if n < 2 {
+        2
+    } else if n > TC_SLOTS {
+        TC_SLOTS
+    } else {
+        n
+    }
+}
+
+/// One thread's cache. Only its thread touches the bins; the list links belong to the
+/// heap's registry and are changed with the heap lock held.
+#[repr(C)]
+pub struct ThreadCache {
+    /// Entries in each bin (counts first: a thread using few classes touches few lines).
+    pub(crate) count: [u8; TC_CLASSES],
+    /// The heap's offset-cycling counter at the last refill (seeds fresh slots).
+    pub(crate) cycle: u32,
+    /// Frees since this thread's last malloc (see [`FREE_STREAK`]).
+    pub(crate) streak: u32,
+    pub(crate) next: *mut ThreadCache,
+    pub(crate) prev: *mut ThreadCache,
+    pub(crate) meta: [[*mut Meta; TC_SLOTS]; TC_CLASSES],
+    pub(crate) idx: [[u8; TC_SLOTS]; TC_CLASSES],
+}
+
+const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
+// every cached class is below a page, so a cached slot is never "medium" (sweep)
+const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
+// one page of 4 KiB holds a cache
+const _: () = assert!(size_of::<ThreadCache>() <= 4096);
+
+impl ThreadCache {
+    /// The entries of bin `sc`, for the walker.
+    pub(crate) fn entries(&self, sc: usize) -> impl Iterator<Item = (*mut Meta, usize)> + '_ {
+        (0..self.count[sc] as usize).map(move |k| (self.meta[sc][k], self.idx[sc][k] as usize))
+    }
+}
+
+/// Add `tc` to the registry at `head`.
+///
+/// # Safety
+/// The heap lock is held; `tc` is live and on no list.
+pub(crate) unsafe fn register(head: &mut *mut ThreadCache, tc: *mut ThreadCache) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*tc).prev = null_mut();
+        (*tc).next = *head;
+        if !head.is_null() {
+            (**head).prev = tc;
+        }
+    }
+    *head = tc;
+}
+
+/// Remove `tc` from the registry at `head`, checking both neighbours point back at it.
+///
+/// # Safety
+/// The heap lock is held; `tc` is on the list.
+pub(crate) unsafe fn unregister(head: &mut *mut ThreadCache, tc: *mut ThreadCache) {
+    // SAFETY: the caller's contract; the links are checked before they are followed.
+    unsafe {
+        let (prev, next) = ((*tc).prev, (*tc).next);
+        if prev.is_null() {
+            check!(*head == tc);
+            *head = next;
+        } else {
+            check!((*prev).next == tc);
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            check!((*next).prev == tc);
+            (*next).prev = prev;
+        }
+    }
+}
+
+impl<O: Os, L: RawLock> Heap<O, L> {
+    /// Bytes of a cache's mapping: a guard page, then the cache.
+    fn cache_span(&self) -> (usize, usize) {
+        let ps = self.page_size();
+        (ps, round_up(size_of::<ThreadCache>(), ps))
+    }
+
+    /// A new cache for the calling thread, registered with the heap; null when out of
+    /// memory (the caller then uses the locked paths).
+    ///
+    /// A cache has a mapping of its own, not a heap slot, with a guard page below it: a
+    /// heap overflow cannot reach the entries, which `malloc` trusts.
+    pub fn cache_create(&self) -> *mut ThreadCache {
+        if !CACHE {
+            return null_mut();
+        }
+        let (guard, len) = self.cache_span();
+        // SAFETY: a fresh mapping, ours; it reads as zero, a valid empty cache.
+        unsafe {
+            let Some(base) = O::mmap(null_mut(), guard + len, Prot::ReadWrite, false) else {
+                return null_mut();
+            };
+            self.install_guard(base.as_ptr(), guard);
+            let tc = base.as_ptr().wrapping_add(guard).cast::<ThreadCache>();
+            let Some(mut st) = self.locked() else {
+                O::munmap(base.as_ptr(), guard + len);
+                return null_mut();
+            };
+            (*tc).cycle = st.cycle;
+            register(&mut st.caches, tc);
+            tc
+        }
+    }
+
+    /// Give everything in `tc` back to the groups and unmap it: at thread exit.
+    ///
+    /// # Safety
+    /// `tc` came from [`Heap::cache_create`] of this heap and no thread uses it any more.
+    pub unsafe fn cache_destroy(&self, tc: *mut ThreadCache) {
+        let (guard, len) = self.cache_span();
+        // SAFETY: the caller's contract; the registry is changed under the lock.
+        unsafe {
+            for sc in 0..TC_CLASSES {
+                self.drain(&mut *tc, sc, (*tc).count[sc] as usize);
+            }
+            let Some(mut st) = self.locked() else { crash() };
+            unregister(&mut st.caches, tc);
+            drop(st);
+            O::munmap(tc.cast::<u8>().wrapping_sub(guard), guard + len);
+        }
+    }
+
+    /// `malloc` through the thread's cache.
+    pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
+        if !CACHE || n > class_size(TC_CLASSES - 1) - IB || (ZERO_SIZE && n == 0) {
+            return self.malloc(n);
+        }
+        let sc = size_to_class(n);
+        tc.streak = 0;
+        if tc.count[sc] == 0 && !self.refill(tc, sc, n) {
+            return self.malloc(n);
+        }
+        let k = tc.count[sc] as usize - 1;
+        tc.count[sc] = k as u8;
+        let (g, idx) = (tc.meta[sc][k], tc.idx[sc][k] as usize);
+        // SAFETY: the entry is a slot of a live group, taken out of both masks (the
+        // cache invariant) and of class `sc` or larger, so `n + IB` fits its stride.
+        NonNull::new(unsafe { enframe(g, idx, n, tc.cycle, self.secret()) })
+    }
+
+    /// Take up to half of bin `sc`'s limit from the groups, under one lock acquisition.
+    /// False when none could be had (out of memory).
+    fn refill(&self, tc: &mut ThreadCache, sc: usize, n: usize) -> bool {
+        let Some(mut st) = self.locked() else {
+            return false;
+        };
+        let secret = st.secret;
+        let want = limit(sc).div_ceil(2);
+        let mut k = 0;
+        while k < want {
+            // SAFETY: the lock is held.
+            let Some((g, idx)) = (unsafe { st.take_slot_of::<O>(sc, n, secret, false) }) else {
+                break;
+            };
+            tc.meta[sc][k] = g;
+            tc.idx[sc][k] = idx as u8;
+            k += 1;
+        }
+        // taken in order: hand out the first-taken (lowest) slot first
+        tc.meta[sc][..k].reverse();
+        tc.idx[sc][..k].reverse();
+        tc.count[sc] = k as u8;
+        tc.cycle = st.cycle;
+        k != 0
+    }
+
+    /// `free` through the thread's cache.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
+        if !CACHE || p.is_null() || (ZERO_SIZE && self.zero_index(p).is_some()) {
+            // SAFETY: forwarded.
+            return unsafe { self.free(p) };
+        }
+        let secret = self.secret();
+        // SAFETY: validated exactly as in free before anything is written.
+        unsafe {
+            let s = ok(find_slot(p, secret));
+            ok(nominal_size(p, s.end, secret));
+            let g = s.meta;
+            let sc = (*g).sizeclass as usize;
+            if sc >= TC_CLASSES {
+                return self.free_slot(p, s, secret);
+            }
+            // A long run of frees with no malloc in between is a thread freeing what it
+            // built (a free-all): caching would only keep groups alive, one per cached
+            // slot. The cache is given back once and the rest of the run goes straight to
+            // the groups, which may then be freed.
+            tc.streak += 1;
+            if tc.streak >= FREE_STREAK {
+                if tc.streak == FREE_STREAK {
+                    for c in 0..TC_CLASSES {
+                        self.drain(tc, c, tc.count[c] as usize);
+                    }
+                }
+                return self.free_slot(p, s, secret);
+            }
+            mark_freed(p);
+            if ZERO_ON_FREE {
+                s.start.write_bytes(0, s.end.addr() - s.start.addr());
+            }
+            let mut k = tc.count[sc] as usize;
+            if k == limit(sc) {
+                self.drain(tc, sc, k.div_ceil(2));
+                k = tc.count[sc] as usize;
+            }
+            tc.meta[sc][k] = g;
+            tc.idx[sc][k] = s.idx as u8;
+            tc.count[sc] = k as u8 + 1;
+        }
+    }
+
+    /// Give the `n` oldest entries of bin `sc` back to their groups.
+    ///
+    /// # Safety
+    /// `tc` satisfies the cache invariant.
+    unsafe fn drain(&self, tc: &mut ThreadCache, sc: usize, n: usize) {
+        let secret = self.secret();
+        let count = tc.count[sc] as usize;
+        for k in 0..n {
+            // SAFETY: a cached slot is in use for its group and its header already marked
+            // freed: what release_slot expects. Cached classes are never medium.
+            unsafe { self.release_slot(tc.meta[sc][k], tc.idx[sc][k] as usize, false, secret) };
+        }
+        tc.meta[sc].copy_within(n..count, 0);
+        tc.idx[sc].copy_within(n..count, 0);
+        tc.count[sc] = (count - n) as u8;
+    }
+}

@@ -1,0 +1,236 @@
+//! Thread caches (`src/tcache.rs`): the lock-free fast path, its hardening and its bounds.
+//! Each test states one property and checks it through the heap's API, the per-thread lock
+//! counter of the test backend and the heap walker.
+// Tests call the allocator's unsafe API on purpose, with pointers the test itself just got
+// from the heap (or corrupts on purpose): the contract of each call is what is under test.
+#![allow(clippy::undocumented_unsafe_blocks)]
+// these options turn the caches off (tcache::CACHE); `caches_are_off_with_...` covers them
+#![cfg(not(any(feature = "harden-random-slots", feature = "harden-quarantine")))]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Rng, TestHeap, heap, in_child, locks};
+use ngmalloc::tcache::{TC_CLASSES, ThreadCache, limit};
+
+const SIGILL: i32 = libc::SIGILL;
+const SIGSEGV: i32 = libc::SIGSEGV;
+
+fn cache(h: &TestHeap) -> &'static mut ThreadCache {
+    let tc = h.cache_create();
+    assert!(!tc.is_null());
+    unsafe { &mut *tc }
+}
+
+#[test]
+fn malloc_and_free_through_a_warm_cache_take_no_lock() {
+    let h = heap();
+    let tc = cache(&h);
+    let mut r = Rng(3);
+    // warm up: every size below gets its groups and bins
+    for _ in 0..4 {
+        let v: Vec<_> = (0..8)
+            .map(|k| h.malloc_cached(tc, 16 + 100 * k).unwrap())
+            .collect();
+        for p in v {
+            unsafe { h.free_cached(tc, p.as_ptr()) };
+        }
+    }
+    let before = locks();
+    for _ in 0..20_000 {
+        let k = r.below(8) as usize;
+        let p = h.malloc_cached(tc, 16 + 100 * k).unwrap().as_ptr();
+        unsafe { p.write_bytes(0xa5, 16 + 100 * k) };
+        unsafe { h.free_cached(tc, p) };
+    }
+    assert_eq!(locks() - before, 0, "lock taken on the cached path");
+    unsafe { h.cache_destroy(tc) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
+}
+
+#[test]
+fn a_refill_takes_half_a_bin_under_one_lock() {
+    let h = heap();
+    let tc = cache(&h);
+    let want = limit(2).div_ceil(2);
+    let before = locks();
+    let v: Vec<_> = (0..want)
+        .map(|_| h.malloc_cached(tc, 40).unwrap())
+        .collect();
+    assert_eq!(locks() - before, 1, "one refill for {want} allocations");
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (want, 0));
+    for p in v {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, want));
+    unsafe { h.cache_destroy(tc) };
+}
+
+#[test]
+fn bins_stay_bounded_and_exit_gives_everything_back() {
+    let h = heap();
+    let tc = cache(&h);
+    // many frees into one bin: it keeps at most its limit, the rest goes to the groups
+    let v: Vec<_> = (0..1000).map(|_| h.malloc(32).unwrap()).collect();
+    for p in v {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    let s = h.walk().unwrap();
+    assert_eq!(s.in_use, 0);
+    assert!(s.cached <= limit(2), "{} cached", s.cached);
+    // every cached class filled to its limit: the whole cache stays small
+    let mut all = Vec::new();
+    for sc in 0..TC_CLASSES {
+        let n = ngmalloc::size_class::class_size(sc) - ngmalloc::config::IB;
+        all.extend((0..limit(sc)).map(|_| (h.malloc(n).unwrap(), n)));
+    }
+    let bytes: usize = all.iter().map(|&(_, n)| n).sum();
+    for (p, _) in all {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    assert!(bytes <= 128 << 10, "a full cache holds {bytes} bytes");
+    unsafe { h.cache_destroy(tc) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
+}
+
+#[test]
+fn a_cached_slot_is_a_freed_slot_for_every_check() {
+    type Case = (&'static str, fn(&TestHeap, &mut ThreadCache, *mut u8));
+    let cases: [Case; 4] = [
+        ("double free through the cache", |h, tc, p| unsafe {
+            h.free_cached(tc, p)
+        }),
+        ("free after a cached free", |h, _, p| unsafe { h.free(p) }),
+        ("realloc of a cached slot", |h, _, p| {
+            let _ = unsafe { h.realloc(p, 10) };
+        }),
+        ("usable size of a cached slot", |h, _, p| {
+            let _ = unsafe { h.usable_size(p) };
+        }),
+    ];
+    for (what, f) in cases {
+        let r = in_child(move || {
+            let h = heap();
+            let tc = cache(&h);
+            let _keep = h.malloc_cached(tc, 24);
+            let p = h.malloc_cached(tc, 24).unwrap().as_ptr();
+            unsafe { h.free_cached(tc, p) };
+            f(&h, tc, p);
+        });
+        assert_eq!(r, Err(SIGILL), "{what}");
+    }
+}
+
+#[test]
+fn an_overflow_checked_on_free_is_checked_on_the_cached_free() {
+    let r = in_child(|| {
+        let h = heap();
+        let tc = cache(&h);
+        let p = h.malloc_cached(tc, 20).unwrap().as_ptr();
+        unsafe { *p.add(20) = 0 }; // a NUL one past the end: the canary catches it
+        unsafe { h.free_cached(tc, p) };
+    });
+    assert_eq!(r, Err(SIGILL));
+}
+
+#[test]
+fn the_cache_lives_outside_the_heap_behind_a_guard_page() {
+    let h = heap();
+    let tc = cache(&h);
+    let below = (tc as *mut ThreadCache).cast::<u8>().wrapping_sub(1);
+    let r = in_child(move || unsafe { below.write_volatile(1) });
+    assert_eq!(r, Err(SIGSEGV), "the page below a cache is a guard");
+    unsafe { h.cache_destroy(tc) };
+}
+
+#[test]
+fn threads_with_caches_free_each_others_blocks() {
+    let h: Arc<TestHeap> = Arc::from(heap());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<usize>(256);
+    let producers: Vec<_> = (0..3)
+        .map(|t| {
+            let h = h.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let tc = cache(&h);
+                let mut r = Rng(t + 1);
+                let mut mine = Vec::new();
+                for i in 0..20_000 {
+                    let n = r.below(if i % 100 == 0 { 20_000 } else { 1000 }) as usize;
+                    let p = h.malloc_cached(tc, n).unwrap().as_ptr();
+                    unsafe { p.write_bytes(t as u8, n) };
+                    if r.chance(50) {
+                        tx.send(p.addr()).unwrap();
+                    } else {
+                        mine.push((p, n));
+                    }
+                    if mine.len() > 100 {
+                        let (q, n) = mine.swap_remove(r.below(100) as usize);
+                        assert!((0..n).all(|k| unsafe { *q.add(k) } == t as u8));
+                        unsafe { h.free_cached(tc, q) };
+                    }
+                }
+                for (q, _) in mine {
+                    unsafe { h.free_cached(tc, q) };
+                }
+                unsafe { h.cache_destroy(tc) };
+            })
+        })
+        .collect();
+    drop(tx);
+    let consumer = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let tc = cache(&h);
+            for a in rx {
+                unsafe { h.free_cached(tc, std::ptr::with_exposed_provenance_mut(a)) };
+            }
+            unsafe { h.cache_destroy(tc) };
+        })
+    };
+    for p in producers {
+        p.join().unwrap();
+    }
+    consumer.join().unwrap();
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.large, s.cached), (0, 0, 0));
+}
+
+#[test]
+fn freeing_everything_gives_the_cache_back_and_the_groups_with_it() {
+    let h = heap();
+    let tc = cache(&h);
+    let before = h.walk().unwrap().mapped;
+    let mut r = Rng(9);
+    let mut v: Vec<_> = (0..20_000)
+        .map(|_| h.malloc_cached(tc, 16 + r.below(2000) as usize).unwrap())
+        .collect();
+    let full = h.walk().unwrap().mapped;
+    for k in (1..v.len()).rev() {
+        v.swap(k, r.below(k as u64 + 1) as usize);
+    }
+    for p in v {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
+    assert!(
+        s.mapped - before < (full - before) / 20,
+        "{} of {} bytes still mapped",
+        s.mapped - before,
+        full - before
+    );
+    // the next malloc uses the cache again
+    let p = h.malloc_cached(tc, 100).unwrap();
+    unsafe { h.free_cached(tc, p.as_ptr()) };
+    assert_eq!(
+        h.walk().unwrap().cached,
+        limit(ngmalloc::size_class::size_to_class(100)).div_ceil(2)
+    );
+    unsafe { h.cache_destroy(tc) };
+}
