@@ -193,6 +193,28 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
+    /// `malloc` through the thread's cache if it has one.
+    pub fn malloc_with(&self, tc: Option<&mut ThreadCache>, n: usize) -> Option<NonNull<u8>> {
+        match tc {
+            Some(tc) => self.malloc_cached(tc, n),
+            None => self.malloc(n),
+        }
+    }
+
+    /// `free` through the thread's cache if it has one.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    pub unsafe fn free_with(&self, tc: Option<&mut ThreadCache>, p: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe {
+            match tc {
+                Some(tc) => self.free_cached(tc, p),
+                None => self.free(p),
+            }
+        }
+    }
+
     /// `malloc` through the thread's cache.
     pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !CACHE || n > class_size(TC_CLASSES - 1) - IB || (ZERO_SIZE && n == 0) {

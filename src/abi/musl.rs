@@ -89,10 +89,7 @@ same_signature!(__malloc_thread_exit, fn());
 /// musl's `malloc` backend (overrides lite_malloc's bump allocator).
 #[unsafe(no_mangle)]
 pub extern "C" fn __libc_malloc_impl(n: usize) -> *mut c_void {
-    out(match cache() {
-        Some(tc) => HEAP.malloc_cached(tc, n),
-        None => HEAP.malloc(n),
-    })
+    out(HEAP.malloc_with(cache(), n))
 }
 same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 
@@ -106,12 +103,7 @@ pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
         return;
     }
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe {
-        match cache() {
-            Some(tc) => HEAP.free_cached(tc, p.cast()),
-            None => HEAP.free(p.cast()),
-        }
-    }
+    unsafe { HEAP.free_with(cache(), p.cast()) }
 }
 same_signature!(__libc_free, fn(*mut c_void));
 

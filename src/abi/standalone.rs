@@ -109,10 +109,7 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
 /// C `malloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(n: usize) -> *mut c_void {
-    out(match cache() {
-        Some(tc) => HEAP.malloc_cached(tc, n),
-        None => HEAP.malloc(n),
-    })
+    out(HEAP.malloc_with(cache(), n))
 }
 
 /// C `free`.
@@ -125,12 +122,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         return;
     }
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe {
-        match cache() {
-            Some(tc) => HEAP.free_cached(tc, p.cast()),
-            None => HEAP.free(p.cast()),
-        }
-    }
+    unsafe { HEAP.free_with(cache(), p.cast()) }
 }
 
 /// C23 `free_sized`: crashes if `n` is not the size `p` was allocated with.
