@@ -24,10 +24,10 @@
 //!
 //! Bounds: classes up to [`TC_CLASSES`] (slots up to 4080 bytes), at most [`limit`] slots
 //! per class (about [`BIN_BYTES`] of slots, 2 to 16): a thread holds at most about 120 KiB
-//! of free slots, usually a few KiB. A thread that frees [`FREE_STREAK`] blocks in a row
-//! gives its cache back and frees the rest straight to the groups, so freeing everything
-//! returns memory as it would without caches. A cache is given back whole when its thread
-//! exits.
+//! of free slots, usually a few KiB. In a long run of frees (a thread freeing what it
+//! built, [`FREE_STREAK`]) a group whose slots are all free or cached goes back whole, so
+//! freeing everything returns memory as it would without caches. A cache is given back
+//! whole when its thread exits.
 //!
 //! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
 //! `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` is slot `i` of a live group
@@ -41,18 +41,21 @@ use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_ON_FREE, ZERO_SIZE}
 use crate::heap::Heap;
 use crate::lock::RawLock;
 use crate::meta::Meta;
+use crate::meta::low_mask;
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{enframe, find_slot, mark_freed, nominal_size};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
 pub const TC_CLASSES: usize = 28;
 /// Entries per bin at most.
 pub const TC_SLOTS: usize = 16;
 /// Frees in a row, with no malloc between, after which a thread is taken to be freeing
-/// everything: its cache is given back and further frees bypass it until the next malloc.
-pub const FREE_STREAK: u32 = 1024;
+/// what it built: until its next malloc, a free that leaves its group with nothing in use
+/// but slots in this bin gives the group back whole.
+pub const FREE_STREAK: u32 = 256;
 /// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
 /// group alive, so what a thread can hold back is about this per class, plus the rest
 /// of those groups.
@@ -64,15 +67,27 @@ pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
 /// Slots bin `sc` holds at most: about [`BIN_BYTES`] of slots, between 2 and [`TC_SLOTS`].
 #[inline]
 pub const fn limit(sc: usize) -> usize {
-    let n = BIN_BYTES / class_size(sc);
-    if n < 2 {
-        2
-    } else if n > TC_SLOTS {
-        TC_SLOTS
-    } else {
-        n
-    }
+    LIMITS[sc] as usize
 }
+
+/// [`limit`] by class, computed at compile time: the free path reads it on every call,
+/// and a division there costs more than the rest of the push.
+const LIMITS: [u8; TC_CLASSES] = {
+    let mut t = [0; TC_CLASSES];
+    let mut sc = 0;
+    while sc < TC_CLASSES {
+        let n = BIN_BYTES / class_size(sc);
+        t[sc] = if n < 2 {
+            2
+        } else if n > TC_SLOTS {
+            TC_SLOTS as u8
+        } else {
+            n as u8
+        };
+        sc += 1;
+    }
+    t
+};
 
 /// One thread's cache. Only its thread touches the bins; the list links belong to the
 /// heap's registry and are changed with the heap lock held.
@@ -278,18 +293,20 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if sc >= TC_CLASSES {
                 return self.free_slot(p, s, secret);
             }
-            // A long run of frees with no malloc in between is a thread freeing what it
-            // built (a free-all): caching would only keep groups alive, one per cached
-            // slot. The cache is given back once and the rest of the run goes straight to
-            // the groups, which may then be freed.
-            tc.streak += 1;
+            // In a long run of frees with no malloc between (a thread freeing what it
+            // built), a group whose other slots are all free or in this bin goes back
+            // whole, so it can be freed: cached slots would keep its memory alive, one
+            // group per cached slot. The bin is searched only when the count allows it.
+            tc.streak = tc.streak.saturating_add(1);
             if tc.streak >= FREE_STREAK {
-                if tc.streak == FREE_STREAK {
-                    for c in 0..TC_CLASSES {
-                        self.drain(tc, c, tc.count[c] as usize);
-                    }
+                let bit = 1u32 << s.idx;
+                let used = low_mask((*g).last_idx as usize)
+                    & !((*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(Relaxed));
+                if used.count_ones() as usize <= tc.count[sc] as usize + 1
+                    && self.give_back_group(tc, sc, g, used & !bit)
+                {
+                    return self.free_slot(p, s, secret);
                 }
-                return self.free_slot(p, s, secret);
             }
             mark_freed(p);
             if ZERO_ON_FREE {
@@ -304,6 +321,45 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             tc.idx[sc][k] = s.idx as u8;
             tc.count[sc] = k as u8 + 1;
         }
+    }
+
+    /// If the slots `others` of `g` are exactly those of `g` in bin `sc`, give them back
+    /// to the group and return true.
+    ///
+    /// # Safety
+    /// `tc` satisfies the cache invariant; `g` is a live group of class `sc`.
+    unsafe fn give_back_group(
+        &self,
+        tc: &mut ThreadCache,
+        sc: usize,
+        g: *mut Meta,
+        others: u32,
+    ) -> bool {
+        let count = tc.count[sc] as usize;
+        let mut mine = 0u32;
+        for k in 0..count {
+            if tc.meta[sc][k] == g {
+                mine |= 1 << tc.idx[sc][k];
+            }
+        }
+        if mine != others {
+            return false;
+        }
+        let secret = self.secret();
+        let mut kept = 0;
+        for k in 0..count {
+            let (m, i) = (tc.meta[sc][k], tc.idx[sc][k]);
+            if m == g {
+                // SAFETY: a cached slot: in use for its group, header marked freed.
+                unsafe { self.release_slot(m, i as usize, false, secret) };
+            } else {
+                tc.meta[sc][kept] = m;
+                tc.idx[sc][kept] = i;
+                kept += 1;
+            }
+        }
+        tc.count[sc] = kept as u8;
+        true
     }
 
     /// Give the `n` oldest entries of bin `sc` back to their groups.
