@@ -5,13 +5,20 @@
 //! mallocng maps medium groups at low usage as single slots and unmaps them as soon as
 //! they empty; its bounce detector only covers classes up to 38, so a malloc/free churn
 //! of 40–128 KiB blocks costs two system calls per pair. The cache keeps at most
-//! [`CACHE_ENTRIES`] mappings and [`CACHE_BYTES`] in all, so RSS after freeing everything
+//! [`CACHE_ENTRIES`] mappings and [`CACHE_BYTES`] in all (for groups, also at most a
+//! quarter of the live group mappings, at least 64 KiB), so RSS after freeing everything
 //! grows by less than 1 MiB; a put that doesn't fit evicts the oldest entry.
 
 /// Mappings kept at most.
 pub const CACHE_ENTRIES: usize = 32;
 /// Group cache: bytes kept at most (dirty memory, counted in RSS).
 pub const CACHE_BYTES: usize = 896 << 10;
+/// Group cache: bytes kept at most, as a fraction of the bytes of live group mappings
+/// (`1 / GROUP_CACHE_SHARE`), so a small heap keeps little: a program with 200 KiB of
+/// groups would otherwise carry up to 896 KiB of freed ones.
+pub const GROUP_CACHE_SHARE: usize = 4;
+/// Group cache: what the share never goes below.
+pub const GROUP_CACHE_FLOOR: usize = 64 << 10;
 /// Group cache: largest mapping kept, a single-slot group of the largest class (4 KiB pages).
 pub const CACHE_MAX_LEN: usize = 132 << 10;
 /// Large cache: address space kept at most. Its blocks hold no memory: their pages were
@@ -84,14 +91,21 @@ impl MapCache {
     /// Keep a freed mapping; returns what to unmap instead: the oldest entry if the new
     /// one needs its room, and the new one if it still does not fit (or is too large).
     pub fn put(&mut self, p: *mut u8, len: usize) -> Evicted {
-        if len > self.max_len {
+        self.put_within(p, len, self.max_bytes)
+    }
+
+    /// [`MapCache::put`] holding at most `budget` bytes (and never more than the cache's
+    /// own maximum).
+    pub fn put_within(&mut self, p: *mut u8, len: usize, budget: usize) -> Evicted {
+        let max_bytes = budget.min(self.max_bytes);
+        if len > self.max_len || len > max_bytes {
             return [Some((p, len)), None];
         }
         let mut out: Evicted = [None, None];
-        if self.n == CACHE_ENTRIES || self.bytes + len > self.max_bytes {
+        if self.n != 0 && (self.n == CACHE_ENTRIES || self.bytes + len > max_bytes) {
             out[0] = Some(self.remove(0));
         }
-        if self.n < CACHE_ENTRIES && self.bytes + len <= self.max_bytes {
+        if self.n < CACHE_ENTRIES && self.bytes + len <= max_bytes {
             self.ents[self.n] = (p, len);
             self.n += 1;
             self.bytes += len;

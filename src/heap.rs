@@ -19,7 +19,7 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
-use crate::cache::MapCache;
+use crate::cache::{GROUP_CACHE_FLOOR, GROUP_CACHE_SHARE, MapCache};
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
@@ -87,6 +87,8 @@ pub struct State {
     pub(crate) brk: usize,
     pub(crate) sweep_class: usize,
     pub(crate) cache: MapCache,
+    /// Bytes of live group mappings (what the group cache's budget is a share of).
+    pub(crate) group_bytes: usize,
     /// Freed large blocks, guards kept and data guard-installed (inaccessible, no memory).
     pub(crate) large_cache: MapCache,
     /// xorshift state for randomised slot choice (`harden-random-slots`).
@@ -877,6 +879,7 @@ impl State {
             brk: 0,
             sweep_class: 0,
             cache: MapCache::groups(),
+            group_bytes: 0,
             large_cache: MapCache::large(),
             rng: seed | 1,
             zero_live: [0; ZERO_SLOTS / 64],
@@ -1175,6 +1178,7 @@ impl State {
                     active_idx,
                 } => {
                     if let Some((p, len)) = self.cache.take(len, 0) {
+                        self.group_bytes += len;
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
                         let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
@@ -1182,6 +1186,7 @@ impl State {
                             return None;
                         };
                         self.stats.groups_mapped += 1;
+                        self.group_bytes += len;
                         (p.as_ptr(), cnt, active_idx, (len / AREA) as u32, Fresh::Yes)
                     }
                 }
@@ -1287,7 +1292,9 @@ impl State {
                 self.bounce.record_seq(sc);
                 let (mem, len) = ((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA);
                 if sc < NUM_CLASSES {
-                    self.cache.put(mem, len)
+                    self.group_bytes = self.group_bytes.saturating_sub(len);
+                    let budget = (self.group_bytes / GROUP_CACHE_SHARE).max(GROUP_CACHE_FLOOR);
+                    self.cache.put_within(mem, len, budget)
                 } else {
                     // Keep the block, guards and all, with its data made a guard too: the
                     // pages are zapped (no memory), any use after free faults, and the

@@ -188,6 +188,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
         };
         walk_caches(st, secret, &mut s, &mut cached)?;
         let mut usage = [0usize; NUM_CLASSES];
+        let mut group_bytes = 0;
         let mut live_listed = 0usize;
         let mut area = st.meta_area_head;
         while !area.is_null() {
@@ -206,7 +207,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     s.free_metas += 1;
                     continue;
                 }
-                walk_group(st, m, secret, &mut s, &mut usage, &cached)?;
+                walk_group(st, m, secret, &mut s, &mut usage, &cached, &mut group_bytes)?;
                 if !(*m).next.is_null() {
                     live_listed += 1;
                 }
@@ -232,6 +233,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
         for (sc, (&seen, &kept)) in usage.iter().zip(&st.usage_by_class).enumerate() {
             want!(seen == kept, "usage_by_class", sc);
         }
+        want!(group_bytes == st.group_bytes, "group_bytes", group_bytes);
         Ok(s)
     }
 }
@@ -344,6 +346,7 @@ unsafe fn walk_group(
     s: &mut HeapStats,
     usage: &mut [usize; NUM_CLASSES],
     cached: &Cached,
+    group_bytes: &mut usize,
 ) -> Result<(), Violation> {
     // SAFETY: as walk_state.
     unsafe {
@@ -429,6 +432,9 @@ unsafe fn walk_group(
         }
         if (*m).maplen != 0 {
             s.mapped += (*m).maplen as usize * AREA;
+            if (sc as usize) < NUM_CLASSES {
+                *group_bytes += (*m).maplen as usize * AREA;
+            }
             want!(
                 UNIT + (last + 1) * stride(m) <= (*m).maplen as usize * AREA,
                 "slots overflow the mapping",
