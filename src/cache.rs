@@ -6,7 +6,7 @@
 //! they empty; its bounce detector only covers classes up to 38, so a malloc/free churn
 //! of 40–128 KiB blocks costs two system calls per pair. The cache keeps at most
 //! [`CACHE_ENTRIES`] mappings and [`CACHE_BYTES`] in all (for groups, also at most a
-//! quarter of the live group mappings, at least 16 KiB), so RSS after freeing everything
+//! quarter of the live group mappings, at least 64 KiB), so RSS after freeing everything
 //! grows by less than 1 MiB; a put that doesn't fit evicts the oldest entry.
 
 /// Mappings kept at most.
@@ -18,7 +18,7 @@ pub const CACHE_BYTES: usize = 896 << 10;
 /// groups would otherwise carry up to 896 KiB of freed ones.
 pub const GROUP_CACHE_SHARE: usize = 4;
 /// Group cache: what the share never goes below.
-pub const GROUP_CACHE_FLOOR: usize = 16 << 10;
+pub const GROUP_CACHE_FLOOR: usize = 64 << 10;
 /// Group cache: largest mapping kept, a single-slot group of the largest class (4 KiB pages).
 pub const CACHE_MAX_LEN: usize = 132 << 10;
 /// Large cache: address space kept at most. Its blocks hold no memory: their pages were
