@@ -133,7 +133,7 @@ def build_programs(build, bindir):
     )
     progs = {
         "workloads": ([os.path.join(ROOT, "bench/workloads.c")], ["-O2", "-pthread", "-Wall", "-Wextra", "-Werror"], []),
-        "pair": ([os.path.join(ROOT, "bench/pair.c")], ["-O2"], []),
+        "pair": ([os.path.join(ROOT, "bench/pair.c")], ["-O2", "-pthread"], []),
         "lua": (lua_srcs, ["-O2", "-DLUA_USE_POSIX", "-w"], ["-lm"]),
     }
     measure = os.path.join(bindir, "measure")
@@ -228,27 +228,32 @@ def served_by(name, how, binary, env):
     raise ValueError(how)
 
 
-def callgrind_pairs(bindir, allocs, n):
+def callgrind_pair(bindir, name, fl, env, size, n, threaded=False):
     """Instructions per malloc+free pair: callgrind totals with N and 2N pairs; the
     difference over N is the cost of one pair, start-up and exit excluded."""
+    counts = []
+    for k in (n, 2 * n):
+        r = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             os.path.join(bindir, f"pair-{fl}"), str(size), str(k)] + (["threaded"] if threaded else []),
+            env=dict(os.environ, **env), capture_output=True, text=True)
+        line = [ln for ln in r.stderr.splitlines() if "Collected" in ln]
+        if r.returncode != 0 or not line:
+            die(f"callgrind failed for {name}: {r.stderr[-300:]}")
+        counts.append(int(line[0].split()[-1]))
+    return round((counts[1] - counts[0]) / n)
+
+
+def callgrind_pairs(bindir, allocs, n):
+    """Per allocator: instructions per pair for each of PAIR_SIZES, and for 64 bytes again
+    with a second thread alive (what the multithreaded machinery costs a pair)."""
     if not shutil.which("valgrind"):
         die("valgrind is missing. Run: sudo apt-get install -y valgrind")
-    res = {}
+    res, threaded = {}, {}
     for name, (fl, env, _) in allocs.items():
-        res[name] = {}
-        for size in PAIR_SIZES:
-            counts = []
-            for k in (n, 2 * n):
-                r = subprocess.run(
-                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                     os.path.join(bindir, f"pair-{fl}"), str(size), str(k)],
-                    env=dict(os.environ, **env), capture_output=True, text=True)
-                line = [ln for ln in r.stderr.splitlines() if "Collected" in ln]
-                if r.returncode != 0 or not line:
-                    die(f"callgrind failed for {name}: {r.stderr[-300:]}")
-                counts.append(int(line[0].split()[-1]))
-            res[name][size] = round((counts[1] - counts[0]) / n)
-    return res
+        res[name] = {size: callgrind_pair(bindir, name, fl, env, size, n) for size in PAIR_SIZES}
+        threaded[name] = callgrind_pair(bindir, name, fl, env, 64, n, threaded=True)
+    return res, threaded
 
 
 def machine():
@@ -358,7 +363,7 @@ def main():
                       file=sys.stderr, flush=True)
     run_seconds = time.time() - started
     print("bench: counting instructions per malloc+free pair (callgrind)", file=sys.stderr)
-    pairs = callgrind_pairs(bindir, allocs, pairs_n)
+    pairs, pairs_threaded = callgrind_pairs(bindir, allocs, pairs_n)
 
     # every allocator must have computed the same thing
     for wid in samples:
@@ -380,6 +385,7 @@ def main():
         "workloads": [{"id": w[0], "title": w[1]} for w in work],
         "samples": samples,
         "pairs": pairs,
+        "pairs_threaded": pairs_threaded,
         "pairs_n": pairs_n,
         "errors": errors,
     }

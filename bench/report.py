@@ -216,9 +216,15 @@ def write(res, out):
         "--tool=callgrind`; the difference divided by the pair count (start-up excluded). "
         "Repeatable to the instruction: timing noise does not enter.",
         "",
-        md_table(["allocator"] + [f"{s} B" for s in sorted(int(k) for k in next(iter(res["pairs"].values())))],
+        md_table(["allocator"] + [f"{s} B" for s in sorted(int(k) for k in next(iter(res["pairs"].values())))]
+                 + (["64 B, second thread alive"] if "pairs_threaded" in res else []),
                  [[LABEL[a]] + [str(v) for _, v in sorted((int(k), v) for k, v in res["pairs"][a].items())]
+                  + ([str(res["pairs_threaded"][a])] if "pairs_threaded" in res else [])
                   for a in t.allocs if a in res["pairs"]]),
+        "",
+        "The last column runs the same loop while a second thread sleeps: what an allocator's "
+        "multithreaded machinery (locks, atomic operations) costs a pair once a program has "
+        "threads; a single-threaded program pays the other columns.",
         "",
         "## Noise",
         "",
