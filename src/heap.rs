@@ -37,7 +37,8 @@ use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, idx_rsv,
-    mark_freed, nominal_size, set_big_off, set_flag, set_idx_rsv, set_off16, set_size, slot_bounds,
+    mark_freed, nominal_size, retire, set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
+    slot_bounds,
 };
 
 /// Frees of multi-page slots between two release sweeps.
@@ -521,11 +522,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             let g = s.meta;
             let medium = s.stride > AREA && (*g).last_idx != 0;
-            mark_freed(p);
-            if ZERO_ON_FREE && (*g).sizeclass != CLASS_MMAP {
-                // wipe the slot (and a header inside it); checked when handed out again
-                s.start.write_bytes(0, s.end.addr() - s.start.addr());
-            }
+            retire(p, &s);
 
             if QUARANTINE != 0 && (*g).sizeclass != CLASS_MMAP {
                 // held back: the slot stays in use (its header marked freed, so a second

@@ -359,6 +359,23 @@ pub unsafe fn mark_freed(p: *mut u8) {
     }
 }
 
+/// What every free does to a validated allocation before its slot goes anywhere (group,
+/// quarantine, thread cache): mark the header freed and, with zero-on-free, wipe the slot
+/// (and a header inside it), which is checked when the slot is handed out again.
+///
+/// # Safety
+/// `s` is the validated slot of the live allocation `p`.
+#[inline(always)]
+pub unsafe fn retire(p: *mut u8, s: &Slot) {
+    // SAFETY: the slot is the caller's; the wipe stays inside it.
+    unsafe {
+        mark_freed(p);
+        if ZERO_ON_FREE && (*s.meta).sizeclass != CLASS_MMAP {
+            s.start.write_bytes(0, s.end.addr() - s.start.addr());
+        }
+    }
+}
+
 /// Whether the `len` bytes at `p` are all zero.
 ///
 /// # Safety

@@ -37,7 +37,7 @@
 use core::ptr::{NonNull, null_mut};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_ON_FREE, ZERO_SIZE};
+use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
 use crate::heap::Heap;
 use crate::lock::RawLock;
 use crate::meta::Meta;
@@ -45,7 +45,7 @@ use crate::meta::low_mask;
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{enframe, find_slot, mark_freed, nominal_size};
+use crate::slot::{enframe, find_slot, nominal_size, retire};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
@@ -308,10 +308,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     return self.free_slot(p, s, secret);
                 }
             }
-            mark_freed(p);
-            if ZERO_ON_FREE {
-                s.start.write_bytes(0, s.end.addr() - s.start.addr());
-            }
+            retire(p, &s);
             let mut k = tc.count[sc] as usize;
             if k == limit(sc) {
                 self.drain(tc, sc, k.div_ceil(2));
@@ -345,20 +342,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if mine != others {
             return false;
         }
-        let secret = self.secret();
-        let mut kept = 0;
-        for k in 0..count {
-            let (m, i) = (tc.meta[sc][k], tc.idx[sc][k]);
-            if m == g {
-                // SAFETY: a cached slot: in use for its group, header marked freed.
-                unsafe { self.release_slot(m, i as usize, false, secret) };
-            } else {
-                tc.meta[sc][kept] = m;
-                tc.idx[sc][kept] = i;
-                kept += 1;
-            }
-        }
-        tc.count[sc] = kept as u8;
+        // SAFETY: the caller's contract.
+        unsafe { self.release_where(tc, sc, |_, m| m == g) };
         true
     }
 
@@ -367,15 +352,35 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `tc` satisfies the cache invariant.
     unsafe fn drain(&self, tc: &mut ThreadCache, sc: usize, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.release_where(tc, sc, |k, _| k < n) };
+    }
+
+    /// Give the entries of bin `sc` that `pick(position, group)` selects back to their
+    /// groups; the others keep their order.
+    ///
+    /// # Safety
+    /// `tc` satisfies the cache invariant.
+    unsafe fn release_where(
+        &self,
+        tc: &mut ThreadCache,
+        sc: usize,
+        pick: impl Fn(usize, *mut Meta) -> bool,
+    ) {
         let secret = self.secret();
-        let count = tc.count[sc] as usize;
-        for k in 0..n {
-            // SAFETY: a cached slot is in use for its group and its header already marked
-            // freed: what release_slot expects. Cached classes are never medium.
-            unsafe { self.release_slot(tc.meta[sc][k], tc.idx[sc][k] as usize, false, secret) };
+        let mut kept = 0;
+        for k in 0..tc.count[sc] as usize {
+            let (m, i) = (tc.meta[sc][k], tc.idx[sc][k]);
+            if pick(k, m) {
+                // SAFETY: a cached slot is in use for its group and its header already
+                // marked freed: what release_slot expects. Cached classes are never medium.
+                unsafe { self.release_slot(m, i as usize, false, secret) };
+            } else {
+                tc.meta[sc][kept] = m;
+                tc.idx[sc][kept] = i;
+                kept += 1;
+            }
         }
-        tc.meta[sc].copy_within(n..count, 0);
-        tc.idx[sc].copy_within(n..count, 0);
-        tc.count[sc] = (count - n) as u8;
+        tc.count[sc] = kept as u8;
     }
 }
