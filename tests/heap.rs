@@ -687,7 +687,7 @@ fn large_blocks_are_guarded_with_madvise_and_with_the_fallback() {
 #[test]
 #[cfg(any(feature = "harden-random-slots", feature = "harden-quarantine"))]
 fn caches_are_off_with_random_slots_or_quarantine() {
-    assert!(!ngmalloc::tcache::CACHE);
+    const { assert!(!ngmalloc::tcache::CACHE) };
     let h = heap();
     assert!(h.cache_create().is_null());
 }
