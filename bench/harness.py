@@ -108,15 +108,12 @@ def fetch_lua(build):
         return os.path.exists(dl) and hashlib.sha256(open(dl, "rb").read()).hexdigest() == LUA["sha256"]
 
     if not ok():
-        os.makedirs(os.path.dirname(dl), exist_ok=True)
-        got = subprocess.run([os.path.join(ROOT, "toolchain/fetch-debian-source.sh"), *LUA["debian"], dl]).returncode == 0
-        if not got and shutil.which("curl"):
-            got = subprocess.run(["curl", "-fsSL", "-o", dl, LUA["url"]]).returncode == 0
-        if not got:
-            die(f"could not obtain Lua {LUA['version']} (Debian source package or {LUA['url']}); put it at {dl}")
-        if not ok():
-            os.unlink(dl)
+        rc = subprocess.run([os.path.join(ROOT, "toolchain/fetch-source.sh"), *LUA["debian"], LUA["sha256"],
+                             LUA["url"], dl]).returncode
+        if rc == 3:
             die(f"the downloaded Lua {LUA['version']} does not match its sha256 {LUA['sha256']}: refusing to build")
+        if rc != 0:
+            die(f"could not obtain Lua {LUA['version']} (Debian source package or {LUA['url']}); put it at {dl}")
     src = os.path.join(build, "bench", f"lua-{LUA['version']}")
     if not os.path.exists(os.path.join(src, "src", "lua.c")):
         os.makedirs(src, exist_ok=True)

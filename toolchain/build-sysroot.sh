@@ -51,18 +51,6 @@ dl="$build/dl/musl-$version.tar.gz"
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$sha" ]; }
 
-fetch_debian() {
-  "$root/toolchain/fetch-debian-source.sh" musl "$debver" "$suite" "musl_$version.orig.tar.gz" "$dl"
-}
-
-fetch_upstream() {
-  local url="https://musl.libc.org/releases/musl-$version.tar.gz"
-  echo "build-sysroot: fetching $url"
-  if command -v curl >/dev/null; then curl -fsSL -o "$dl.part" "$url"
-  elif command -v wget >/dev/null; then wget -q -O "$dl.part" "$url"
-  else return 1; fi && mv "$dl.part" "$dl"
-}
-
 # 1. the source tarball, verified
 if [ -n "$tarball" ]; then
   [ -f "$tarball" ] || die "no such tarball: $tarball"
@@ -70,9 +58,14 @@ if [ -n "$tarball" ]; then
   cp "$tarball" "$dl.tmp" && mv "$dl.tmp" "$dl"
 elif ! sha_ok "$dl"; then
   rm -f "$dl"
-  fetch_debian || fetch_upstream ||
-    die "could not obtain musl $version: no Debian source package and no download. Get musl-$version.tar.gz yourself and pass --tarball FILE"
-  sha_ok "$dl" || { rm -f "$dl"; die "the downloaded musl $version does not match its sha256 ($sha): refusing to build"; }
+  rc=0
+  "$root/toolchain/fetch-source.sh" musl "$debver" "$suite" "musl_$version.orig.tar.gz" "$sha" \
+    "https://musl.libc.org/releases/musl-$version.tar.gz" "$dl" || rc=$?
+  case $rc in
+  0) ;;
+  3) die "the downloaded musl $version does not match its sha256 ($sha): refusing to build" ;;
+  *) die "could not obtain musl $version: no Debian source package and no download. Get musl-$version.tar.gz yourself and pass --tarball FILE" ;;
+  esac
 fi
 
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
