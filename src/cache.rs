@@ -88,6 +88,11 @@ impl MapCache {
         best.map(|i| self.remove(i))
     }
 
+    /// Remove the newest entry.
+    pub fn pop(&mut self) -> Option<(*mut u8, usize)> {
+        self.n.checked_sub(1).map(|i| self.remove(i))
+    }
+
     /// Keep a freed mapping; returns what to unmap instead: the oldest entry if the new
     /// one needs its room, and the new one if it still does not fit (or is too large).
     pub fn put(&mut self, p: *mut u8, len: usize) -> Evicted {

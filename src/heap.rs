@@ -321,10 +321,22 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let (mem, lead, protnone) = match self.reuse_large(data) {
             Some((mem, lead)) => (mem, lead, false),
             None => {
-                // SAFETY: a fresh anonymous mapping, ours.
-                let base =
-                    unsafe { O::mmap(null_mut(), data + 2 * guard, Prot::ReadWrite, false)? }
-                        .as_ptr();
+                let len = data + 2 * guard;
+                // SAFETY: a fresh anonymous mapping, ours; the caches' mappings are unused.
+                let base = unsafe {
+                    match O::mmap(null_mut(), len, Prot::ReadWrite, false) {
+                        Some(p) => p,
+                        None => {
+                            // the guard is dropped at the end of the statement
+                            let flushed = self.locked()?.flush_map_caches::<O>();
+                            if !flushed {
+                                return None;
+                            }
+                            O::mmap(null_mut(), len, Prot::ReadWrite, false)?
+                        }
+                    }
+                }
+                .as_ptr();
                 let mem = base.wrapping_add(guard);
                 // SAFETY: both guard ranges are ours and hold nothing.
                 let protnone = unsafe {
@@ -688,10 +700,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     *end = canary(secret, end.addr());
                     set_size(p, end, n, secret);
                     return NonNull::new(p);
-                } else {
+                } else if O::guard(mem.wrapping_add(old_data), trail, false) {
                     // grow: the whole trailing guard becomes data, then mremap (which may
-                    // move the block, guards included) and a new trailing guard
-                    O::guard(mem.wrapping_add(old_data), trail, false);
+                    // move the block, guards included) and a new trailing guard. (Had the
+                    // guard stayed, the grown block would fault inside: copy instead.)
                     let old_len = lead + old_data + trail;
                     match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
                         Some(new) => {
@@ -1128,6 +1140,31 @@ impl State {
         }
     }
 
+    /// Unmap every mapping the caches keep; whether there was any. Cached mappings hold
+    /// address space, which counts against `RLIMIT_AS` and `RLIMIT_DATA` (and commit
+    /// charge) though their pages are gone: when a mapping fails, they are what to give up
+    /// before failing the allocation.
+    ///
+    /// # Safety
+    /// The lock is held.
+    unsafe fn flush_map_caches<O: Os>(&mut self) -> bool {
+        let guard = GUARD_PAGES * self.pagesize;
+        let mut any = false;
+        // SAFETY: cached mappings are the heap's and hold nothing live; a large block is
+        // cached without the configured guard on each side.
+        unsafe {
+            while let Some((p, len)) = self.cache.pop() {
+                O::munmap(p, len);
+                any = true;
+            }
+            while let Some((p, len)) = self.large_cache.pop() {
+                O::munmap(p.wrapping_sub(guard), len + 2 * guard);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// mallocng `alloc_slot`: a slot of `sc` from the active list, or from a new group.
     ///
     /// # Safety
@@ -1178,7 +1215,11 @@ impl State {
                         self.group_bytes += len;
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
-                        let Some(p) = O::mmap(null_mut(), len, Prot::ReadWrite, false) else {
+                        let mut p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
+                        if p.is_none() && self.flush_map_caches::<O>() {
+                            p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
+                        }
+                        let Some(p) = p else {
                             self.free_meta(m);
                             return None;
                         };

@@ -309,6 +309,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 }
             }
             retire(p, &s);
+            // The slot comes back dirty: calloc must not take a fresh single-slot group's
+            // mark for it. Written only when set, i.e. for a single-slot group, whose one
+            // slot is ours: no other thread touches the field meanwhile.
+            if (*g).zeroed != 0 {
+                (*g).zeroed = 0;
+            }
             let mut k = tc.count[sc] as usize;
             if k == limit(sc) {
                 self.drain(tc, sc, k.div_ceil(2));

@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    Rng, brk_region, calls, fail_maps_after, heap, in_child, set_brk_fail, set_no_guards,
-    stop_failing,
+    Rng, brk_region, calls, fail_maps_after, heap, in_child, inject_fault, set_brk_fail,
+    set_no_guards, stop_failing,
 };
 use ngmalloc::check::Corrupt;
 use ngmalloc::config::{IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES};
@@ -377,6 +377,40 @@ fn out_of_memory_returns_none_and_keeps_the_heap_sound() {
     assert!(h.malloc(usize::MAX - 100).is_none());
     assert!(h.malloc(usize::MAX / 2).is_none());
     for p in keep {
+        unsafe { h.free(p.as_ptr()) };
+    }
+    h.walk().unwrap();
+}
+
+#[test]
+fn a_failing_mapping_first_gives_up_the_cached_ones() {
+    // Regression: freed large blocks and groups keep their address space in the map
+    // caches, which counts against RLIMIT_AS/RLIMIT_DATA; under a limit, a new mapping
+    // failed while they were kept (found by c-tests/oom.c).
+    let h = heap();
+    let big: Vec<_> = (0..5).map(|_| h.malloc(8 << 20).unwrap()).collect();
+    let groups: Vec<_> = (0..64).map(|_| h.malloc(20_000).unwrap()).collect();
+    for p in big.into_iter().chain(groups) {
+        unsafe { h.free(p.as_ptr()) };
+    }
+    h.walk().unwrap();
+    // the next mapping fails once, as under a limit the cached mappings fill
+    let unmapped = calls().munmap;
+    inject_fault(0, false);
+    let p = h
+        .malloc(24 << 20)
+        .expect("the cached mappings are given up first");
+    inject_fault(u64::MAX, false);
+    assert!(calls().munmap > unmapped);
+    unsafe { h.free(p.as_ptr()) };
+    // the same for a group's mapping
+    let q = h.malloc(30_000).unwrap();
+    let r = h.malloc(8 << 20).unwrap();
+    unsafe { h.free(r.as_ptr()) };
+    inject_fault(0, false);
+    let more: Vec<_> = (0..40).map(|_| h.malloc(30_000).unwrap()).collect();
+    inject_fault(u64::MAX, false);
+    for p in more.into_iter().chain([q]) {
         unsafe { h.free(p.as_ptr()) };
     }
     h.walk().unwrap();

@@ -234,3 +234,29 @@ fn freeing_everything_gives_the_cache_back_and_the_groups_with_it() {
     );
     unsafe { h.cache_destroy(tc) };
 }
+
+#[test]
+fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
+    // Regression: a fresh single-slot group is marked all-zero for calloc; its slot, freed
+    // into the cache dirty and taken again, kept the mark, and musl's calloc skipped the
+    // memset (found by c-tests/oom.c).
+    let h = heap();
+    let tc = cache(&h);
+    let p = h.malloc_cached(tc, 4000).unwrap().as_ptr();
+    assert!(
+        unsafe { h.is_allzero(p) },
+        "a fresh single-slot group reads as zero"
+    );
+    unsafe { p.write_bytes(0xab, 4000) };
+    unsafe { h.free_cached(tc, p) };
+    let q = h.malloc_cached(tc, 4000).unwrap().as_ptr();
+    // the same slot (offset cycling may move the start within it)
+    assert!(q.addr().abs_diff(p.addr()) < 4096, "the cached slot is reused");
+    assert!(
+        !unsafe { h.is_allzero(q) },
+        "a reused slot is not fresh memory"
+    );
+    unsafe { h.free_cached(tc, q) };
+    unsafe { h.cache_destroy(tc) };
+    h.walk().unwrap();
+}

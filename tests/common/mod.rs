@@ -39,6 +39,8 @@ thread_local! {
     /// u64::MAX = never.
     static FAIL_AFTER: Cell<u64> = const { Cell::new(u64::MAX) };
     static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
+    /// Fault injection over every call that can fail (see [`inject_fault`]).
+    static FAULT: Cell<Fault> = const { Cell::new(Fault::NONE) };
     /// Whether MADV_GUARD_INSTALL fails, as on an old kernel.
     static NO_GUARDS: Cell<bool> = const { Cell::new(false) };
 }
@@ -83,6 +85,52 @@ fn map_allowed() -> bool {
     n < FAIL_AFTER.with(|c| c.get())
 }
 
+/// Fault injection: calls that can fail (mmap, mremap, mprotect, madvise for release and
+/// for guards, brk) are numbered from 0 as they are made; call `at` fails, and with
+/// `persist` every later one too. The numbering is per thread, like the heaps' counters.
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    calls: u64,
+    at: u64,
+    persist: bool,
+}
+
+impl Fault {
+    const NONE: Fault = Fault {
+        calls: 0,
+        at: u64::MAX,
+        persist: false,
+    };
+}
+
+/// Start numbering fallible calls from 0 and fail call `at` (and, with `persist`, every
+/// one after it). `u64::MAX` injects nothing and only counts.
+pub fn inject_fault(at: u64, persist: bool) {
+    FAULT.with(|c| {
+        c.set(Fault {
+            calls: 0,
+            at,
+            persist,
+        })
+    });
+}
+
+/// Fallible calls made since the last [`inject_fault`].
+pub fn fault_calls() -> u64 {
+    FAULT.with(|c| c.get().calls)
+}
+
+/// Number this call; whether it is to fail.
+fn faulted() -> bool {
+    FAULT.with(|c| {
+        let mut f = c.get();
+        let n = f.calls;
+        f.calls += 1;
+        c.set(f);
+        n == f.at || (f.persist && n > f.at)
+    })
+}
+
 /// The emulated break's reservation, for tests that inspect it.
 pub fn brk_region() -> (usize, usize) {
     BRK.with(|c| c.get())
@@ -97,7 +145,7 @@ unsafe impl Os for TestOs {
 
     unsafe fn mmap(at: *mut u8, len: usize, prot: Prot, fixed: bool) -> Option<NonNull<u8>> {
         bump(|c| c.mmap += 1);
-        if !map_allowed() {
+        if faulted() || !map_allowed() {
             return None;
         }
         unsafe { Raw::mmap(at, len, prot, fixed) }
@@ -108,14 +156,14 @@ unsafe impl Os for TestOs {
     }
     unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
         bump(|c| c.mremap += 1);
-        if !map_allowed() {
+        if faulted() || !map_allowed() {
             return None;
         }
         unsafe { Raw::mremap(p, old, new) }
     }
     unsafe fn mprotect(p: *mut u8, len: usize, prot: Prot) -> bool {
         bump(|c| c.mprotect += 1);
-        if !map_allowed() {
+        if faulted() || !map_allowed() {
             return false;
         }
         unsafe { Raw::mprotect(p, len, prot) }
@@ -125,11 +173,14 @@ unsafe impl Os for TestOs {
             c.release += 1;
             c.released_bytes += len as u64
         });
+        if faulted() {
+            return false;
+        }
         unsafe { Raw::release(p, len) }
     }
     unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
         bump(|c| c.guard += 1);
-        if NO_GUARDS.with(|c| c.get()) {
+        if faulted() || NO_GUARDS.with(|c| c.get()) {
             return false; // as a pre-6.13 kernel or a locked mapping: EINVAL
         }
         unsafe { Raw::guard(p, len, install) }
@@ -148,7 +199,10 @@ unsafe impl Os for TestOs {
         } else {
             (base, cur)
         };
-        if to == 0 || BRK_FAIL.with(|c| c.get()) || to < cur || to > base + BRK_SPAN {
+        if to == 0 {
+            return cur;
+        }
+        if faulted() || BRK_FAIL.with(|c| c.get()) || to < cur || to > base + BRK_SPAN {
             return cur;
         }
         let lo = cur & !4095;
