@@ -36,7 +36,7 @@ use crate::os::{Os, Prot};
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, idx_rsv,
+    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, flag, idx_rsv,
     mark_freed, nominal_size, retire, set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
     slot_bounds,
 };
@@ -705,6 +705,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     // move the block, guards included) and a new trailing guard. (Had the
                     // guard stayed, the grown block would fault inside: copy instead.)
                     let old_len = lead + old_data + trail;
+                    // a pointer far into its block (a large alignment) keeps a 32-bit
+                    // offset, marked by the canary's complement: keep the marking
+                    let big = flag(p) != canary(secret, p.addr() - 4);
                     match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
                         Some(new) => {
                             let mem = new.as_ptr().wrapping_add(lead);
@@ -716,7 +719,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             let p = start.wrapping_add(base);
                             // canaries depend on their address: the move made the flags stale
                             set_flag(start, canary(secret, start.addr() - 4));
-                            set_flag(p, canary(secret, p.addr() - 4));
+                            let check = canary(secret, p.addr() - 4);
+                            set_flag(p, if big { !check } else { check });
                             let end = mem.wrapping_add(needed - IB);
                             *end = canary(secret, end.addr());
                             set_size(p, end, n, secret);

@@ -242,4 +242,3 @@ fn out_of_memory_from_every_call_on_is_survived() {
         run(at, true);
     }
 }
-

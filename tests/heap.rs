@@ -383,6 +383,27 @@ fn out_of_memory_returns_none_and_keeps_the_heap_sound() {
 }
 
 #[test]
+fn a_far_aligned_large_block_survives_an_mremap_growth() {
+    // Regression (found by the ops fuzz body): the pointer of a large block aligned more
+    // than 1 MiB into its mapping keeps a 32-bit offset, marked by the complement of its
+    // check byte; growing it by mremap rewrote the plain check byte, and the next call on
+    // the block crashed on a header it had written itself.
+    let h = heap();
+    for align in [1 << 21, 1 << 22] {
+        let p = h.aligned_alloc(align, 900_000).unwrap().as_ptr();
+        assert_eq!(p.addr() % align, 0);
+        unsafe { p.write_bytes(7, 900_000) };
+        let q = unsafe { h.realloc(p, 3 << 20) }.unwrap().as_ptr();
+        assert_eq!(unsafe { h.usable_size(q) }, 3 << 20);
+        assert!((0..900_000).all(|i| unsafe { *q.add(i) } == 7));
+        let r = unsafe { h.realloc(q, 2 << 20) }.unwrap().as_ptr();
+        assert_eq!(unsafe { h.usable_size(r) }, 2 << 20);
+        unsafe { h.free(r) };
+    }
+    h.walk().unwrap();
+}
+
+#[test]
 fn a_failing_mapping_first_gives_up_the_cached_ones() {
     // Regression: freed large blocks and groups keep their address space in the map
     // caches, which counts against RLIMIT_AS/RLIMIT_DATA; under a limit, a new mapping

@@ -251,7 +251,10 @@ fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
     unsafe { h.free_cached(tc, p) };
     let q = h.malloc_cached(tc, 4000).unwrap().as_ptr();
     // the same slot (offset cycling may move the start within it)
-    assert!(q.addr().abs_diff(p.addr()) < 4096, "the cached slot is reused");
+    assert!(
+        q.addr().abs_diff(p.addr()) < 4096,
+        "the cached slot is reused"
+    );
     assert!(
         !unsafe { h.is_allzero(q) },
         "a reused slot is not fresh memory"
