@@ -28,6 +28,7 @@ use crate::config::{
 };
 use crate::list::{checked_links, dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
+use crate::masks::{FastFree, free_fast, free_locked};
 use crate::meta::{
     AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, large_guards, low_mask,
     set_large_guards, storage, stride,
@@ -575,23 +576,13 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let all = low_mask((*g).last_idx as usize);
             // atomic free without locking if this is neither the first freed slot (the
             // group may need queueing) nor the last in use (the group may be freed).
-            loop {
-                let freed = (*g).freed_mask.load(Relaxed);
-                let avail = (*g).avail_mask.load(Relaxed);
-                let mask = freed | avail;
-                check!(mask & bit == 0);
-                if freed == 0 || mask + bit == all {
-                    break;
-                }
-                // Release: our last writes to the slot happen before its reuse.
-                if (*g)
-                    .freed_mask
-                    .compare_exchange(freed, freed + bit, Release, Relaxed)
-                    .is_ok()
-                {
+            match free_fast(&(*g).freed_mask, &(*g).avail_mask, bit, all) {
+                FastFree::Done => {
                     self.after_free(medium);
                     return;
                 }
+                FastFree::AlreadyFree => crate::check::crash(),
+                FastFree::NeedsLock => {}
             }
             // a valid pointer means the region exists: the lock cannot fail
             let Some(mut st) = self.locked() else {
@@ -1312,7 +1303,7 @@ impl State {
             }
             // a kept single-slot group's memory is no longer fresh
             (*g).zeroed = 0;
-            (*g).freed_mask.fetch_or(bit, Release);
+            free_locked(&(*g).freed_mask, bit);
             KEEP
         }
     }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod heap;
 pub mod list;
 pub mod lock;
+pub mod masks;
 pub mod meta;
 pub mod os;
 pub mod policy;

@@ -23,7 +23,7 @@
 
 use core::ptr::null_mut;
 use core::sync::atomic::AtomicU32;
-use core::sync::atomic::Ordering::{AcqRel, Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::check;
 use crate::config::{AREA, NUM_CLASSES, UNIT};
@@ -168,9 +168,7 @@ pub unsafe fn activate_group(m: *mut Meta) -> u32 {
     unsafe {
         check!((*m).avail_mask.load(Relaxed) == 0);
         let act = low_mask((*(*m).mem).active_idx as usize);
-        // AcqRel: acquire the freeing threads' last writes to these slots before reuse.
-        let mask = (*m).freed_mask.fetch_and(!act, AcqRel) & act;
-        (*m).avail_mask.store(mask, Relaxed);
+        let mask = crate::masks::activate(&(*m).freed_mask, &(*m).avail_mask, act);
         (*m).clean_mask &= !mask;
         (*m).swept_mask &= !mask;
         mask

@@ -64,6 +64,24 @@ fn pattern(tag: u32, i: usize) -> u8 {
     (tag as u8) ^ (i as u8).wrapping_mul(29) ^ (i >> 9) as u8
 }
 
+/// The byte offsets of a `len`-byte block that carry its pattern: all of a small block; of
+/// a large one its first and last 256 bytes and every 61st byte between (so a run stays
+/// fast, and any page lost or swapped still shows).
+fn marked(len: usize) -> impl Iterator<Item = usize> {
+    let edge = 256.min(len);
+    (0..edge)
+        .chain((edge..len.saturating_sub(256)).step_by(61))
+        .chain(len.saturating_sub(256).max(edge)..len)
+}
+
+/// The first of the bytes marked in a `len`-byte block, below `kept`, that lost its
+/// pattern at `p`.
+fn changed(p: *const u8, len: usize, kept: usize, tag: u32) -> Option<usize> {
+    marked(len)
+        .take_while(|&i| i < kept)
+        .find(|&i| unsafe { *p.add(i) } != pattern(tag, i))
+}
+
 #[derive(Clone, Copy)]
 struct Block {
     len: usize,
@@ -90,14 +108,14 @@ impl Model {
         if let Some((&q, _)) = self.live.range(a..).next() {
             assert!(q >= end, "overlaps the block above");
         }
-        let bytes = unsafe { std::slice::from_raw_parts_mut(p, len) };
         if zeroed {
+            let bytes = unsafe { std::slice::from_raw_parts(p, len) };
             assert!(bytes.iter().all(|&b| b == 0), "calloc memory not zero");
         }
         assert_eq!(unsafe { HEAP.usable_size(p) }, len, "usable size");
         self.tag = self.tag.wrapping_add(1);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = pattern(self.tag, i);
+        for i in marked(len) {
+            unsafe { *p.add(i) = pattern(self.tag, i) };
         }
         self.live.insert(a, Block { len, tag: self.tag });
     }
@@ -108,11 +126,7 @@ impl Model {
         let (&a, &b) = self.live.iter().nth(k as usize % n.max(1))?;
         self.live.remove(&a);
         let p = std::ptr::with_exposed_provenance_mut::<u8>(a);
-        let bytes = unsafe { std::slice::from_raw_parts(p, b.len) };
-        let bad = bytes
-            .iter()
-            .enumerate()
-            .position(|(i, &v)| v != pattern(b.tag, i));
+        let bad = changed(p, b.len, b.len, b.tag);
         assert!(bad.is_none(), "block {a:#x} changed at {bad:?}");
         Some((p, b))
     }
@@ -140,7 +154,7 @@ impl Model {
     }
 }
 
-/// Decode `data` into a sequence of allocation calls (every call of the heap, through the
+/// Decode `data` into up to 128 allocation calls (every call of the heap, through the
 /// thread caches or not), check each result against the model and the whole heap with the
 /// walker after every call, then free everything and check the heap is empty.
 pub fn ops(data: &[u8]) {
@@ -152,7 +166,7 @@ pub fn ops(data: &[u8]) {
         caches: [HEAP.cache_create(), HEAP.cache_create()],
     };
     let mut steps = 0;
-    while !b.done() && steps < 256 {
+    while !b.done() && steps < 128 {
         steps += 1;
         let op = b.u8();
         let full = m.live.len() >= MAX_LIVE;
@@ -179,11 +193,7 @@ pub fn ops(data: &[u8]) {
                 match m.take(k) {
                     Some((p, old)) => {
                         let q = unsafe { HEAP.realloc(p, n) }.expect("realloc").as_ptr();
-                        let kept = unsafe { std::slice::from_raw_parts(q, n.min(old.len)) };
-                        let bad = kept
-                            .iter()
-                            .enumerate()
-                            .position(|(i, &v)| v != pattern(old.tag, i));
+                        let bad = changed(q, old.len, n, old.tag);
                         assert!(bad.is_none(), "realloc lost contents at {bad:?}");
                         m.add(q, n, 1, false);
                     }
