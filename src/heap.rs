@@ -28,7 +28,7 @@ use crate::config::{
 };
 use crate::list::{checked_links, dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
-use crate::masks::{FastFree, free_fast, free_locked};
+use crate::masks::{FastFree, free_fast, free_locked, free_slots};
 use crate::meta::{
     AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, large_guards, low_mask,
     set_large_guards, storage, stride,
@@ -38,8 +38,8 @@ use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, flag, idx_rsv,
-    mark_freed, nominal_size, retire, set_big_off, set_flag, set_idx_rsv, set_off16, set_size,
-    slot_bounds,
+    mark_freed, nominal_size, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv,
+    set_off16, set_size, slot_bounds,
 };
 
 /// Frees of multi-page slots between two release sweeps.
@@ -688,7 +688,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     }
                     let end = mem.wrapping_add(needed - IB);
                     // the new end's check byte (the old one is in the guard now)
-                    *end = canary(secret, end.addr());
+                    set_check_byte(end, canary(secret, end.addr()));
                     set_size(p, end, n, secret);
                     return NonNull::new(p);
                 } else if O::guard(mem.wrapping_add(old_data), trail, false) {
@@ -713,7 +713,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             let check = canary(secret, p.addr() - 4);
                             set_flag(p, if big { !check } else { check });
                             let end = mem.wrapping_add(needed - IB);
-                            *end = canary(secret, end.addr());
+                            set_check_byte(end, canary(secret, end.addr()));
                             set_size(p, end, n, secret);
                             return NonNull::new(p);
                         }
@@ -811,7 +811,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     set_flag(p, canary(secret, p.addr() - 4));
                     set_idx_rsv(p, 0xff);
                     let end = p.wrapping_add(class_size(sc) - IB);
-                    *end = canary(secret, end.addr());
+                    set_check_byte(end, canary(secret, end.addr()));
                     queue(&mut st.active[sc], m);
                 }
                 a += span;
@@ -1280,7 +1280,7 @@ impl State {
         unsafe {
             let bit = 1u32 << i;
             let sc = (*g).sizeclass as usize;
-            let mask = (*g).freed_mask.load(Relaxed) | (*g).avail_mask.load(Relaxed);
+            let mask = free_slots(&(*g).freed_mask, &(*g).avail_mask);
             if mask + bit == low_mask((*g).last_idx as usize) && self.okay_to_free(g) {
                 // any multi-slot group is necessarily on an active list here, but
                 // single-slot groups might or might not be.
@@ -1301,8 +1301,11 @@ impl State {
                     queue(&mut self.active[sc], g);
                 }
             }
-            // a kept single-slot group's memory is no longer fresh
-            (*g).zeroed = 0;
+            // a kept single-slot group's memory is no longer fresh (written only when set:
+            // other groups' flags are read by cached frees of their slots with no lock)
+            if (*g).zeroed != 0 {
+                (*g).zeroed = 0;
+            }
             free_locked(&(*g).freed_mask, bit);
             KEEP
         }

@@ -9,7 +9,7 @@
 //! queued) and will keep a slot in use (so it is not to be freed): both decisions that
 //! need the lock are left to the locked path.
 
-use core::sync::atomic::Ordering::{self, AcqRel, Relaxed, Release};
+use core::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release};
 
 /// The atomic operations the protocol uses, for the real `AtomicU32` and loom's.
 pub trait Mask {
@@ -78,6 +78,15 @@ pub fn free_fast<M: Mask>(freed: &M, avail: &M, bit: u32, all: u32) -> FastFree 
             return FastFree::Done;
         }
     }
+}
+
+/// The locked free's view of the slots not in use: `freed | avail`, read under the lock.
+/// Acquire: if the slot being freed is the last in use, the group is torn down next, and
+/// every other slot's free (fast-path ones included, which released their last reads of
+/// the group's record and memory) must happen before that.
+#[inline(always)]
+pub fn free_slots<M: Mask>(freed: &M, avail: &M) -> u32 {
+    freed.load(Acquire) | avail.load(Relaxed)
 }
 
 /// The locked free's last step: `bit` joins `freed` (fast-path frees may add theirs

@@ -27,6 +27,9 @@
 //! a redirect header at its start: `rsv == 7` and `off` = distance to `p` in UNITs. A freed
 //! header reads `idx|rsv == 0xff`, `off == 0`.
 
+use core::sync::atomic::AtomicU8;
+use core::sync::atomic::Ordering::Relaxed;
+
 use crate::check::{Corrupt, check, ensure};
 use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
@@ -50,6 +53,29 @@ pub fn canary(secret: u64, addr: usize) -> u8 {
     ((((h >> 56) * 254) >> 8) as u8) + 1
 }
 
+/// Read a check byte. The byte at a slot's end is also the next slot's header flag; with
+/// thread caches the two slots' owners frame and check them at once with no lock between
+/// them. Both write the same value (the canary of the byte's address), but only atomic
+/// accesses make that defined; relaxed byte accesses are plain byte moves.
+///
+/// # Safety
+/// `p` is readable.
+#[inline(always)]
+pub unsafe fn check_byte(p: *const u8) -> u8 {
+    // SAFETY: the caller vouches for the byte; any byte may be accessed atomically.
+    unsafe { AtomicU8::from_ptr(p.cast_mut()) }.load(Relaxed)
+}
+
+/// Write a check byte (see [`check_byte`]).
+///
+/// # Safety
+/// `p` is writable.
+#[inline(always)]
+pub unsafe fn set_check_byte(p: *mut u8, v: u8) {
+    // SAFETY: as check_byte.
+    unsafe { AtomicU8::from_ptr(p) }.store(v, Relaxed)
+}
+
 // Header reads and writes. `p` is always 16-aligned, so these are aligned accesses; the
 // callers vouch that `p - 8 .. p` lies in memory of the heap.
 
@@ -58,7 +84,7 @@ pub fn canary(secret: u64, addr: usize) -> u8 {
 #[inline(always)]
 pub unsafe fn flag(p: *const u8) -> u8 {
     // SAFETY: the caller vouches for the header bytes.
-    unsafe { *p.wrapping_sub(4) }
+    unsafe { check_byte(p.wrapping_sub(4)) }
 }
 /// # Safety
 /// `p - 3` is readable.
@@ -79,7 +105,7 @@ pub unsafe fn off16(p: *const u8) -> usize {
 #[inline(always)]
 pub unsafe fn set_flag(p: *mut u8, v: u8) {
     // SAFETY: the caller vouches for the header bytes.
-    unsafe { *p.wrapping_sub(4) = v }
+    unsafe { set_check_byte(p.wrapping_sub(4), v) }
 }
 /// # Safety
 /// `p - 3` is writable.
@@ -145,19 +171,11 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
         ensure!(index <= (*meta).last_idx as usize, Corrupt::Index);
         let bit = 1u32 << index;
         ensure!(
-            (*meta)
-                .avail_mask
-                .load(core::sync::atomic::Ordering::Relaxed)
-                & bit
-                == 0,
+            (*meta).avail_mask.load(Relaxed) & bit == 0,
             Corrupt::DoubleFree
         );
         ensure!(
-            (*meta)
-                .freed_mask
-                .load(core::sync::atomic::Ordering::Relaxed)
-                & bit
-                == 0,
+            (*meta).freed_mask.load(Relaxed) & bit == 0,
             Corrupt::DoubleFree
         );
         let sc = (*meta).sizeclass as usize;
@@ -247,13 +265,22 @@ pub unsafe fn nominal_size(p: *const u8, end: *const u8, secret: u64) -> Result<
             reserved = end.wrapping_sub(4).cast::<u32>().read_unaligned() as usize;
             ensure!(reserved >= RSV_EXT as usize, Corrupt::Reserved);
             let at = end.wrapping_sub(5);
-            ensure!(*at == canary(secret, at.addr()), Corrupt::CheckByte);
+            ensure!(
+                check_byte(at) == canary(secret, at.addr()),
+                Corrupt::CheckByte
+            );
         }
         let room = end.addr() - p.addr();
         ensure!(reserved <= room, Corrupt::Reserved);
         let at = end.wrapping_sub(reserved);
-        ensure!(*at == canary(secret, at.addr()), Corrupt::CheckByte);
-        ensure!(*end == canary(secret, end.addr()), Corrupt::CheckByte);
+        ensure!(
+            check_byte(at) == canary(secret, at.addr()),
+            Corrupt::CheckByte
+        );
+        ensure!(
+            check_byte(end) == canary(secret, end.addr()),
+            Corrupt::CheckByte
+        );
         Ok(room - reserved)
     }
 }
@@ -270,14 +297,14 @@ pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize, secret: u64) {
     unsafe {
         // the first byte after the data (the next slot's flag when nothing is reserved)
         let at = end.wrapping_sub(reserved);
-        *at = canary(secret, at.addr());
+        set_check_byte(at, canary(secret, at.addr()));
         if reserved >= RSV_EXT as usize {
             debug_assert!(reserved <= u32::MAX as usize);
             end.wrapping_sub(4)
                 .cast::<u32>()
                 .write_unaligned(reserved as u32);
             let at = end.wrapping_sub(5);
-            *at = canary(secret, at.addr());
+            set_check_byte(at, canary(secret, at.addr()));
             reserved = RSV_EXT as usize;
         }
         set_idx_rsv(p, (idx_rsv(p) & 31) | ((reserved as u8) << 5));
@@ -339,7 +366,7 @@ pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64)
         }
         set_off16(p, (p.addr() - base.addr()) / UNIT);
         set_idx_rsv(p, idx as u8);
-        *end = canary(secret, end.addr());
+        set_check_byte(end, canary(secret, end.addr()));
         set_size(p, end, n, secret);
         p
     }

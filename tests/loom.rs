@@ -10,7 +10,7 @@
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Mutex};
-use ngmalloc::masks::{FastFree, Mask, activate, free_fast, free_locked};
+use ngmalloc::masks::{FastFree, Mask, activate, free_fast, free_locked, free_slots};
 use std::sync::atomic::Ordering;
 
 /// loom's atomics under the protocol's trait (a newtype: both are foreign here).
@@ -58,9 +58,13 @@ impl Group {
                 let mut gone = self.lock.lock().unwrap();
                 assert!(!*gone, "free into a torn-down group");
                 // nontrivial_free: the last slot in use frees the group
-                let mask = self.freed.load(Ordering::Relaxed) | self.avail.load(Ordering::Relaxed);
+                let mask = free_slots(&self.freed, &self.avail);
                 assert_eq!(mask & bit, 0, "double free under the lock");
                 if mask + bit == ALL {
+                    // the memory goes back (to be reused by anyone): every slot written
+                    for d in &self.data {
+                        d.with_mut(|d| unsafe { *d = 0 });
+                    }
                     *gone = true;
                 } else {
                     free_locked(&self.freed, bit);
