@@ -85,7 +85,7 @@ unsafe impl Os for MiriOs {
 type H = Heap<MiriOs, FutexLock>;
 
 /// Fewer steps under Miri, which interprets every access.
-const STEPS: usize = if cfg!(miri) { 300 } else { 5000 };
+const STEPS: usize = if cfg!(miri) { 150 } else { 5000 };
 
 struct Rng(u64);
 
