@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR ?= target
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
            valloc pvalloc malloc_usable_size free_sized free_aligned_sized
 
-.PHONY: all deps lib sysroot test bench bench-quick bench-publish clean
+.PHONY: all deps lib sysroot test bench bench-quick bench-publish soak clean
 
 all: lib sysroot
 
@@ -54,6 +54,13 @@ bench-quick: lib sysroot
 
 bench-publish:
 	python3 bench/report.py --publish $(BUILD)/bench
+
+# The soak test (soak/README.md): SOAK_SECONDS of churn with a stable live set on the
+# sysroot and on the standalone library; no block may be corrupted and RSS must stop
+# growing. (Not SECONDS: bash keeps a variable of that name.)
+SOAK_SECONDS ?= 600
+soak: lib sysroot
+	ci/soak.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

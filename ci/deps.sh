@@ -21,6 +21,7 @@ need bindgen bindgen            # the C/Rust boundary check (tests only)
 need musl-gcc musl-tools        # stock musl, for the attack suite's comparison (tests only)
 need valgrind valgrind          # instruction counts (benchmark harness)
 need gnuplot gnuplot-nox        # the benchmark chart
+need g++ g++                    # libFuzzer, built by cargo-fuzz (tests only)
 # the benchmark harness preloads Debian's mimalloc and jemalloc
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
 have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
@@ -53,3 +54,17 @@ cargo fmt --version >/dev/null 2>&1 || rustup_add rustfmt component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup_add clippy component add clippy
 target=x86_64-unknown-linux-musl
 [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"
+# the reliability checks of `make test`: nightly Rust with rust-src (ThreadSanitizer
+# rebuilds std with the sanitizer) and Miri, and cargo-fuzz (libFuzzer)
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  rustup_add "nightly Rust" toolchain install nightly --profile minimal --component rust-src,miri
+fi
+for c in rust-src miri; do
+  rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^$c" ||
+    rustup_add "the nightly component $c" component add --toolchain nightly "$c"
+done
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "ngmalloc: installing cargo-fuzz" >&2
+  cargo install -q cargo-fuzz --locked >/dev/null 2>&1 ||
+    { echo "ngmalloc: could not install cargo-fuzz. Run: cargo install cargo-fuzz --locked" >&2; exit 1; }
+fi

@@ -64,6 +64,16 @@ for v in 1.2.5 1.2.3; do
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
 done
 step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
+# reliability: real out-of-memory, a time-boxed soak, the lock-free paths model-checked,
+# the threaded stress under ThreadSanitizer, Miri, and each fuzz target for a fixed time
+step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl static)" \
+  ci/oom-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" "$BUILD/sysroot-musl-1.2.5-mallocng"
+step "soak: 60 s churn, RSS stops growing (musl static, standalone)" \
+  ci/soak.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" 60
+step "loom: the free fast path against the locked paths" ci/loom.sh
+step "ThreadSanitizer: threads, cross-thread frees, exit, fork" ci/tsan.sh
+step "Miri with strict provenance" ci/miri.sh
+step "fuzzing: ops and headers, 60 s each" ci/fuzz.sh 60
 step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
