@@ -31,6 +31,8 @@ pub enum Corrupt {
     CheckByte,
     /// A neighbour in a meta list does not point back.
     ListLink,
+    /// An address the header leads to is not heap memory (`pagemap`).
+    Foreign,
 }
 
 /// Stop the process now (mallocng's `a_crash`).

@@ -34,6 +34,7 @@ use crate::meta::{
     set_large_guards, storage, stride,
 };
 use crate::os::{Os, Prot};
+use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
@@ -103,6 +104,17 @@ pub struct State {
     /// The registry of thread caches (`tcache.rs`), for the walker and thread exit.
     pub(crate) caches: *mut crate::tcache::ThreadCache,
     pub(crate) stats: Stats,
+}
+
+/// Unmap heap memory, first taking it out of the page map (so the decoder never reads a
+/// page that is listed but gone).
+///
+/// # Safety
+/// The range is one the heap mapped and holds nothing live.
+unsafe fn unmap<O: Os>(p: *mut u8, len: usize) {
+    pagemap::unregister::<O>(p, len);
+    // SAFETY: forwarded.
+    unsafe { O::munmap(p, len) }
 }
 
 /// The heap's own mapping: the secret and the state, with a PROT_NONE page on each side.
@@ -350,9 +362,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         };
         let base = mem.wrapping_sub(lead);
         let len = lead + data + guard;
+        // SAFETY: the data is mapped readable and ours; the mapping is unused on failure.
+        unsafe {
+            if !pagemap::register::<O>(mem, data) {
+                unmap::<O>(base, len);
+                return None;
+            }
+        }
         let Some(mut st) = self.locked() else {
             // SAFETY: the mapping is ours and unused.
-            unsafe { O::munmap(base, len) };
+            unsafe { unmap::<O>(base, len) };
             return None;
         };
         let secret = st.secret;
@@ -361,7 +380,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let Some(g) = (unsafe { st.alloc_meta::<O>(secret) }) else {
             drop(st);
             // SAFETY: the mapping is ours and unused.
-            unsafe { O::munmap(base, len) };
+            unsafe { unmap::<O>(base, len) };
             return None;
         };
         // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours.
@@ -443,7 +462,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if O::guard(mem, span, false) {
                 return Some((mem, guard + len - span));
             }
-            O::munmap(old.wrapping_sub(guard), len + 2 * guard);
+            unmap::<O>(old.wrapping_sub(guard), len + 2 * guard);
         }
         None
     }
@@ -591,7 +610,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let unmap = st.nontrivial_free::<O>(g, idx, secret);
             drop(st);
             for (base, len) in unmap.into_iter().flatten() {
-                O::munmap(base, len);
+                self::unmap::<O>(base, len);
             }
             self.after_free(medium);
         }
@@ -678,8 +697,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     // Shrink in place: the tail becomes trailing guard (its pages zapped).
                     // No mremap, so no hole in the address space.
                     if needed < old_data {
-                        if !O::guard(mem.wrapping_add(needed), old_data - needed, true) {
-                            // cannot guard the tail: keep the block as it is
+                        let (tail, tail_len) = (mem.wrapping_add(needed), old_data - needed);
+                        pagemap::unregister::<O>(tail, tail_len);
+                        if !O::guard(tail, tail_len, true) {
+                            // cannot guard the tail: keep the block as it is (its leaves
+                            // exist, so registering it again cannot fail)
+                            pagemap::register::<O>(tail, tail_len);
                             set_size(p, s.end, n, secret);
                             return NonNull::new(p);
                         }
@@ -699,9 +722,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     // a pointer far into its block (a large alignment) keeps a 32-bit
                     // offset, marked by the canary's complement: keep the marking
                     let big = flag(p) != canary(secret, p.addr() - 4);
+                    // the block may move: out of the page map until it has settled
+                    pagemap::unregister::<O>(mem, old_data);
                     match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
                         Some(new) => {
                             let mem = new.as_ptr().wrapping_add(lead);
+                            // A new 64 GiB window needs a new page-map leaf; with no memory
+                            // even for that the block could never be freed: stop now.
+                            check!(pagemap::register::<O>(mem, needed));
                             (*g).mem = mem.cast::<Group>();
                             (*g).maplen = (needed / AREA) as u32;
                             let protnone = self.install_guard(mem.wrapping_add(needed), guard);
@@ -717,11 +745,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             set_size(p, end, n, secret);
                             return NonNull::new(p);
                         }
-                        // the block stays as it was: put its trailing guard back
-                        None if self.install_guard(mem.wrapping_add(old_data), trail) => {
-                            set_large_guards(g, lead, trail, true);
+                        // the block stays as it was: put its trailing guard back (and the
+                        // block in the map: its leaves exist, that cannot fail)
+                        None => {
+                            pagemap::register::<O>(mem, old_data);
+                            if self.install_guard(mem.wrapping_add(old_data), trail) {
+                                set_large_guards(g, lead, trail, true);
+                            }
                         }
-                        None => {}
                     }
                 }
             }
@@ -788,8 +819,13 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if b <= a {
             return;
         }
-        // SAFETY: the caller gives us the whole range.
-        unsafe { start.write_bytes(0, end.addr() - start.addr()) };
+        // SAFETY: the caller gives us the whole range, readable for good.
+        unsafe {
+            start.write_bytes(0, end.addr() - start.addr());
+            if !pagemap::register::<O>(start, end.addr() - start.addr()) {
+                return;
+            }
+        }
         let Some(mut st) = self.locked() else {
             return;
         };
@@ -947,6 +983,10 @@ impl State {
                     need_unprotect = false;
                 }
                 if need_unprotect && !O::mprotect(p, pagesize, Prot::ReadWrite) {
+                    return None;
+                }
+                // the decoder reads a record's area only if the page map lists it
+                if !pagemap::register::<O>(p, AREA) {
                     return None;
                 }
                 self.avail_meta_area_count -= 1;
@@ -1149,11 +1189,11 @@ impl State {
         // cached without the configured guard on each side.
         unsafe {
             while let Some((p, len)) = self.cache.pop() {
-                O::munmap(p, len);
+                unmap::<O>(p, len);
                 any = true;
             }
             while let Some((p, len)) = self.large_cache.pop() {
-                O::munmap(p.wrapping_sub(guard), len + 2 * guard);
+                unmap::<O>(p.wrapping_sub(guard), len + 2 * guard);
                 any = true;
             }
         }
@@ -1218,6 +1258,11 @@ impl State {
                             self.free_meta(m);
                             return None;
                         };
+                        if !pagemap::register::<O>(p.as_ptr(), len) {
+                            O::munmap(p.as_ptr(), len);
+                            self.free_meta(m);
+                            return None;
+                        }
                         self.stats.groups_mapped += 1;
                         self.group_bytes += len;
                         (p.as_ptr(), cnt, active_idx, (len / AREA) as u32, Fresh::Yes)
@@ -1340,6 +1385,9 @@ impl State {
                     let (lead, trail, protnone) = large_guards(g);
                     let guard = GUARD_PAGES * self.pagesize;
                     let whole = (mem.wrapping_sub(lead), lead + len + trail);
+                    // its data is no longer heap memory to the decoder (then guarded, or
+                    // unmapped with the rest)
+                    pagemap::unregister::<O>(mem, len);
                     if !protnone && O::guard(mem, len, true) {
                         // cached as a span with the configured guard on each side: the
                         // surplus guards are part of the span (already guarded)

@@ -26,6 +26,7 @@ pub mod lock;
 pub mod masks;
 pub mod meta;
 pub mod os;
+pub mod pagemap;
 pub mod policy;
 pub mod size_class;
 pub mod slot;

@@ -32,7 +32,8 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{Corrupt, check, ensure};
 use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
-use crate::meta::{Group, Meta, area_of, storage, stride};
+use crate::meta::{Group, Meta, MetaArea, area_of, storage, stride};
+use crate::pagemap::contains;
 use crate::size_class::SIZE_CLASSES;
 
 /// `rsv` code: the reserved count is stored as a `u32` at `end - 4`.
@@ -143,15 +144,21 @@ pub unsafe fn slot_index(p: *const u8) -> usize {
 /// mallocng `get_meta`: follow the header of `p` to its group and meta record and check
 /// every link, without trusting anything the user could have written.
 ///
+/// Reads only heap memory: the header is read only if its page is heap memory, and so is
+/// every address derived from it (`pagemap`), so a forged header is rejected rather than
+/// followed out of the heap.
+///
 /// # Safety
-/// `p - 8 .. p` is readable, and so is whatever a well-formed header there points to (a
-/// corrupted one may make this read out of bounds and fault: that is a crash too).
+/// The heap memory the page map lists is mapped and readable.
 #[inline(always)]
 pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
     ensure!(p.addr() & (UNIT - 1) == 0, Corrupt::Misaligned);
     ensure!(secret != 0, Corrupt::Uninitialised);
-    // SAFETY: header reads are covered by the caller; each pointer followed below is
-    // checked (secret first) before anything read through it is trusted.
+    // the header (the unit before `p`, one page) must be heap memory before it is read
+    ensure!(contains(p.addr().wrapping_sub(UNIT)), Corrupt::Foreign);
+    // SAFETY: the header is heap memory; every address derived from it is checked to be
+    // heap memory before it is read, and what is read there is checked (secret first)
+    // before it is trusted.
     unsafe {
         let mut offset = off16(p);
         let index = slot_index(p);
@@ -164,9 +171,21 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
             ensure!(offset > 0xffff, Corrupt::Offset);
         }
         let base = p.wrapping_sub(UNIT * offset + UNIT).cast::<Group>();
+        // a 16-byte group header lies in one page
+        ensure!(contains(base.addr()), Corrupt::Foreign);
         let meta = (*base).meta;
         ensure!(!meta.is_null(), Corrupt::GroupLink);
-        ensure!((*area_of(meta)).check == secret, Corrupt::Secret);
+        // a record lies whole in its area, at a record boundary, and the area is heap memory
+        let area = area_of(meta);
+        let at = meta.addr() - area.addr();
+        ensure!(
+            at >= size_of::<MetaArea>()
+                && (at - size_of::<MetaArea>()).is_multiple_of(size_of::<Meta>())
+                && at + size_of::<Meta>() <= AREA,
+            Corrupt::GroupLink
+        );
+        ensure!(contains(area.addr()), Corrupt::Foreign);
+        ensure!((*area).check == secret, Corrupt::Secret);
         ensure!((*meta).mem == base.cast_mut(), Corrupt::GroupLink);
         ensure!(index <= (*meta).last_idx as usize, Corrupt::Index);
         let bit = 1u32 << index;
@@ -218,14 +237,23 @@ pub struct Slot {
     pub end: *mut u8,
 }
 
-/// [`find_meta`] plus the slot's bounds.
+/// [`find_meta`] plus the slot's bounds, for a pointer a user may hold (never a slot that
+/// hosts a nested group).
 ///
 /// # Safety
 /// As [`find_meta`].
 #[inline(always)]
 pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
-    // SAFETY: forwarded; `meta` was validated by find_meta, the index with it.
-    unsafe { slot_bounds(find_meta(p, secret)?, slot_index(p)) }
+    // SAFETY: forwarded; `meta` was validated by find_meta, the index with it; the byte
+    // read lies before the slot's start, in its group.
+    unsafe {
+        let s = slot_bounds(find_meta(p, secret)?, slot_index(p))?;
+        // A slot hosting a nested group is in use, and a pointer into the nested group's
+        // slots lies inside it: a forged header could name the host slot and have it freed
+        // from under the nested group. No user pointer resolves to a host slot.
+        ensure!(idx_rsv(s.start) >> 5 != RSV_NESTED, Corrupt::Index);
+        Ok(s)
+    }
 }
 
 /// The bounds of slot `idx` of the validated record `meta` (for a slot whose header has

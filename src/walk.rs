@@ -12,7 +12,8 @@ use crate::lock::RawLock;
 use crate::meta::{AREA_SLOTS, Meta, area_of, area_slots, low_mask, storage, stride};
 use crate::os::Os;
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, canary, find_slot, flag, idx_rsv, nominal_size, off16, slot_index,
+    RSV_NESTED, RSV_REDIRECT, canary, find_meta, find_slot, flag, idx_rsv, nominal_size, off16,
+    slot_bounds, slot_index,
 };
 use crate::tcache::{TC_CLASSES, limit};
 
@@ -413,11 +414,14 @@ unsafe fn walk_group(
             }
             if (*m).maplen == 0 && (*m).freeable != 0 {
                 // nested: its memory is an in-use slot of a larger class marked as host
-                let host = find_slot(g.cast::<u8>(), secret).map_err(|e| Violation {
-                    what: "nested group's host slot",
-                    at: m.addr(),
-                    corrupt: Some(e),
-                })?;
+                let gp = g.cast::<u8>();
+                let host = find_meta(gp, secret)
+                    .and_then(|hm| slot_bounds(hm, slot_index(gp)))
+                    .map_err(|e| Violation {
+                        what: "nested group's host slot",
+                        at: m.addr(),
+                        corrupt: Some(e),
+                    })?;
                 want!(
                     idx_rsv(g.cast::<u8>()) >> 5 == RSV_NESTED,
                     "host slot not marked",

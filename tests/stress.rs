@@ -13,9 +13,70 @@ use std::sync::{Arc, Mutex};
 use common::Rng;
 use ngmalloc::Heap;
 use ngmalloc::os::linux::{FutexLock, Linux};
+use ngmalloc::os::{Os, Prot};
 use ngmalloc::tcache::ThreadCache;
+use std::ptr::NonNull;
 
-type H = Heap<Linux<false>, FutexLock>;
+/// The raw Linux backend with its mapping calls made through libc: ThreadSanitizer sees
+/// libc's `mmap` and `munmap` (not raw system calls) and forgets what it knew of an
+/// unmapped range, so an address range the kernel hands out again is not taken for a
+/// racing reuse of the old memory.
+struct LibcOs;
+
+fn prot(p: Prot) -> libc::c_int {
+    match p {
+        Prot::None => libc::PROT_NONE,
+        Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    }
+}
+
+// SAFETY: libc's calls are the system calls the raw backend makes.
+unsafe impl Os for LibcOs {
+    const USE_BRK: bool = false;
+
+    unsafe fn mmap(at: *mut u8, len: usize, p: Prot, fixed: bool) -> Option<NonNull<u8>> {
+        let flags =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if fixed { libc::MAP_FIXED } else { 0 };
+        let r = unsafe { libc::mmap(at.cast(), len, prot(p), flags, -1, 0) };
+        if r == libc::MAP_FAILED {
+            None
+        } else {
+            NonNull::new(r.cast())
+        }
+    }
+    unsafe fn munmap(p: *mut u8, len: usize) {
+        unsafe { libc::munmap(p.cast(), len) };
+    }
+    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+        let r = unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) };
+        if r == libc::MAP_FAILED {
+            None
+        } else {
+            NonNull::new(r.cast())
+        }
+    }
+    unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {
+        unsafe { libc::mprotect(p.cast(), len, prot(pr)) == 0 }
+    }
+    unsafe fn release(p: *mut u8, len: usize) -> bool {
+        unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
+    }
+    unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
+        // MADV_GUARD_INSTALL, MADV_GUARD_REMOVE
+        unsafe { libc::madvise(p.cast(), len, if install { 102 } else { 103 }) == 0 }
+    }
+    unsafe fn brk(_to: usize) -> usize {
+        0
+    }
+    fn page_size() -> usize {
+        Linux::<false>::page_size()
+    }
+    fn random() -> u64 {
+        Linux::<false>::random()
+    }
+}
+
+type H = Heap<LibcOs, FutexLock>;
 
 /// A block in flight: address, length, fill byte.
 type Block = (usize, usize, u8);

@@ -268,28 +268,31 @@ pub fn headers(data: &[u8]) {
         .map(|&(p, _)| unsafe { find_slot(p, secret) }.expect("a fresh block decodes"))
         .collect();
     let k = b.u8() as usize % n;
-    let (q, _) = blocks[k];
+    let (p, len) = blocks[k];
     let s = slots[k];
+    // the pointer decoded: the block's, or one inside it, whose "header" is user data
+    let d = b.u8() as usize % 4;
+    let q = if d * UNIT < len {
+        p.wrapping_add(d * UNIT)
+    } else {
+        p
+    };
     let group = unsafe { (*s.meta).mem }.cast::<u8>();
-    // The bytes to corrupt, remembered for the restore. Not the group offset (the offset
-    // bytes, or a check byte equal to the inverted canary, which selects the 32-bit offset
-    // before the header) nor the group's meta pointer: the decoder, like mallocng's
-    // get_meta, reads where those point before it can check them, and faults if that is
-    // not mapped (fuzz/README.md: the open gap).
+    // The bytes to corrupt (remembered for the restore): the 8 bytes before the decoded
+    // pointer (check byte, index and reserved bits, 16- and 32-bit offsets), the group
+    // header (meta pointer, active_idx, padding), the reserved-size and check bytes at
+    // the slot's end. A forged offset or meta pointer may lead anywhere: the decoder must
+    // read only heap memory (the page map) and reject the rest.
     let mut saved: Vec<(*mut u8, u8)> = Vec::new();
     let writes = 1 + b.u8() % 6;
     for _ in 0..writes {
-        let (at, v) = match b.u8() % 4 {
-            0 | 1 => (q.wrapping_sub(4 - b.u8() as usize % 2), b.u8()),
-            // active_idx and padding; bytes 12..16 are slot 0's header
-            2 => (group.wrapping_add(8 + b.u8() as usize % 4), b.u8()),
-            _ => (s.end.wrapping_sub(5 - b.u8() as usize % 6), b.u8()),
+        let at = match b.u8() % 4 {
+            0 | 1 => q.wrapping_sub(8 - b.u8() as usize % 8),
+            2 => group.wrapping_add(b.u8() as usize % UNIT),
+            _ => s.end.wrapping_sub(5 - b.u8() as usize % 6),
         };
-        if at == q.wrapping_sub(4) && v == !ngmalloc::slot::canary(secret, at.addr()) {
-            continue;
-        }
         saved.push((at, unsafe { *at }));
-        unsafe { *at = v };
+        unsafe { *at = b.u8() };
     }
     if let Ok(d) = unsafe { find_slot(q, secret) } {
         let ours = slots.iter().any(|s| s.meta == d.meta && s.idx == d.idx);

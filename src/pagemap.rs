@@ -1,0 +1,164 @@
+//! Which 4 KiB pages hold heap memory: group mappings, the data of individually mapped
+//! blocks, meta areas and donated ranges. The header decoder (`slot::find_meta`) checks
+//! every address it derives from user-writable bytes here before it reads through it, so a
+//! forged offset or meta pointer is rejected (a hardening crash) instead of making the
+//! decoder read wherever it points (mallocng's `get_meta` faults there, or reads another
+//! mapping). One map serves every heap of the process.
+//!
+//! Layout: a top array of `TOP_LEN` leaf pointers, one per 64 GiB of address space, and
+//! leaves of one bit per page (2 MiB each, so a leaf spans 2^24 pages). Both are anonymous
+//! mappings made on first use, whose untouched pages cost no memory; a process whose heap
+//! lives in one or two 64 GiB windows touches a page or two of each. Leaves are never
+//! unmapped.
+//!
+//! Invariant: a page's bit is set only while the page is mapped readable by the heap:
+//! [`register`] after mapping (or unguarding), [`unregister`] before unmapping (or
+//! guarding). Bits are changed with atomic read-modify-writes, so ranges registered by
+//! different threads at once (a large block is mapped without the lock) never lose each
+//! other's bits.
+
+use core::ptr::null_mut;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU64};
+
+use crate::config::AREA;
+use crate::os::{Os, Prot};
+
+/// Address bits covered: 48 (x86_64 with 4-level paging, aarch64 with 48-bit VA). Higher
+/// addresses (5-level paging's, never handed out unless asked for) are never heap pages.
+const VA_BITS: u32 = 48;
+const PAGE_SHIFT: u32 = AREA.trailing_zeros();
+/// Address bits one leaf covers: 64 GiB.
+const LEAF_SHIFT: u32 = 36;
+const LEAF_WORDS: usize = 1 << (LEAF_SHIFT - PAGE_SHIFT - 6);
+const LEAF_BYTES: usize = LEAF_WORDS * 8;
+const TOP_LEN: usize = 1 << (VA_BITS - LEAF_SHIFT);
+const TOP_BYTES: usize = TOP_LEN * 8;
+
+const _: () = assert!(AREA == 4096 && LEAF_BYTES == 2 << 20 && TOP_BYTES == 32 << 10);
+
+/// The top array (null until the first registration).
+static TOP: AtomicPtr<AtomicPtr<AtomicU64>> = AtomicPtr::new(null_mut());
+
+/// Whether the page holding `addr` is heap memory.
+#[inline(always)]
+pub fn contains(addr: usize) -> bool {
+    if addr >> VA_BITS != 0 {
+        return false;
+    }
+    let top = TOP.load(Acquire);
+    if top.is_null() {
+        return false;
+    }
+    // SAFETY: the top array has TOP_LEN entries and `addr >> LEAF_SHIFT < TOP_LEN`; a
+    // non-null leaf has LEAF_WORDS words and the word index is below that.
+    unsafe {
+        let leaf = (*top.add(addr >> LEAF_SHIFT)).load(Acquire);
+        if leaf.is_null() {
+            return false;
+        }
+        let page = (addr >> PAGE_SHIFT) & ((1 << (LEAF_SHIFT - PAGE_SHIFT)) - 1);
+        (*leaf.add(page / 64)).load(Relaxed) >> (page % 64) & 1 != 0
+    }
+}
+
+/// A mapping of `len` zeroed bytes, or null.
+fn map<O: Os>(len: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping, ours.
+    unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false) }.map_or(null_mut(), |p| p.as_ptr())
+}
+
+/// Install `*slot` from null to a fresh mapping of `len` bytes, unless another thread did
+/// first; the pointer in force, or null if no mapping could be made.
+fn install<O: Os, T>(slot: &AtomicPtr<T>, len: usize) -> *mut T {
+    let cur = slot.load(Acquire);
+    if !cur.is_null() {
+        return cur;
+    }
+    let new = map::<O>(len).cast::<T>();
+    if new.is_null() {
+        return null_mut();
+    }
+    match slot.compare_exchange(null_mut(), new, AcqRel, Acquire) {
+        Ok(_) => new,
+        Err(won) => {
+            // SAFETY: our mapping lost the race and was never published.
+            unsafe { O::munmap(new.cast(), len) };
+            won
+        }
+    }
+}
+
+/// Set (`on`) or clear the bits of the pages of `p .. p + len` in their leaves; with
+/// `on`, leaves are made as needed (false if one cannot be).
+fn update<O: Os>(p: *const u8, len: usize, on: bool) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let first = p.addr() >> PAGE_SHIFT;
+    let last = (p.addr() + len - 1) >> PAGE_SHIFT;
+    if last >> (VA_BITS - PAGE_SHIFT) != 0 {
+        return false;
+    }
+    let top = if on {
+        install::<O, AtomicPtr<AtomicU64>>(&TOP, TOP_BYTES)
+    } else {
+        TOP.load(Acquire)
+    };
+    if top.is_null() {
+        return !on;
+    }
+    let per_leaf = 1usize << (LEAF_SHIFT - PAGE_SHIFT);
+    let mut page = first;
+    while page <= last {
+        // SAFETY: `page >> (LEAF_SHIFT - PAGE_SHIFT) < TOP_LEN` (checked above for `last`).
+        let slot = unsafe { &*top.add(page / per_leaf) };
+        let leaf = if on {
+            install::<O, AtomicU64>(slot, LEAF_BYTES)
+        } else {
+            slot.load(Acquire)
+        };
+        let leaf_end = (page / per_leaf + 1) * per_leaf;
+        let stop = (last + 1).min(leaf_end);
+        if leaf.is_null() {
+            if on {
+                return false;
+            }
+            page = stop;
+            continue;
+        }
+        while page < stop {
+            let bit = page % 64;
+            let n = (64 - bit).min(stop - page);
+            let mask = (u64::MAX >> (64 - n)) << bit;
+            // SAFETY: the word index is below LEAF_WORDS.
+            let w = unsafe { &*leaf.add((page % per_leaf) / 64) };
+            if on {
+                w.fetch_or(mask, Relaxed);
+            } else {
+                w.fetch_and(!mask, Relaxed);
+            }
+            page += n;
+        }
+    }
+    true
+}
+
+/// Mark the pages of `p .. p + len` heap memory; false (nothing to undo) if the map could
+/// not be extended to them, and then the memory must not be handed out.
+///
+/// # Safety
+/// The range is mapped readable by the heap and stays so until [`unregister`].
+pub unsafe fn register<O: Os>(p: *const u8, len: usize) -> bool {
+    if update::<O>(p, len, true) {
+        return true;
+    }
+    update::<O>(p, len, false);
+    false
+}
+
+/// The pages of `p .. p + len` are no longer heap memory (before they are unmapped or
+/// guarded).
+pub fn unregister<O: Os>(p: *const u8, len: usize) {
+    update::<O>(p, len, false);
+}
