@@ -20,7 +20,7 @@ use std::ptr::NonNull;
 /// The raw Linux backend with its mapping calls made through libc: ThreadSanitizer sees
 /// libc's `mmap` and `munmap` (not raw system calls) and forgets what it knew of an
 /// unmapped range, so an address range the kernel hands out again is not taken for a
-/// racing reuse of the old memory.
+/// racing reuse of the old memory (a report seen in CI with the raw backend).
 struct LibcOs;
 
 fn prot(p: Prot) -> libc::c_int {
@@ -47,13 +47,11 @@ unsafe impl Os for LibcOs {
     unsafe fn munmap(p: *mut u8, len: usize) {
         unsafe { libc::munmap(p.cast(), len) };
     }
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
-        let r = unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) };
-        if r == libc::MAP_FAILED {
-            None
-        } else {
-            NonNull::new(r.cast())
-        }
+    unsafe fn mremap(_p: *mut u8, _old: usize, _new: usize) -> Option<NonNull<u8>> {
+        // Refused, so large blocks grow by copy here: a moving mremap unmaps its source
+        // range behind ThreadSanitizer's back (it does not intercept mremap), and a later
+        // mapping there would be taken for a racing reuse. Other tests cover mremap.
+        None
     }
     unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {
         unsafe { libc::mprotect(p.cast(), len, prot(pr)) == 0 }
