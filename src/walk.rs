@@ -11,6 +11,7 @@ use crate::list::checked_links;
 use crate::lock::RawLock;
 use crate::meta::{AREA_SLOTS, Meta, area_of, area_slots, low_mask, storage, stride};
 use crate::os::Os;
+use crate::pagemap;
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, canary, find_meta, find_slot, flag, idx_rsv, nominal_size, off16,
     slot_bounds, slot_index,
@@ -196,6 +197,11 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             want!((*area).check == secret, "area without the secret", area);
             want!((*area).nslots == AREA_SLOTS, "area slot count", area);
             want!(area.addr() & (AREA - 1) == 0, "misaligned area", area);
+            want!(
+                pagemap::contains(area.addr()),
+                "area not in the page map",
+                area
+            );
             s.areas += 1;
             let used = if area == st.meta_area_tail {
                 AREA_SLOTS - st.avail_meta_count
@@ -208,6 +214,18 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     s.free_metas += 1;
                     continue;
                 }
+                // every page of a group's memory (a nested group's is its host slot's) and
+                // of a large block's data is heap memory to the decoder
+                let (mem, len) = (
+                    (*m).mem.cast::<u8>(),
+                    stride(m) * ((*m).last_idx as usize + 1),
+                );
+                let pages = (mem.addr() & !(AREA - 1)..mem.addr() + UNIT + len).step_by(AREA);
+                want!(
+                    pages.into_iter().all(pagemap::contains),
+                    "group memory not in the page map",
+                    m
+                );
                 walk_group(st, m, secret, &mut s, &mut usage, &cached, &mut group_bytes)?;
                 if !(*m).next.is_null() {
                     live_listed += 1;
