@@ -195,6 +195,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `tc` came from [`Heap::cache_create`] of this heap and no thread uses it any more.
     pub unsafe fn cache_destroy(&self, tc: *mut ThreadCache) {
+        // (null: what cache_create gives with caches off or no memory)
+        if tc.is_null() {
+            return;
+        }
         let (guard, len) = self.cache_span();
         // SAFETY: the caller's contract; the registry is changed under the lock.
         unsafe {
