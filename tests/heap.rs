@@ -585,6 +585,48 @@ fn corruption_crashes_at_once() {
             }),
         ),
         (
+            // the decoder must not follow a forged 16-bit offset out of the heap (it would
+            // fault, or read whatever is mapped there): the page map rejects it
+            "forged offset out of the heap",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                let check = ngmalloc::slot::canary(h.secret(), p.addr() - 4);
+                unsafe {
+                    *p.sub(4) = check;
+                    p.sub(2).cast::<u16>().write_unaligned(0xffff);
+                    h.free(p)
+                };
+            }),
+        ),
+        (
+            "forged 32-bit offset out of the heap",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                let check = ngmalloc::slot::canary(h.secret(), p.addr() - 4);
+                unsafe {
+                    *p.sub(4) = !check;
+                    p.sub(2).cast::<u16>().write_unaligned(0);
+                    p.sub(8).cast::<u32>().write_unaligned(0x4000_0000);
+                    h.free(p)
+                };
+            }),
+        ),
+        (
+            "forged meta pointer in the group header",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(100).unwrap().as_ptr();
+                let s = unsafe { ngmalloc::slot::find_slot(p, h.secret()) }.unwrap();
+                let g = unsafe { (*s.meta).mem }.cast::<usize>();
+                unsafe {
+                    *g = 0x7000_0000_0018; // a record's place in an unmapped page
+                    h.free(p)
+                };
+            }),
+        ),
+        (
             "realloc of freed",
             Box::new(|| {
                 let h = heap();
