@@ -155,7 +155,8 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
     ensure!(p.addr() & (UNIT - 1) == 0, Corrupt::Misaligned);
     ensure!(secret != 0, Corrupt::Uninitialised);
     // the header (the unit before `p`, one page) must be heap memory before it is read
-    ensure!(contains(p.addr().wrapping_sub(UNIT)), Corrupt::Foreign);
+    let hdr = p.addr().wrapping_sub(UNIT);
+    ensure!(contains(hdr), Corrupt::Foreign);
     // SAFETY: the header is heap memory; every address derived from it is checked to be
     // heap memory before it is read, and what is read there is checked (secret first)
     // before it is trusted.
@@ -171,8 +172,12 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
             ensure!(offset > 0xffff, Corrupt::Offset);
         }
         let base = p.wrapping_sub(UNIT * offset + UNIT).cast::<Group>();
-        // a 16-byte group header lies in one page
-        ensure!(contains(base.addr()), Corrupt::Foreign);
+        // a 16-byte group header lies in one page: the header's, already checked (most
+        // small slots), or one to look up
+        ensure!(
+            (base.addr() ^ hdr) < AREA || contains(base.addr()),
+            Corrupt::Foreign
+        );
         let meta = (*base).meta;
         ensure!(!meta.is_null(), Corrupt::GroupLink);
         // a record lies whole in its area, at a record boundary, and the area is heap memory
