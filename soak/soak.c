@@ -29,6 +29,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+/* served_by_ngmalloc(): which allocator serves us, for the record and for ci/soak.sh */
+#include "../c-tests/served.h"
 #include <unistd.h>
 
 #define NLARGE 2
@@ -367,25 +369,6 @@ static void sample(double t0)
 	uint64_t ops = 0;
 	for (int i = 0; i < nworkers; i++) ops += atomic_load_explicit(&workers[i].ops_pub, memory_order_relaxed);
 	samples[nsamples++] = (struct sample){now() - t0, rss(), live_total(), ops};
-}
-
-/* Which allocator serves us, for the record and for ci/soak.sh: a double free in a child
- * traps with SIGILL under ngmalloc (c-tests/served.h; its stderr silenced here, glibc
- * prints a message). */
-static int served_by_ngmalloc(void)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = open("/dev/null", O_WRONLY);
-		if (fd >= 0) dup2(fd, 2);
-		void *volatile p = malloc(32);
-		free(p);
-		free(p);
-		_exit(0);
-	}
-	int st;
-	if (pid < 0 || waitpid(pid, &st, 0) != pid) return 0;
-	return WIFSIGNALED(st) && WTERMSIG(st) == SIGILL;
 }
 
 struct seg {

@@ -105,16 +105,20 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// Slots 0 and 1 in use (by two threads), slot 2 already freed: the fast path is open.
+fn group() -> Arc<Group> {
+    Arc::new(Group {
+        freed: L(AtomicU32::new(0b100)),
+        avail: L(AtomicU32::new(0)),
+        lock: Mutex::new(false),
+        data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
+    })
+}
+
 #[test]
 fn the_free_fast_path_races_the_locked_paths() {
     model(|| {
-        // slots 0 and 1 in use by two threads, slot 2 already freed: the fast path is open
-        let g = Arc::new(Group {
-            freed: L(AtomicU32::new(0b100)),
-            avail: L(AtomicU32::new(0)),
-            lock: Mutex::new(false),
-            data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
-        });
+        let g = group();
         let frees: Vec<_> = (0..2)
             .map(|i| {
                 let g = g.clone();
@@ -157,12 +161,7 @@ fn the_last_free_tears_the_group_down_once() {
     model(|| {
         // slots 0 and 1 in use, slot 2 freed: whichever free comes last takes the lock and
         // tears down the group; the other must have gone through freed_mask
-        let g = Arc::new(Group {
-            freed: L(AtomicU32::new(0b100)),
-            avail: L(AtomicU32::new(0)),
-            lock: Mutex::new(false),
-            data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
-        });
+        let g = group();
         let g2 = g.clone();
         let t = loom::thread::spawn(move || g2.free(1));
         g.free(0);
