@@ -30,8 +30,8 @@ use crate::list::{checked_links, dequeue, dequeue_head, queue};
 use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast, free_locked, free_slots};
 use crate::meta::{
-    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, large_guards, low_mask,
-    set_large_guards, storage, stride,
+    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, clear_zeroed, large_guards,
+    low_mask, set_large_guards, storage, stride,
 };
 use crate::os::{Os, Prot};
 use crate::pagemap;
@@ -335,21 +335,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             Some((mem, lead)) => (mem, lead, false),
             None => {
                 let len = data + 2 * guard;
-                // SAFETY: a fresh anonymous mapping, ours; the caches' mappings are unused.
-                let base = unsafe {
-                    match O::mmap(null_mut(), len, Prot::ReadWrite, false) {
-                        Some(p) => p,
-                        None => {
-                            // the guard is dropped at the end of the statement
-                            let flushed = self.locked()?.flush_map_caches::<O>();
-                            if !flushed {
-                                return None;
-                            }
-                            O::mmap(null_mut(), len, Prot::ReadWrite, false)?
-                        }
-                    }
-                }
-                .as_ptr();
+                // SAFETY: a fresh anonymous mapping, ours.
+                let map = || unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false) };
+                let base = map()
+                    .or_else(|| {
+                        // SAFETY: the lock is held (the guard is a temporary, dropped before
+                        // the retry); the caches' mappings are unused.
+                        let flushed = unsafe { self.locked()?.flush_map_caches::<O>() };
+                        if flushed { map() } else { None }
+                    })?
+                    .as_ptr();
                 let mem = base.wrapping_add(guard);
                 // SAFETY: both guard ranges are ours and hold nothing.
                 let protnone = unsafe {
@@ -1346,11 +1341,8 @@ impl State {
                     queue(&mut self.active[sc], g);
                 }
             }
-            // a kept single-slot group's memory is no longer fresh (written only when set:
-            // other groups' flags are read by cached frees of their slots with no lock)
-            if (*g).zeroed != 0 {
-                (*g).zeroed = 0;
-            }
+            // a kept single-slot group's memory is no longer fresh
+            clear_zeroed(g);
             free_locked(&(*g).freed_mask, bit);
             KEEP
         }

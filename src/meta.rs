@@ -190,6 +190,23 @@ pub unsafe fn large_guards(m: *const Meta) -> (usize, usize, bool) {
     (lead as usize * AREA, (s >> 1) as usize * AREA, s & 1 != 0)
 }
 
+/// A slot of `m` is being freed: its memory is no longer fresh, so calloc must not take
+/// the group's all-zero mark for it. Written only when set, i.e. for a single-slot group,
+/// whose one slot the caller owns: other groups' marks are read with no lock (by cached
+/// frees of their slots), and a plain write of them, even of the same zero, would race.
+///
+/// # Safety
+/// `m` is live and the caller frees one of its slots.
+#[inline(always)]
+pub unsafe fn clear_zeroed(m: *mut Meta) {
+    // SAFETY: the caller vouches for `m`; see above for who else touches the field.
+    unsafe {
+        if (*m).zeroed != 0 {
+            (*m).zeroed = 0;
+        }
+    }
+}
+
 /// Record the guards of an individually mapped allocation (see [`large_guards`]).
 ///
 /// # Safety

@@ -41,7 +41,7 @@ use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
 use crate::heap::Heap;
 use crate::lock::RawLock;
 use crate::meta::Meta;
-use crate::meta::low_mask;
+use crate::meta::{clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
@@ -313,12 +313,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 }
             }
             retire(p, &s);
-            // The slot comes back dirty: calloc must not take a fresh single-slot group's
-            // mark for it. Written only when set, i.e. for a single-slot group, whose one
-            // slot is ours: no other thread touches the field meanwhile.
-            if (*g).zeroed != 0 {
-                (*g).zeroed = 0;
-            }
+            // the slot comes back dirty
+            clear_zeroed(g);
             let mut k = tc.count[sc] as usize;
             if k == limit(sc) {
                 self.drain(tc, sc, k.div_ceil(2));
