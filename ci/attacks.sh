@@ -3,17 +3,23 @@
 # (linked in), ngmalloc's static musl sysroot, and stock musl (Debian's musl-tools, when
 # installed), each built -O0 the same way. ngmalloc's outcomes must equal
 # attacks/expected.txt (or EXPECTED=file); the table goes to build/attacks.md.
-# Usage: attacks.sh BUILD-DIR NGMALLOC-SYSROOT
+# With ARCH another than the host's (e.g. ARCH=aarch64), the programs run under qemu-user,
+# only on the musl sysroot (the standalone library is the host's), and STOCK-SYSROOT, a
+# stock musl sysroot of that ARCH, stands in for musl-tools; the table goes to
+# build/attacks-ARCH.md.
+# Usage: [ARCH=aarch64] attacks.sh BUILD-DIR NGMALLOC-SYSROOT [STOCK-SYSROOT]
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath "$1")
 S=$(realpath "$2")
+. "$root/ci/lib.sh"
+cross=$([ -n "$CROSS" ] && echo 1 || true)
 expected=${EXPECTED:-$root/attacks/expected.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 outcome() { # program -> clean | SIGxxx | exit N | n/a
   [ -x "$1" ] || { echo n/a; return; }
-  timeout 20 "$1" >/dev/null 2>&1
+  timeout 20 "${RUN[@]}" "$1" >/dev/null 2>&1
   local r=$?
   if [ $r = 0 ]; then echo clean
   elif [ $r = 124 ]; then echo timeout
@@ -21,21 +27,26 @@ outcome() { # program -> clean | SIGxxx | exit N | n/a
   else echo "exit $r"; fi
 }
 caught() { case "$1" in SIG*) return 0 ;; *) return 1 ;; esac; }
-stock_cc=$(command -v musl-gcc || true)
+if [ -n "${3:-}" ]; then
+  stock_cc=$(realpath "$3")/bin/ngmalloc-cc stock_name="stock musl ($ARCH sysroot, static)"
+else
+  stock_cc=$(command -v musl-gcc || true) stock_name="stock musl (musl-tools, static)"
+fi
+[ -n "$stock_cc" ] || stock_name="stock musl (not installed)"
 pass=0
 fail=0
 n_caught=0
 s_caught=0
 total=0
-table="$build/attacks.md"
+table="$build/attacks${cross:+-$ARCH}.md"
 {
-  echo "| attack | ngmalloc (standalone) | ngmalloc (musl, static) | stock musl $([ -n "$stock_cc" ] && echo "(musl-tools, static)" || echo "(not installed)") |"
+  echo "| attack | ngmalloc (standalone) | ngmalloc (musl, static) | $stock_name |"
   echo "|---|---|---|---|"
 } >"$table"
 while read -r name want; do
   case "$name" in ''|'#'*) continue ;; esac
   src="$root/attacks/$name.c"
-  gcc -O0 -w -I"$root/attacks" -o "$work/$name.standalone" "$src" "$build/libngmalloc.a" -pthread 2>/dev/null
+  [ -n "$cross" ] || gcc -O0 -w -I"$root/attacks" -o "$work/$name.standalone" "$src" "$build/libngmalloc.a" -pthread 2>/dev/null
   "$S/bin/ngmalloc-cc" -O0 -w -static -I"$root/attacks" -o "$work/$name.musl" "$src" 2>/dev/null
   [ -n "$stock_cc" ] && "$stock_cc" -O0 -w -static -I"$root/attacks" -o "$work/$name.stock" "$src" 2>/dev/null
   a=$(outcome "$work/$name.standalone")
@@ -45,9 +56,9 @@ while read -r name want; do
   caught "$b" && n_caught=$((n_caught + 1))
   caught "$c" && s_caught=$((s_caught + 1))
   echo "| $name | $a | $b | $c |" >>"$table"
-  if [[ "|$want|" == *"|$a|"* && "|$want|" == *"|$b|"* ]]; then
+  if [[ ( -n "$cross" || "|$want|" == *"|$a|"* ) && "|$want|" == *"|$b|"* ]]; then
     pass=$((pass + 1))
-    echo "ok - $name: $a (stock musl: $c)"
+    echo "ok - $name: ${cross:+musl }$([ -n "$cross" ] && echo "$b" || echo "$a") (stock musl: $c)"
   else
     fail=$((fail + 1))
     echo "not ok - $name: standalone $a, musl $b, expected $want"
@@ -55,5 +66,5 @@ while read -r name want; do
 done <"$expected"
 echo "| **caught (a signal)** | | **$n_caught of $total** | **$s_caught of $total** |" >>"$table"
 echo "caught deterministically: ngmalloc $n_caught of $total, stock musl $s_caught of $total (table in $table)"
-echo "attacks: $pass passed, $fail failed"
+echo "attacks${cross:+ ($ARCH)}: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -22,6 +22,10 @@ need musl-gcc musl-tools        # stock musl, for the attack suite's comparison 
 need valgrind valgrind          # instruction counts (benchmark harness)
 need gnuplot gnuplot-nox        # the benchmark chart
 need g++ g++                    # libFuzzer, built by cargo-fuzz (tests only)
+need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu   # the aarch64 sysroot (tests only)
+need qemu-aarch64 qemu-user     # its programs, under user emulation (tests only)
+need qemu-system-x86_64 qemu-system-x86   # the rootfs image, booted (tests only)
+need cpio cpio                  # packs the rootfs's initramfs
 # the benchmark harness preloads Debian's mimalloc and jemalloc
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
 have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
@@ -52,8 +56,9 @@ rustup_add() { # what, rustup arguments...
 }
 cargo fmt --version >/dev/null 2>&1 || rustup_add rustfmt component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup_add clippy component add clippy
-target=x86_64-unknown-linux-musl
-[ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"
+done
 # the reliability checks of `make test`: nightly Rust with rust-src (ThreadSanitizer
 # rebuilds std with the sanitizer) and Miri, and cargo-fuzz (libFuzzer)
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -64,6 +64,26 @@ for v in 1.2.5 1.2.3; do
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
 done
 step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
+# aarch64: the sysroots cross-built, the core's host tests and the C tests, the guards and
+# the attack suite run under qemu-user. qemu-user accepts MADV_GUARD_INSTALL and installs
+# nothing: the allocator detects it and uses PROT_NONE guards; guards.c detects it too and
+# expects them. The three host tests of real guard markers are skipped there, by name.
+a64=$BUILD/sysroot-musl-1.2.5-aarch64
+step "aarch64: sysroots cross-build (ngmalloc and stock)" sh -c \
+  "toolchain/build-sysroot.sh --arch aarch64 >/dev/null && toolchain/build-sysroot.sh --arch aarch64 --malloc mallocng >/dev/null"
+step "aarch64 (qemu-user): host tests, but the 3 of real guard markers" env \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
+  "$CARGO" test -q -p ngmalloc --target aarch64-unknown-linux-musl --target-dir target/aarch64 -- \
+  --skip a_failing_mapping_first_gives_up_the_cached_ones \
+  --skip large_blocks_are_guarded_with_madvise_and_with_the_fallback \
+  --skip large_blocks_are_mapped_alone_and_remapped_on_realloc
+step "aarch64 (qemu-user): musl sysroot tests" env ARCH=aarch64 \
+  ci/musl-tests.sh "$a64" "$a64-mallocng" "$BUILD/musl-src-1.2.5-aarch64"
+step "aarch64 (qemu-user): guards (the fallback, detected) and mlockall" env ARCH=aarch64 \
+  ci/hardening-tests.sh "$BUILD" "$a64"
+step "aarch64 (qemu-user): attack suite (stock aarch64 musl for the record)" env ARCH=aarch64 \
+  ci/attacks.sh "$BUILD" "$a64" "$a64-mallocng"
 # reliability: real out-of-memory, a time-boxed soak, the lock-free paths model-checked,
 # the threaded stress under ThreadSanitizer, Miri, and each fuzz target for a fixed time
 step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl static)" \

@@ -17,7 +17,7 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32};
 
 use crate::cache::{GROUP_CACHE_FLOOR, GROUP_CACHE_SHARE, MapCache};
 use crate::check::{check, ok};
@@ -138,10 +138,12 @@ pub struct Heap<O: Os, L: RawLock> {
     region: AtomicPtr<Region>,
     /// Frees of multi-page slots, counted lock-free, to schedule release sweeps.
     medium_frees: AtomicU32,
-    /// Whether guards may still be tried with `MADV_GUARD_INSTALL`. The first large
-    /// allocation probes it; any failure (EINVAL before Linux 6.13, or on a locked mapping
-    /// after `mlockall`) turns it off for good, and PROT_NONE sub-mappings are used.
-    guard_madvise: AtomicBool,
+    /// How guards are made: `GUARD_UNTRIED`, `GUARD_MADVISE` or `GUARD_PROTNONE`. The
+    /// first large allocation tries `MADV_GUARD_INSTALL` and checks that the marker really
+    /// faults (an emulator may accept the call and install nothing); that failing, or any
+    /// later failure (EINVAL before Linux 6.13, or on a locked mapping after `mlockall`),
+    /// turns it to PROT_NONE sub-mappings for good.
+    guard_mode: AtomicU8,
     /// `harden-zero-size`: the never-accessible region `malloc(0)` points into (null
     /// until the first zero-size allocation).
     zero_region: AtomicPtr<u8>,
@@ -150,6 +152,11 @@ pub struct Heap<O: Os, L: RawLock> {
 
 /// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB).
 const ZERO_SLOTS: usize = 4096;
+
+/// [`Heap::guard_mode`]'s states.
+const GUARD_UNTRIED: u8 = 0;
+const GUARD_MADVISE: u8 = 1;
+const GUARD_PROTNONE: u8 = 2;
 /// Freed small and medium slots held back by `harden-quarantine` (0 without it).
 pub(crate) const QUARANTINE_SLOTS: usize = if QUARANTINE != 0 { 64 } else { 1 };
 
@@ -205,7 +212,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             lock,
             region: AtomicPtr::new(null_mut()),
             medium_frees: AtomicU32::new(0),
-            guard_madvise: AtomicBool::new(true),
+            guard_mode: AtomicU8::new(GUARD_UNTRIED),
             zero_region: AtomicPtr::new(null_mut()),
             _os: PhantomData,
         }
@@ -470,11 +477,24 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub(crate) unsafe fn install_guard(&self, p: *mut u8, len: usize) -> bool {
         // SAFETY: forwarded.
         unsafe {
-            if self.guard_madvise.load(Relaxed) {
+            let mode = self.guard_mode.load(Relaxed);
+            if mode != GUARD_PROTNONE {
                 if O::guard(p, len, true) {
-                    return false;
+                    if mode == GUARD_MADVISE || O::guard_faults(p) {
+                        // (a failure elsewhere meanwhile keeps PROT_NONE)
+                        let _ = self.guard_mode.compare_exchange(
+                            GUARD_UNTRIED,
+                            GUARD_MADVISE,
+                            Relaxed,
+                            Relaxed,
+                        );
+                        return false;
+                    }
+                    // a marker that does not fault does not zap pages either: the cache of
+                    // freed large blocks would hand out stale data as zeroed
+                    O::guard(p, len, false);
                 }
-                self.guard_madvise.store(false, Relaxed);
+                self.guard_mode.store(GUARD_PROTNONE, Relaxed);
             }
             O::mprotect(p, len, Prot::None);
         }

@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    Rng, brk_region, calls, fail_maps_after, heap, in_child, inject_fault, set_brk_fail,
-    set_no_guards, stop_failing,
+    Guards, Rng, brk_region, calls, fail_maps_after, heap, in_child, inject_fault, set_brk_fail,
+    set_guards, stop_failing,
 };
 use ngmalloc::check::Corrupt;
 use ngmalloc::config::{IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES};
@@ -745,11 +745,12 @@ fn large_blocks_are_guarded_with_madvise_and_with_the_fallback() {
             q.wrapping_sub(4097)
         }),
     ];
-    for fallback in [false, true] {
+    for guards in [Guards::Real, Guards::Missing, Guards::Fake] {
+        let fallback = guards != Guards::Real;
         for (name, probe) in probes {
             // the block itself is accessible...
             let r = in_child(move || {
-                set_no_guards(fallback);
+                set_guards(guards);
                 let h = heap();
                 let p = probe(&h);
                 let _ = p;
@@ -763,17 +764,55 @@ fn large_blocks_are_guarded_with_madvise_and_with_the_fallback() {
                     unsafe { libc::_exit(3) };
                 }
             });
-            assert_eq!(r, Ok(0), "{name}: fallback={fallback}");
+            assert_eq!(r, Ok(0), "{name}: {guards:?}");
             // ...and the byte beyond it faults
             let r = in_child(move || {
-                set_no_guards(fallback);
+                set_guards(guards);
                 let h = heap();
                 let p = probe(&h);
                 unsafe { std::ptr::read_volatile(p) };
             });
-            assert_eq!(r, Err(libc::SIGSEGV), "{name}: fallback={fallback}");
+            assert_eq!(r, Err(libc::SIGSEGV), "{name}: {guards:?}");
         }
     }
+}
+
+/// Under qemu-user `MADV_GUARD_INSTALL` succeeds and installs nothing, so it zaps nothing
+/// either: the heap must notice (the kernel's write into the "guard" succeeds) and use
+/// PROT_NONE guards, whose blocks are unmapped when freed, never cached as zapped. Were the
+/// cache used, a reused block would keep its old bytes though marked zeroed.
+#[test]
+fn fake_guards_are_detected_and_large_blocks_reused_clean() {
+    let r = in_child(|| {
+        set_guards(Guards::Fake);
+        let h = heap();
+        let mut rng = Rng(99);
+        for round in 0..300 {
+            let n = MMAP_THRESHOLD + (rng.next() as usize % (3 << 20));
+            let p = if round % 2 == 0 {
+                h.calloc(n)
+            } else {
+                h.malloc(n)
+            };
+            let p = p.unwrap().as_ptr();
+            if round % 2 == 0 && (0..n).step_by(509).any(|i| unsafe { *p.add(i) } != 0) {
+                unsafe { libc::_exit(3) };
+            }
+            unsafe {
+                p.write_bytes(0xa5, n);
+                h.free(p);
+            }
+            h.walk().expect("walk");
+        }
+        // the guards are PROT_NONE sub-mappings
+        let before = calls();
+        let p = h.malloc(300_000).unwrap().as_ptr();
+        if calls().mprotect == before.mprotect {
+            unsafe { libc::_exit(4) };
+        }
+        unsafe { h.free(p) };
+    });
+    assert_eq!(r, Ok(0));
 }
 
 /// The options whose point is the order of reuse turn the thread caches off: with them

@@ -63,6 +63,9 @@ unsafe impl Os for LibcOs {
         // MADV_GUARD_INSTALL, MADV_GUARD_REMOVE
         unsafe { libc::madvise(p.cast(), len, if install { 102 } else { 103 }) == 0 }
     }
+    unsafe fn guard_faults(p: *mut u8) -> bool {
+        unsafe { Linux::<false>::guard_faults(p) }
+    }
     unsafe fn brk(_to: usize) -> usize {
         0
     }

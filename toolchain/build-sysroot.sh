@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build a musl sysroot whose libc.a, libc.so and dynamic loader use ngmalloc, plus a C
-# compiler wrapper and a cargo configuration for x86_64-unknown-linux-musl.
+# compiler wrapper and a cargo configuration for ARCH-unknown-linux-musl.
 #
-# Usage: toolchain/build-sysroot.sh [--musl VERSION] [--tarball FILE] [--out DIR]
+# Usage: toolchain/build-sysroot.sh [--musl VERSION] [--arch ARCH] [--tarball FILE] [--out DIR]
 #                                   [--malloc ngmalloc|mallocng] [--harden LIST]
 #   --musl     1.2.5 (default) or 1.2.3
+#   --arch     x86_64 (default) or aarch64, cross-built with Debian's gcc-aarch64-linux-gnu
+#              and Rust's aarch64-unknown-linux-musl; default out dir gets -aarch64
 #   --tarball  use this musl release tarball (checked against the known sha256)
 #   --out      sysroot directory (default: build/sysroot-musl-VERSION[-mallocng])
 #   --malloc   mallocng builds a stock musl the same way, for comparisons
@@ -20,6 +22,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 version=1.2.5
+arch=x86_64
 tarball=
 out=
 malloc=ngmalloc
@@ -27,11 +30,12 @@ harden=
 while [ $# -gt 0 ]; do
   case "$1" in
   --musl) version=$2; shift 2 ;;
+  --arch) arch=$2; shift 2 ;;
   --tarball) tarball=$2; shift 2 ;;
   --out) out=$2; shift 2 ;;
   --malloc) malloc=$2; shift 2 ;;
   --harden) harden=$(echo "$2" | tr ' ' ,); shift 2 ;;
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   *) echo "build-sysroot: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,8 +46,24 @@ case "$version" in
 *) die "unsupported musl version $version (1.2.5 or 1.2.3)" ;;
 esac
 case "$malloc" in ngmalloc|mallocng) ;; *) die "--malloc takes ngmalloc or mallocng" ;; esac
+# The C compiler and binutils: the host's for the host's arch (CC may name another gcc),
+# else Debian's cross toolchain (CROSS_CC may name another gcc). Missing tools stop the
+# script with the command to run.
+host_arch=$(uname -m)
+case "$arch" in
+x86_64|aarch64) ;;
+*) die "unsupported --arch $arch (x86_64 or aarch64)" ;;
+esac
+if [ "$arch" = "$host_arch" ]; then
+  cross= cc=${CC:-gcc}
+else
+  cross=$arch-linux-gnu- cc=${CROSS_CC:-$arch-linux-gnu-gcc}
+fi
+command -v "$cc" >/dev/null || die "no C compiler $cc for $arch. Run: sudo apt-get install -y gcc-${arch//_/-}-linux-gnu"
+target=$arch-unknown-linux-musl
+[ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || die "the Rust target $target is missing. Run: rustup target add $target"
 build="$root/build"
-suffix=$([ "$malloc" = mallocng ] && echo -mallocng || true)$([ -n "$harden" ] && echo -hardened || true)
+suffix=$([ "$arch" != x86_64 ] && echo "-$arch" || true)$([ "$malloc" = mallocng ] && echo -mallocng || true)$([ -n "$harden" ] && echo -hardened || true)
 out=${out:-$build/sysroot-musl-$version$suffix}
 mkdir -p "$build/dl" "$out"
 out=$(cd "$out" && pwd)
@@ -71,7 +91,7 @@ fi
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
 #    this script; nothing else goes into the sysroot.
 inputs() {
-  echo "$sha $malloc $harden $(cc --version | head -1)"
+  echo "$sha $arch $malloc $harden $("$cc" --version | head -1)"
   if [ "$malloc" = ngmalloc ]; then
     (cd "$root" && find musl-patches src musl-object toolchain Cargo.toml Cargo.lock -type f | sort | xargs sha256sum)
   else
@@ -97,13 +117,13 @@ if [ "$malloc" = ngmalloc ]; then
   cp "$root"/musl-patches/ngmalloc/* "$src/src/malloc/ngmalloc/"
   ln -s "$root" "$src/src/malloc/ngmalloc/source"
 fi
-echo "build-sysroot: building musl $version with $malloc into $out"
+echo "build-sysroot: building musl $version ($arch) with $malloc into $out"
 start=$(date +%s)
 (
   cd "$src"
   ./configure --prefix="$out" --syslibdir="$out/lib" --with-malloc="$malloc" \
     ${harden:+--enable-ngmalloc-hardening="$harden"} \
-    --enable-wrapper=gcc CC="${CC:-gcc}" >"$src/configure.log" 2>&1 ||
+    --enable-wrapper=gcc CC="$cc" ${cross:+--target="$arch-linux-musl" CROSS_COMPILE="$cross"} >"$src/configure.log" 2>&1 ||
     { cat "$src/configure.log" >&2; exit 1; }
   make -j"$(nproc)" >"$src/make.log" 2>&1 || { tail -40 "$src/make.log" >&2; exit 1; }
   make install >>"$src/make.log" 2>&1 || { tail -20 "$src/make.log" >&2; exit 1; }
@@ -113,6 +133,9 @@ echo "build-sysroot: musl built in $(($(date +%s) - start)) s"
 # 4. wrappers. C: a gcc wrapper with its own specs: musl's, plus -static-pie (rcrt1.o,
 #    no interpreter), which musl's specs do not handle.
 ldso=$(cd "$out/lib" && ls ld-musl-*.so.1)
+# Debian's aarch64 gcc targets glibc: its default outline atomics make libgcc's helpers
+# call glibc's __getauxval, which musl's libc.so does not export. Inline them instead.
+cc1_arch=$([ "$arch" = aarch64 ] && echo " -mno-outline-atomics" || true)
 cat >"$out/lib/ngmalloc.specs" <<SPECS
 %rename cpp_options old_cpp_options
 
@@ -120,7 +143,7 @@ cat >"$out/lib/ngmalloc.specs" <<SPECS
 -nostdinc -isystem $out/include -isystem include%s %(old_cpp_options)
 
 *cc1:
-%(cc1_cpu) -nostdinc -isystem $out/include -isystem include%s
+%(cc1_cpu) -nostdinc -isystem $out/include -isystem include%s$cc1_arch
 
 *link_libgcc:
 -L$out/lib -L .%s
@@ -140,14 +163,13 @@ crtendS.o%s $out/lib/crtn.o
 SPECS
 cat >"$out/bin/ngmalloc-cc" <<SH
 #!/bin/sh
-# C compiler for this sysroot (musl $version with $malloc).
-exec "\${REALGCC:-${CC:-gcc}}" "\$@" -specs "$out/lib/ngmalloc.specs"
+# C compiler for this sysroot (musl $version, $arch, with $malloc).
+exec "\${REALGCC:-$cc}" "\$@" -specs "$out/lib/ngmalloc.specs"
 SH
 chmod +x "$out/bin/ngmalloc-cc"
 # Rust: rustc links a musl target through a C compiler when told not to use its own
 # self-contained copy of musl (-C link-self-contained=no); it then asks for -lunwind,
 # which comes from the Rust target's copy of libunwind.
-target=x86_64-unknown-linux-musl
 rustlib="$(rustc --print sysroot)/lib/rustlib/$target/lib"
 if [ -f "$rustlib/self-contained/libunwind.a" ]; then
   cp "$rustlib/self-contained/libunwind.a" "$out/lib/"
@@ -170,7 +192,7 @@ cat <<USE
 build-sysroot: done. musl $version with $malloc in $out
   C, static:        $out/bin/ngmalloc-cc -static prog.c -o prog
   C, static-pie:    $out/bin/ngmalloc-cc -static-pie prog.c -o prog
-  C, dynamic:       $out/bin/ngmalloc-cc prog.c -o prog   (runs through $out/lib/ld-musl-x86_64.so.1)
+  C, dynamic:       $out/bin/ngmalloc-cc prog.c -o prog   (runs through $out/lib/$ldso)
   Rust, static:     cargo --config $out/cargo-config.toml build --target $target
   Rust, static-pie: the same; rustc's default for this target (add
                     -C relocation-model=static for a classic static binary)

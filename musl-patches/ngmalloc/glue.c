@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <elf.h>
 #include "libc.h"
 #include "lock.h"
@@ -72,6 +73,12 @@ int __ngm_guard(void *addr, size_t len, int install)
 	int r = __madvise(addr, len, install ? NGM_MADV_GUARD_INSTALL : NGM_MADV_GUARD_REMOVE);
 	errno = e;
 	return r;
+}
+
+int __ngm_guard_faults(void *addr)
+{
+	/* a raw call (no vDSO) that only writes its argument; errno untouched */
+	return __syscall(SYS_clock_getres, CLOCK_MONOTONIC, addr) == -EFAULT;
 }
 
 uintptr_t __ngm_brk(uintptr_t to)

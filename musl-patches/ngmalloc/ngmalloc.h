@@ -35,6 +35,9 @@ NGM_SERVICE int __ngm_mprotect(void *addr, size_t len, int prot);
 NGM_SERVICE int __ngm_release(void *addr, size_t len);
 /* MADV_GUARD_INSTALL (install != 0) or MADV_GUARD_REMOVE (Linux 6.13+); 0 on success. */
 NGM_SERVICE int __ngm_guard(void *addr, size_t len, int install);
+/* Nonzero if the kernel's own write to `addr` faults (EFAULT): a guard installed there is
+ * real. An emulator (qemu-user) accepts MADV_GUARD_INSTALL and installs nothing. */
+NGM_SERVICE int __ngm_guard_faults(void *addr);
 /* The brk system call: sets the break to `to` (0 queries) and returns the break. */
 NGM_SERVICE uintptr_t __ngm_brk(uintptr_t to);
 NGM_SERVICE size_t __ngm_page_size(void);

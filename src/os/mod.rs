@@ -74,6 +74,14 @@ pub unsafe trait Os {
     /// The range is the heap's and holds nothing live (installing zaps the pages).
     unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool;
 
+    /// Whether the guard just installed at `p` really faults: the kernel's own write there
+    /// fails with EFAULT. An emulator may accept `MADV_GUARD_INSTALL` and install nothing
+    /// (qemu-user does), and the large-block cache relies on the markers zapping pages.
+    ///
+    /// # Safety
+    /// `p` is the start of a guard range of the heap's, which holds nothing.
+    unsafe fn guard_faults(p: *mut u8) -> bool;
+
     /// Set the program break to `to` (0 queries it) and return the break now in force.
     ///
     /// # Safety

@@ -54,6 +54,11 @@ unsafe impl Os for Musl {
         unsafe { sys::__ngm_guard(p.cast(), len, install as c_int) == 0 }
     }
 
+    unsafe fn guard_faults(p: *mut u8) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { sys::__ngm_guard_faults(p.cast()) != 0 }
+    }
+
     unsafe fn brk(to: usize) -> usize {
         // SAFETY: forwarded contract.
         unsafe { sys::__ngm_brk(to) }

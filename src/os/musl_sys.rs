@@ -41,6 +41,9 @@ unsafe extern "C" {
     ) -> core::ffi::c_int;
 }
 unsafe extern "C" {
+    pub fn __ngm_guard_faults(addr: *mut core::ffi::c_void) -> core::ffi::c_int;
+}
+unsafe extern "C" {
     pub fn __ngm_brk(to: usize) -> usize;
 }
 unsafe extern "C" {

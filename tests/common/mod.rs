@@ -41,13 +41,22 @@ thread_local! {
     static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
     /// Fault injection over every call that can fail (see [`inject_fault`]).
     static FAULT: Cell<Fault> = const { Cell::new(Fault::NONE) };
-    /// Whether MADV_GUARD_INSTALL fails, as on an old kernel.
-    static NO_GUARDS: Cell<bool> = const { Cell::new(false) };
+    static GUARDS: Cell<Guards> = const { Cell::new(Guards::Real) };
 }
 
-/// Make guard installation fail (as on a pre-6.13 kernel) for this thread's heaps.
-pub fn set_no_guards(v: bool) {
-    NO_GUARDS.with(|c| c.set(v));
+/// What `MADV_GUARD_INSTALL` does for this thread's heaps.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Guards {
+    /// installs real guards (Linux 6.13+)
+    Real,
+    /// fails with EINVAL, as on an older kernel or a locked mapping
+    Missing,
+    /// succeeds and installs nothing, as under qemu-user
+    Fake,
+}
+
+pub fn set_guards(g: Guards) {
+    GUARDS.with(|c| c.set(g));
 }
 
 pub fn calls() -> Calls {
@@ -180,10 +189,18 @@ unsafe impl Os for TestOs {
     }
     unsafe fn guard(p: *mut u8, len: usize, install: bool) -> bool {
         bump(|c| c.guard += 1);
-        if faulted() || NO_GUARDS.with(|c| c.get()) {
-            return false; // as a pre-6.13 kernel or a locked mapping: EINVAL
+        if faulted() {
+            return false;
         }
-        unsafe { Raw::guard(p, len, install) }
+        match GUARDS.with(|c| c.get()) {
+            Guards::Real => unsafe { Raw::guard(p, len, install) },
+            Guards::Missing => false,
+            Guards::Fake => true,
+        }
+    }
+    unsafe fn guard_faults(p: *mut u8) -> bool {
+        // the real probe, also for fake guards: there the kernel's write succeeds
+        unsafe { Raw::guard_faults(p) }
     }
     unsafe fn brk(to: usize) -> usize {
         bump(|c| c.brk += 1);
