@@ -15,7 +15,8 @@ export CARGO_TARGET_DIR ?= target
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
            valloc pvalloc malloc_usable_size free_sized free_aligned_sized
 
-.PHONY: all deps lib sysroot test bench bench-quick bench-publish soak clean
+.PHONY: all deps lib sysroot sysroot-stock sysroot-aarch64 test bench bench-quick bench-publish \
+        soak rootfs rootfs-test suites clean
 
 all: lib sysroot
 
@@ -40,6 +41,14 @@ lib: deps
 sysroot: deps
 	toolchain/build-sysroot.sh --musl 1.2.5 $(if $(HARDEN),--harden "$(HARDEN)")
 
+# stock musl (mallocng) built the same way, for comparisons; the aarch64 sysroots, cross-built
+sysroot-stock: deps
+	toolchain/build-sysroot.sh --musl 1.2.5 --malloc mallocng
+
+sysroot-aarch64: deps
+	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64
+	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64 --malloc mallocng
+
 test: lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh
 
@@ -61,6 +70,19 @@ bench-publish:
 SOAK_SECONDS ?= 600
 soak: lib sysroot
 	ci/soak.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
+
+# The test image (rootfs/README.md): BusyBox, the C tests and the attack suite, static on
+# ngmalloc, as an initramfs; rootfs-test boots it on Debian's 6.1 kernel under qemu.
+rootfs: sysroot
+	rootfs/build.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5
+	rootfs/kernel.sh $(BUILD)/rootfs/vmlinuz
+
+rootfs-test: rootfs
+	rootfs/boot-test.sh $(BUILD)/rootfs/vmlinuz $(BUILD)/rootfs/initramfs.cpio.gz
+
+# Real software's own test suites (BusyBox, gawk) on ngmalloc and on stock musl.
+suites: sysroot sysroot-stock
+	real-software/suites.sh $(BUILD)/sysroot-musl-1.2.5 $(BUILD)/sysroot-musl-1.2.5-mallocng $(BUILD)/real
 
 clean:
 	rm -rf $(BUILD)

@@ -7,6 +7,8 @@
  *   guards fallback   first mlockall(MCL_FUTURE|MCL_ONFAULT), which makes guard installs
  *                     fail with EINVAL: the PROT_NONE fallback must be used (three VMAs a
  *                     block, so the count grows) and must fault the same way.
+ * A number among the arguments sets the churn's rounds (default 60000; the rootfs image,
+ * under software emulation, takes fewer).
  * Where guards are not to be had, the fallback is expected either way: a kernel before 6.13
  * refuses MADV_GUARD_INSTALL; an emulator (qemu-user) accepts it and installs nothing,
  * which the program detects as the allocator does (the kernel's own write to the page
@@ -70,7 +72,11 @@ static void read_inside(char *p) { for (int i = 0; i < BLOCK; i += 4096) (void)*
 
 int main(int argc, char **argv)
 {
-	int locked = argc > 1 && !strcmp(argv[1], "fallback");
+	int locked = 0, rounds = 60000;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "fallback")) locked = 1;
+		else if (atoi(argv[i]) > 0) rounds = atoi(argv[i]);
+	}
 	setvbuf(stdout, 0, _IONBF, 0);
 	int support = guard_support();
 	printf("# MADV_GUARD_INSTALL: %s\n", support == REAL ? "installs guards" :
@@ -98,7 +104,7 @@ int main(int argc, char **argv)
 	/* churn: free, reallocate, shrink with realloc; the count must not grow */
 	int base = vmas();
 	unsigned x = 1;
-	for (int round = 0; round < 60000; round++) {
+	for (int round = 0; round < rounds; round++) {
 		x = x * 1103515245 + 12345;
 		int i = (x >> 8) % N;
 		free(blk[i]);
@@ -107,7 +113,7 @@ int main(int argc, char **argv)
 		if (!blk[i]) break;
 	}
 	int after = vmas();
-	snprintf(name, sizeof name, "60000 rounds of free/malloc/realloc-shrink: VMAs %d before, %d after", base, after);
+	snprintf(name, sizeof name, "%d rounds of free/malloc/realloc-shrink: VMAs %d before, %d after", rounds, base, after);
 	if (support == FAKE)
 		printf("skip - %s (not checked under an emulator)\n", name);
 	else

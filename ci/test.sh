@@ -84,6 +84,13 @@ step "aarch64 (qemu-user): guards (the fallback, detected) and mlockall" env ARC
   ci/hardening-tests.sh "$BUILD" "$a64"
 step "aarch64 (qemu-user): attack suite (stock aarch64 musl for the record)" env ARCH=aarch64 \
   ci/attacks.sh "$BUILD" "$a64" "$a64-mallocng"
+# real software: BusyBox's and gawk's own test suites, ngmalloc against stock musl; the
+# test image (BusyBox, C tests, attack suite) booted on Debian's 6.1 kernel under qemu
+step "real test suites: BusyBox and gawk, the same tests pass as on stock musl" \
+  real-software/suites.sh "$BUILD/sysroot-musl-1.2.5" "$BUILD/sysroot-musl-1.2.5-mallocng" "$BUILD/real"
+step "rootfs image built (make rootfs)" make -s rootfs BUILD="$BUILD"
+step "rootfs image boots on Linux 6.1 under qemu, every test passes (make rootfs-test)" \
+  rootfs/boot-test.sh "$BUILD/rootfs/vmlinuz" "$BUILD/rootfs/initramfs.cpio.gz"
 # reliability: real out-of-memory, a time-boxed soak, the lock-free paths model-checked,
 # the threaded stress under ThreadSanitizer, Miri, and each fuzz target for a fixed time
 step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl static)" \

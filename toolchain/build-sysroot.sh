@@ -60,6 +60,14 @@ else
   cross=$arch-linux-gnu- cc=${CROSS_CC:-$arch-linux-gnu-gcc}
 fi
 command -v "$cc" >/dev/null || die "no C compiler $cc for $arch. Run: sudo apt-get install -y gcc-${arch//_/-}-linux-gnu"
+# Linux's user-space headers (<linux/*.h>, <asm/*.h>) go into the sysroot too, as with
+# musl-cross-make, so that programs such as BusyBox build against it: Debian's package.
+if [ "$arch" = "$host_arch" ]; then
+  kpkg=linux-libc-dev kinc=/usr/include
+else
+  kpkg=linux-libc-dev-$([ "$arch" = aarch64 ] && echo arm64 || echo "$arch")-cross kinc=/usr/$arch-linux-gnu/include
+fi
+dpkg-query -W "$kpkg" >/dev/null 2>&1 || die "Linux headers for $arch are missing. Run: sudo apt-get install -y $kpkg"
 target=$arch-unknown-linux-musl
 [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || die "the Rust target $target is missing. Run: rustup target add $target"
 build="$root/build"
@@ -91,7 +99,7 @@ fi
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
 #    this script; nothing else goes into the sysroot.
 inputs() {
-  echo "$sha $arch $malloc $harden $("$cc" --version | head -1)"
+  echo "$sha $arch $malloc $harden $("$cc" --version | head -1) $(dpkg-query -W "$kpkg")"
   if [ "$malloc" = ngmalloc ]; then
     (cd "$root" && find musl-patches src musl-object toolchain Cargo.toml Cargo.lock -type f | sort | xargs sha256sum)
   else
@@ -129,6 +137,15 @@ start=$(date +%s)
   make install >>"$src/make.log" 2>&1 || { tail -20 "$src/make.log" >&2; exit 1; }
 ) || die "building musl failed (logs in $src)"
 echo "build-sysroot: musl built in $(($(date +%s) - start)) s"
+# the package's top-level header directories (asm from the multiarch directory on the host)
+for d in $(dpkg -L "$kpkg" | sed -n "s|^$kinc/\([^/]*\)$|\1|p"); do
+  [ -d "$kinc/$d" ] || continue
+  case $d in
+  *-linux-gnu) [ -d "$kinc/$d/asm" ] && cp -r "$kinc/$d/asm" "$out/include/" ;;
+  *) cp -r "$kinc/$d" "$out/include/" ;;
+  esac
+done
+[ -f "$out/include/linux/version.h" ] && [ -d "$out/include/asm" ] || die "no Linux headers copied from $kpkg"
 
 # 4. wrappers. C: a gcc wrapper with its own specs: musl's, plus -static-pie (rcrt1.o,
 #    no interpreter), which musl's specs do not handle.
