@@ -26,6 +26,9 @@ need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu   # the aarch64 sysroot (tests 
 need qemu-aarch64 qemu-user     # its programs, under user emulation (tests only)
 need qemu-system-x86_64 qemu-system-x86   # the rootfs image, booted (tests only)
 need cpio cpio                  # packs the rootfs's initramfs
+# Linux's user-space headers, copied into the sysroots (x86_64, and aarch64's cross copy)
+[ -f /usr/include/linux/version.h ] || need_pkgs+=(linux-libc-dev)
+[ -f /usr/aarch64-linux-gnu/include/linux/version.h ] || need_pkgs+=(linux-libc-dev-arm64-cross)
 # the benchmark harness preloads Debian's mimalloc and jemalloc
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
 have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
