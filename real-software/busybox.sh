@@ -5,18 +5,12 @@
 # tree in OUT-DIR/src, where the testsuite runs). A no-op when nothing changed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-S=$(realpath "$1")
-out=$(mkdir -p "$2" && realpath "$2")
-[ -x "$S/bin/ngmalloc-cc" ] || die "no sysroot at $S (make sysroot)"
+begin "$@"
 ver=1.35.0
 fetch "BusyBox $ver" busybox 1:1.35.0-4+deb12u1 bookworm "busybox_$ver.orig.tar.bz2" \
   faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694 \
   "https://busybox.net/downloads/busybox-$ver.tar.bz2"
-up_to_date "$out" "$tarball" "$S/.stamp" && [ -x "$out/busybox" ] && exit 0
-rm -rf "$out/src" "$out/busybox" "$out/.stamp"
-mkdir -p "$out/src"
-tar -xjf "$tarball" -C "$out/src" --strip-components=1
-cd "$out/src"
+unpack busybox
 mk() { make -s CC="$S/bin/ngmalloc-cc" HOSTCC=gcc "$@"; }
 mk defconfig >/dev/null
 # static; tc needs kernel headers' CBQ, removed in Linux 6.8 (off, as Alpine has it);
@@ -24,7 +18,5 @@ mk defconfig >/dev/null
 sed -i -e 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/' \
   -e 's/^CONFIG_TC=y/# CONFIG_TC is not set/' .config
 mk oldconfig </dev/null >/dev/null
-echo "busybox: building $ver against $S" >&2
 mk -j"$(nproc)" busybox >build.log 2>&1 || { tail -30 build.log >&2; die "build failed (log: $out/src/build.log)"; }
-cp busybox "$out/busybox"
-echo "$stamp" >"$out/.stamp"
+finish busybox

@@ -6,23 +6,15 @@
 # in OUT-DIR/src). A no-op when nothing changed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-S=$(realpath "$1")
-out=$(mkdir -p "$2" && realpath "$2")
-[ -x "$S/bin/ngmalloc-cc" ] || die "no sysroot at $S (make sysroot)"
+begin "$@"
 ver=5.2.1
 fetch "gawk $ver" gawk 1:5.2.1-2 bookworm "gawk_$ver.orig.tar.xz" \
   2337a0283b180ec1b9c727973a34781c6478b3ae9bcbdcca0a4dc49861d75a65 \
   "https://ftp.gnu.org/gnu/gawk/gawk-$ver.tar.xz"
-up_to_date "$out" "$tarball" "$S/.stamp" && [ -x "$out/gawk" ] && exit 0
-rm -rf "$out/src" "$out/gawk" "$out/.stamp"
-mkdir -p "$out/src"
-tar -xJf "$tarball" -C "$out/src" --strip-components=1
-cd "$out/src"
-echo "gawk: building $ver against $S" >&2
+unpack gawk
 ./configure --host="$(uname -m)-linux-musl" CC="$S/bin/ngmalloc-cc" CFLAGS=-O2 LDFLAGS=-static \
   --disable-nls --disable-extensions --without-readline --without-mpfr >configure.log 2>&1 ||
   { tail -20 configure.log >&2; die "configure failed (log: $out/src/configure.log)"; }
 # the program only: Debian's tarball leaves out the manual's sources (GFDL), so doc/ fails
 { make -j"$(nproc)" -C support && make -j"$(nproc)" gawk; } >build.log 2>&1 || { tail -30 build.log >&2; die "build failed (log: $out/src/build.log)"; }
-cp gawk "$out/gawk"
-echo "$stamp" >"$out/.stamp"
+finish gawk

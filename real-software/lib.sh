@@ -18,11 +18,29 @@ fetch() {
   esac
 }
 
-# up_to_date OUT-DIR FILE...: whether OUT-DIR/.stamp matches FILE...'s contents (and the
-# calling script's); else `stamp` is what to write when the build is done
-up_to_date() {
-  local dir=$1
-  shift
-  stamp=$(cat "$@" "$0" | sha256sum | cut -d' ' -f1)
-  [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ]
+# begin SYSROOT OUT-DIR: sets $S and $out (made)
+begin() {
+  S=$(realpath "$1")
+  out=$(mkdir -p "$2" && realpath "$2")
+  [ -x "$S/bin/ngmalloc-cc" ] || die "no sysroot at $S (make sysroot)"
+}
+
+# unpack PROGRAM: exit at once if $out/PROGRAM was built from this $tarball, sysroot and
+# script; else unpack $tarball afresh into $out/src and enter it
+unpack() {
+  stamp=$(cat "$tarball" "$S/.stamp" "$0" | sha256sum | cut -d' ' -f1)
+  if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -x "$out/$1" ]; then
+    exit 0
+  fi
+  rm -rf "$out/src" "$out/$1" "$out/.stamp"
+  mkdir -p "$out/src"
+  tar -xf "$tarball" -C "$out/src" --strip-components=1
+  cd "$out/src"
+  echo "$(basename "$0" .sh): building $1 against $S" >&2
+}
+
+# finish PROGRAM: keep the built program and stamp the build
+finish() {
+  cp "$1" "$out/$1"
+  echo "$stamp" >"$out/.stamp"
 }
