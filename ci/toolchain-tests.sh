@@ -26,6 +26,11 @@ result $([ $r != 0 ] && echo "$out" | grep -q "does not match the sha256"; echo 
 
 out=$(toolchain/build-sysroot.sh --musl 9.9.9 2>&1)
 result $([ $? != 0 ] && echo "$out" | grep -q "unsupported musl version"; echo $?) "an unknown musl version is refused"
+out=$(toolchain/build-sysroot.sh --arch riscv64 2>&1)
+result $([ $? != 0 ] && echo "$out" | grep -q "unsupported --arch riscv64"; echo $?) "an unsupported --arch is refused"
+out=$(CROSS_CC=no-such-gcc toolchain/build-sysroot.sh --arch aarch64 2>&1)
+result $([ $? != 0 ] && echo "$out" | grep -q "no C compiler no-such-gcc for aarch64. Run: sudo apt-get install"; echo $?) \
+  "a missing cross compiler stops with the command to run: $(echo "$out" | tail -1)"
 
 mkdir "$work/conf" && cd "$work/conf"
 cargo_dir=$(dirname "$(command -v cargo)")
