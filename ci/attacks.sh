@@ -12,8 +12,7 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath "$1")
 S=$(realpath "$2")
-. "$root/ci/lib.sh"
-cross=$([ -n "$CROSS" ] && echo 1 || true)
+. "$root/ci/lib.sh"   # ARCH, RUN, CROSS (non-empty for another ARCH)
 expected=${EXPECTED:-$root/attacks/expected.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,7 +37,7 @@ fail=0
 n_caught=0
 s_caught=0
 total=0
-table="$build/attacks${cross:+-$ARCH}.md"
+table="$build/attacks${CROSS:+-$ARCH}.md"
 {
   echo "| attack | ngmalloc (standalone) | ngmalloc (musl, static) | $stock_name |"
   echo "|---|---|---|---|"
@@ -46,7 +45,7 @@ table="$build/attacks${cross:+-$ARCH}.md"
 while read -r name want; do
   case "$name" in ''|'#'*) continue ;; esac
   src="$root/attacks/$name.c"
-  [ -n "$cross" ] || gcc -O0 -w -I"$root/attacks" -o "$work/$name.standalone" "$src" "$build/libngmalloc.a" -pthread 2>/dev/null
+  [ -n "$CROSS" ] || gcc -O0 -w -I"$root/attacks" -o "$work/$name.standalone" "$src" "$build/libngmalloc.a" -pthread 2>/dev/null
   "$S/bin/ngmalloc-cc" -O0 -w -static -I"$root/attacks" -o "$work/$name.musl" "$src" 2>/dev/null
   [ -n "$stock_cc" ] && "$stock_cc" -O0 -w -static -I"$root/attacks" -o "$work/$name.stock" "$src" 2>/dev/null
   a=$(outcome "$work/$name.standalone")
@@ -56,9 +55,10 @@ while read -r name want; do
   caught "$b" && n_caught=$((n_caught + 1))
   caught "$c" && s_caught=$((s_caught + 1))
   echo "| $name | $a | $b | $c |" >>"$table"
-  if [[ ( -n "$cross" || "|$want|" == *"|$a|"* ) && "|$want|" == *"|$b|"* ]]; then
+  if [[ ( -n "$CROSS" || "|$want|" == *"|$a|"* ) && "|$want|" == *"|$b|"* ]]; then
     pass=$((pass + 1))
-    echo "ok - $name: ${cross:+musl }$([ -n "$cross" ] && echo "$b" || echo "$a") (stock musl: $c)"
+    if [ -n "$CROSS" ]; then shown="musl $b"; else shown=$a; fi
+    echo "ok - $name: $shown (stock musl: $c)"
   else
     fail=$((fail + 1))
     echo "not ok - $name: standalone $a, musl $b, expected $want"
@@ -66,5 +66,5 @@ while read -r name want; do
 done <"$expected"
 echo "| **caught (a signal)** | | **$n_caught of $total** | **$s_caught of $total** |" >>"$table"
 echo "caught deterministically: ngmalloc $n_caught of $total, stock musl $s_caught of $total (table in $table)"
-echo "attacks${cross:+ ($ARCH)}: $pass passed, $fail failed"
+echo "attacks${CROSS:+ ($ARCH)}: $pass passed, $fail failed"
 [ "$fail" = 0 ]
