@@ -137,6 +137,12 @@ def build_programs(build, bindir):
     src = os.path.join(ROOT, "bench/measure.c")
     if not os.path.exists(measure) or os.stat(measure).st_mtime < os.stat(src).st_mtime:
         run(["musl-gcc", "-static", "-O2", "-o", measure, src])
+    # the exact peak RSS (bench/peakrss.c): ptrace and seccomp need Linux's headers, which
+    # musl-gcc does not see
+    peakrss = os.path.join(bindir, "peakrss")
+    src = os.path.join(ROOT, "bench/peakrss.c")
+    if not os.path.exists(peakrss) or os.stat(peakrss).st_mtime < os.stat(src).st_mtime:
+        run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", peakrss, src])
     for fl, cc in flavours(build).items():
         for prog, (srcs, cflags, libs) in progs.items():
             out = os.path.join(bindir, f"{prog}-{fl}")
@@ -167,11 +173,12 @@ def parse_kv(text):
     return out
 
 
-def run_once(measure, cmd, env, timeout):
-    """Run one measurement through bench/measure.c: wall seconds, peak RSS (KiB), output."""
+def run_tool(tool, cmd, env, timeout, fields):
+    """Run `tool OUTFILE cmd...` (bench/measure.c or bench/peakrss.c): its figures, the
+    program's output and error output, or an error."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as fig:
-        p = subprocess.Popen([measure, fig.name, *cmd], env=env, stdout=out, stderr=err, start_new_session=True)
+        p = subprocess.Popen([tool, fig.name, *cmd], env=env, stdout=out, stderr=err, start_new_session=True)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -182,20 +189,43 @@ def run_once(measure, cmd, env, timeout):
         err.seek(0)
         o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         m = fig.read().split()
-    if p.returncode != 0 or len(m) != 5:
-        return {"error": f"measure failed ({p.returncode}): {e.strip()[-300:]}"}
-    wall_ns, maxrss, user_us, sys_us, status = map(int, m)
-    if status != 0:
-        return {"error": f"exit status {status}: {e.strip()[-300:]}"}
+    name = os.path.basename(tool)
+    if p.returncode != 0 or len(m) != fields:
+        return {"error": f"{name} failed ({p.returncode}): {e.strip()[-300:]}"}
+    figs = list(map(int, m))
+    if figs[-1] != 0:
+        return {"error": f"exit status {figs[-1]} under {name}: {e.strip()[-300:]}"}
     if "ld.so" in e or "cannot be preloaded" in e:
         return {"error": f"preload failed: {e.strip()[-300:]}"}
     kv = parse_kv(o)
     if "check" not in kv or "hwm_kib" not in kv:
         return {"error": f"no check= or hwm_kib= in the output: {o.strip()[-200:]}"}
-    # Peak RSS: the program's own VmHWM, read at its end. The kernel's rusage figure sums
-    # per-CPU counters lazily: it can be off by hundreds of KiB, 0 for a small threaded one.
-    return {"wall": wall_ns / 1e9, "peak_kib": kv["hwm_kib"], "rusage_maxrss_kib": maxrss,
-            "user": user_us / 1e6, "sys": sys_us / 1e6, "out": kv}
+    return {"figs": figs, "out": kv}
+
+
+def run_once(measure, cmd, env, timeout):
+    """One timed run through bench/measure.c: wall seconds and the program's output."""
+    r = run_tool(measure, cmd, env, timeout, 5)
+    if "error" in r:
+        return r
+    wall_ns, maxrss, user_us, sys_us, _ = r["figs"]
+    # rusage's maxrss and the program's VmHWM are kept for the record only (see peak_rss)
+    return {"wall": wall_ns / 1e9, "rusage_maxrss_kib": maxrss, "vmhwm_kib": r["out"]["hwm_kib"],
+            "user": user_us / 1e6, "sys": sys_us / 1e6, "out": r["out"]}
+
+
+def peak_rss(peakrss, cmd, env, timeout):
+    """The exact peak RSS (KiB) of one more run, under bench/peakrss.c.
+
+    Not VmHWM or ru_maxrss: the kernel records the high-water mark from per-CPU counters
+    it folds every 32 pages or so, which can miss the peak by that much per CPU (stock
+    musl's tree workload printed a VmHWM of 128 KiB, below its own live data). The tracer
+    reads the exact VmRSS at every call that can lower it; its run is not timed."""
+    r = run_tool(peakrss, cmd, env, timeout, 3)
+    if "error" in r:
+        return r
+    peak, samples, _ = r["figs"]
+    return {"peak_kib": peak, "peak_samples": samples, "out": r["out"]}
 
 
 def served_by(name, how, binary, env):
@@ -327,6 +357,7 @@ def main():
             die(f"no workload matches {a.only}")
     build_programs(build, bindir)
     measure = os.path.join(bindir, "measure")
+    peakrss = os.path.join(bindir, "peakrss")
 
     problems = []
     for name, (fl, env, how) in allocs.items():
@@ -350,6 +381,14 @@ def main():
                 fl, env, _ = allocs[name]
                 cmd = [os.path.join(bindir, f"{prog}-{fl}"), *pre, f"{scale:g}", *post]
                 r = run_once(measure, cmd, dict(os.environ, **env), a.timeout)
+                if "error" not in r:
+                    pk = peak_rss(peakrss, cmd, dict(os.environ, **env), a.timeout)
+                    if "error" in pk:
+                        r = pk
+                    elif pk["out"]["check"] != r["out"]["check"]:
+                        r = {"error": f"the traced run computed {pk['out']['check']}, the timed one {r['out']['check']}"}
+                    else:
+                        r.update(peak_kib=pk["peak_kib"], peak_samples=pk["peak_samples"])
                 done += 1
                 if "error" in r:
                     errors.append(f"{wid} on {name}: {r['error']}")

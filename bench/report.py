@@ -165,7 +165,8 @@ def write(res, out):
         f"repeat runs every workload on every allocator, in rotating order); measurement took "
         f"{res['run_seconds'] // 60} min {res['run_seconds'] % 60} s; load average "
         f"{res['loadavg_before'][0]:.2f} before, {res['loadavg_after'][0]:.2f} after. Time is the "
-        "wall-clock time of the whole process, peak RSS the process's VmHWM at its end (/proc/self/status).",
+        "wall-clock time of the whole process; peak RSS is exact, from one more run of each cell "
+        "under bench/peakrss.c (VmRSS read at every call that can lower it), not the kernel's VmHWM.",
         "",
         md_table(["allocator", "built as", "version"],
                  [[LABEL[a], f"{res['allocators'][a]['flavour']} build" + (
