@@ -257,9 +257,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let (guard, len) = self.cache_span();
         // SAFETY: the caller's contract; the registry is changed under the lock.
         unsafe {
-            for sc in 0..TC_CLASSES {
-                self.drain(&mut *tc, sc, (*tc).count[sc] as usize);
-            }
+            self.drain_all(&mut *tc);
             let Some(mut st) = self.locked() else { crash() };
             unregister(&mut st.caches, tc);
             drop(st);
@@ -356,14 +354,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // whole, so it can be freed: cached slots would keep its memory alive, one
             // group per cached slot. The bin is searched only when the count allows it.
             tc.streak = tc.streak.saturating_add(1);
-            if tc.streak == FREE_STREAK {
-                // what the bins held before the run began: its groups' last frees may be
-                // past, so no later free would give them back
-                for c in 0..TC_CLASSES {
-                    self.drain(tc, c, tc.count[c] as usize);
-                }
-            }
             if tc.streak >= FREE_STREAK {
+                if tc.streak == FREE_STREAK {
+                    // what the bins held before the run began: its groups' last frees may
+                    // be past, so no later free would give them back
+                    self.drain_all(tc);
+                }
                 let bit = 1u32 << s.idx;
                 let used = used_slots(g);
                 if used.count_ones() as usize <= tc.count[sc] as usize + 1
@@ -426,20 +422,27 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         g: *mut Meta,
         others: u32,
     ) -> bool {
-        let count = tc.count[sc] as usize;
-        let mut mine = 0u32;
-        for &e in &tc.ent[sc][..count] {
-            let (m, i) = unpack(e);
-            if m == g {
-                mine |= 1 << i;
-            }
-        }
+        let mine = tc
+            .entries(sc)
+            .filter(|&(m, _)| m == g)
+            .fold(0u32, |mine, (_, i)| mine | 1 << i);
         if mine != others {
             return false;
         }
         // SAFETY: the caller's contract.
         unsafe { self.release_where(tc, sc, |_, m| m == g) };
         true
+    }
+
+    /// Give every entry of every bin back to its group.
+    ///
+    /// # Safety
+    /// `tc` satisfies the cache invariant.
+    unsafe fn drain_all(&self, tc: &mut ThreadCache) {
+        for sc in 0..TC_CLASSES {
+            // SAFETY: the caller's contract.
+            unsafe { self.drain(tc, sc, tc.count[sc] as usize) };
+        }
     }
 
     /// Give the `n` oldest entries of bin `sc` back to their groups.
