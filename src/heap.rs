@@ -1319,8 +1319,9 @@ impl State {
                     for i in 0..cnt {
                         *base.wrapping_add(i * st).wrapping_sub(4) = 0;
                     }
+                    // (a check byte: the next host slot's owner may frame it meanwhile)
                     let last = base.wrapping_add(cnt * st).wrapping_sub(4);
-                    *last = canary(secret, last.addr());
+                    set_check_byte(last, canary(secret, last.addr()));
                     for i in 0..cnt {
                         *base.wrapping_add(i * st).wrapping_sub(3) = 0;
                     }
