@@ -31,7 +31,7 @@ use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast, free_locked, free_slots};
 use crate::meta::{
     AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, clear_zeroed, large_guards,
-    low_mask, set_large_guards, storage, stride,
+    low_mask, set_large_guards, set_shape, storage, stride,
 };
 use crate::os::{Os, Prot};
 use crate::pagemap;
@@ -721,7 +721,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             set_size(p, s.end, n, secret);
                             return NonNull::new(p);
                         }
-                        (*g).maplen = (needed / AREA) as u32;
+                        set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                         set_large_guards(g, lead, trail + old_data - needed, false);
                     }
                     let end = mem.wrapping_add(needed - IB);
@@ -746,7 +746,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             // even for that the block could never be freed: stop now.
                             check!(pagemap::register::<O>(mem, needed));
                             (*g).mem = mem.cast::<Group>();
-                            (*g).maplen = (needed / AREA) as u32;
+                            set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                             let protnone = self.install_guard(mem.wrapping_add(needed), guard);
                             set_large_guards(g, lead, guard, protnone);
                             let start = storage((*g).mem);
@@ -903,10 +903,8 @@ unsafe fn init_group(
         (*m).mem = g;
         (*g).meta = m;
         (*g).active_idx = active_idx as u8;
-        (*m).last_idx = last_idx as u8;
+        set_shape(m, last_idx, sc, maplen);
         (*m).freeable = 1;
-        (*m).sizeclass = sc;
-        (*m).maplen = maplen;
         (*m).zeroed = 0;
         (*m).avail_mask.store(avail, Relaxed);
         (*m).freed_mask.store(freed, Relaxed);
@@ -1004,6 +1002,7 @@ impl State {
                 if !pagemap::register::<O>(p, AREA) {
                     return None;
                 }
+                pagemap::note_area(p);
                 self.avail_meta_area_count -= 1;
                 self.avail_meta_areas = p.wrapping_add(AREA);
                 let area = p.cast::<MetaArea>();

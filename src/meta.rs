@@ -18,6 +18,9 @@
 //!   it is a single-slot group (those are freed, never listed);
 //! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`.
 //!
+//! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
+//! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
+//!
 //! `avail_mask` changes only under the heap lock. `freed_mask` may gain bits without the
 //! lock (the free fast path) and loses them only under it, by `activate_group`.
 
@@ -48,8 +51,10 @@ pub fn storage(g: *mut Group) -> *mut u8 {
     g.cast::<u8>().wrapping_add(UNIT)
 }
 
-/// Out-of-band record of one group.
-#[repr(C)]
+/// Out-of-band record of one group. One cache line: a record never shares a line with
+/// another group's (remote frees write `freed_mask` from other threads), and the decoder
+/// checks a record's place in its area with a mask instead of a division.
+#[repr(C, align(64))]
 pub struct Meta {
     /// Previous record in the class's circular active list (null when unlisted).
     pub prev: *mut Meta,
@@ -80,9 +85,13 @@ pub struct Meta {
     /// (3 VMAs, which `mremap` cannot move), clear for `MADV_GUARD_INSTALL` markers (one
     /// VMA); the other bits the guard after the data, in 4 KiB units.
     pub swept_mask: u32,
+    /// The slot stride in UNITs, `stride(m) / UNIT`: what the decoder's bounds check and
+    /// `enframe` need on every call, kept here so they read one field instead of
+    /// deriving it from `last_idx`, `maplen` and the class table. Set by [`set_shape`].
+    pub units: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Meta>() == 48);
+const _: () = assert!(core::mem::size_of::<Meta>() == 64);
 
 impl Meta {
     /// A free record: what `free_meta` leaves behind.
@@ -100,12 +109,14 @@ impl Meta {
             maplen: 0,
             clean_mask: 0,
             swept_mask: 0,
+            units: 0,
         }
     }
 }
 
-/// A 4 KiB page of meta records tagged with the heap's secret.
-#[repr(C)]
+/// A 4 KiB page of meta records tagged with the heap's secret. The header takes a whole
+/// record's place, so records start at multiples of 64 bytes.
+#[repr(C, align(64))]
 pub struct MetaArea {
     /// The heap's secret: a meta pointer is trusted only if its page starts with it.
     pub check: u64,
@@ -120,7 +131,7 @@ pub const AREA_SLOTS: usize =
     (AREA - core::mem::size_of::<MetaArea>()) / core::mem::size_of::<Meta>();
 const _: () =
     assert!(core::mem::size_of::<MetaArea>().is_multiple_of(core::mem::align_of::<Meta>()));
-const _: () = assert!(AREA_SLOTS >= 64);
+const _: () = assert!(size_of::<MetaArea>() == size_of::<Meta>() && AREA_SLOTS == 63);
 
 /// First record of the area at `a`.
 #[inline(always)]
@@ -140,20 +151,35 @@ pub const fn low_mask(i: usize) -> u32 {
     u32::MAX >> (31 - i)
 }
 
-/// Distance between slots of `m` (mallocng `get_stride`): a single-slot mapping spans its
-/// whole mapping, every other group its class size.
+/// Distance between slots of `m` (mallocng `get_stride`), from [`Meta::units`].
 ///
 /// # Safety
 /// `m` points to a live meta record.
 #[inline(always)]
 pub unsafe fn stride(m: *const Meta) -> usize {
     // SAFETY: the caller vouches for `m`.
-    let (last_idx, maplen, sc) = unsafe { ((*m).last_idx, (*m).maplen, (*m).sizeclass) };
-    if last_idx == 0 && maplen != 0 {
+    unsafe { (*m).units as usize * UNIT }
+}
+
+/// Set the fields that fix a group's stride and keep [`Meta::units`] in step: a
+/// single-slot mapping spans its whole mapping, every other group its class size.
+///
+/// # Safety
+/// `m` points to a record the caller may write.
+#[inline]
+pub unsafe fn set_shape(m: *mut Meta, last_idx: usize, sc: u8, maplen: u32) {
+    let stride = if last_idx == 0 && maplen != 0 {
         maplen as usize * AREA - UNIT
     } else {
         debug_assert!((sc as usize) < NUM_CLASSES);
         class_size(sc as usize)
+    };
+    // SAFETY: the caller vouches for `m`.
+    unsafe {
+        (*m).last_idx = last_idx as u8;
+        (*m).sizeclass = sc;
+        (*m).maplen = maplen;
+        (*m).units = (stride / UNIT) as u32;
     }
 }
 
@@ -234,6 +260,6 @@ mod tests {
             assert_eq!(low_mask(i).count_ones() as usize, i + 1);
             assert_eq!(low_mask(i) as u64, (2u64 << i) - 1);
         }
-        assert_eq!(AREA_SLOTS, 84);
+        assert_eq!(AREA_SLOTS, 63);
     }
 }

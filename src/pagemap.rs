@@ -18,7 +18,7 @@
 //! other's bits.
 
 use core::ptr::null_mut;
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicPtr, AtomicU64};
 
 use crate::config::AREA;
@@ -60,6 +60,40 @@ pub fn contains(addr: usize) -> bool {
         let page = (addr >> PAGE_SHIFT) & ((1 << (LEAF_SHIFT - PAGE_SHIFT)) - 1);
         (*leaf.add(page / 64)).load(Relaxed) >> (page % 64) & 1 != 0
     }
+}
+
+/// The newest run of consecutive meta-area pages: `first page << RUN_BITS | pages`. Meta
+/// areas are registered and never unregistered (no heap gives its areas back), so a page
+/// in the run is heap memory without a walk of the map: the decoder checks every record's
+/// area, on every free, and this makes that check a subtraction and a compare. One word,
+/// so a reader never pairs one run's start with another's length; areas outside it (older
+/// runs, other heaps') are found in the map as before.
+static META_RUN: AtomicU64 = AtomicU64::new(0);
+const RUN_BITS: u32 = 16;
+const RUN_MAX: u64 = (1 << RUN_BITS) - 1;
+
+/// Whether the page holding `addr`, a meta area's address, is heap memory: [`contains`],
+/// answered from the newest run of areas when it lies there.
+#[inline(always)]
+pub fn contains_area(addr: usize) -> bool {
+    let run = META_RUN.load(Relaxed);
+    ((addr >> PAGE_SHIFT) as u64).wrapping_sub(run >> RUN_BITS) < run & RUN_MAX || contains(addr)
+}
+
+/// Record that the page at `p`, just [`register`]ed, is a meta area that stays registered:
+/// it extends the newest run if it follows it, else starts a new one.
+pub fn note_area(p: *const u8) {
+    let page = (p.addr() >> PAGE_SHIFT) as u64;
+    // heaps with different locks may note areas at once: each store is a run every page of
+    // which some caller noted
+    let _ = META_RUN.fetch_update(Release, Relaxed, |run| {
+        let (first, n) = (run >> RUN_BITS, run & RUN_MAX);
+        Some(if n != 0 && n < RUN_MAX && first + n == page {
+            run + 1
+        } else {
+            page << RUN_BITS | 1
+        })
+    });
 }
 
 /// A mapping of `len` zeroed bytes, or null.

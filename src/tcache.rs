@@ -32,7 +32,7 @@
 //! whole when its thread exits.
 //!
 //! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
-//! `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` (the record's address with
+//! `secret` is the heap's; `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` (the record's address with
 //! `i` in its top byte, [`IDX_SHIFT`]) is slot `i` of a live group
 //! `g`, `i <= g.last_idx`, bit `i` in neither mask of `g`, `g.sizeclass < TC_CLASSES`; no
 //! slot appears twice in all caches.
@@ -48,7 +48,7 @@ use crate::meta::{clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{enframe, find_meta, find_slot, nominal_size, retire};
+use crate::slot::{Slot, enframe_inline, find_meta, find_slot, nominal_size, retire};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
@@ -121,6 +121,9 @@ pub struct ThreadCache {
     pub(crate) streak: u32,
     /// Refills of each bin so far, up to [`MAX_FILLS`] (see [`refill_count`]).
     pub(crate) fills: [u8; TC_CLASSES],
+    /// The heap's secret, copied here so the fast paths read it from the line they
+    /// already touch instead of through the heap's region pointer.
+    pub(crate) secret: u64,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
     /// The entries: a group record with the slot index in its top byte (one load a pop).
@@ -240,6 +243,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 return null_mut();
             };
             (*tc).cycle = st.cycle;
+            (*tc).secret = st.secret;
             register(&mut st.caches, tc);
             tc
         }
@@ -302,7 +306,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let (g, idx) = unpack(tc.ent[sc][k]);
         // SAFETY: the entry is a slot of a live group, taken out of both masks (the
         // cache invariant) and of class `sc` or larger, so `n + IB` fits its stride.
-        NonNull::new(unsafe { enframe(g, idx, n, tc.cycle, self.secret()) })
+        NonNull::new(unsafe { enframe_inline(g, idx, n, tc.cycle, tc.secret) })
     }
 
     /// Take [`refill_count`] slots from the groups, under one lock acquisition. False when
@@ -339,7 +343,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // SAFETY: forwarded.
             return unsafe { self.free(p) };
         }
-        let secret = self.secret();
+        let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
         unsafe {
             let s = ok(find_slot(p, secret));
@@ -351,44 +355,75 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             }
             // In a long run of frees with no malloc between (a thread freeing what it
             // built), a group whose other slots are all free or in this bin goes back
-            // whole, so it can be freed: cached slots would keep its memory alive, one
-            // group per cached slot. The bin is searched only when the count allows it.
+            // whole (see `free_in_run`).
             tc.streak = tc.streak.saturating_add(1);
-            if tc.streak >= FREE_STREAK {
-                if tc.streak == FREE_STREAK {
-                    // what the bins held before the run began: its groups' last frees may
-                    // be past, so no later free would give them back
-                    self.drain_all(tc);
-                }
-                let bit = 1u32 << s.idx;
-                let used = used_slots(g);
-                if used.count_ones() as usize <= tc.count[sc] as usize + 1
-                    && self.give_back_group(tc, sc, g, used & !bit)
-                {
-                    // the group goes; if it is nested, its host slot is freed on the
-                    // locked path, which does not see this cache: the host's group may
-                    // be left with nothing in use but slots in this cache
-                    let mut host = self.cached_host(tc, g, secret);
-                    self.free_slot(p, s, secret);
-                    while let Some(h) = host {
-                        host = self.cached_host(tc, h, secret);
-                        if !self.give_back_group(tc, (*h).sizeclass as usize, h, used_slots(h)) {
-                            break;
-                        }
-                    }
-                    return;
-                }
+            if tc.streak >= FREE_STREAK && self.free_in_run(tc, p, s, secret) {
+                return;
             }
             retire(p, &s);
             // the slot comes back dirty
             clear_zeroed(g);
-            let mut k = tc.count[sc] as usize;
+            let k = tc.count[sc] as usize;
             if k == limit(sc) {
-                self.drain(tc, sc, k.div_ceil(2));
-                k = tc.count[sc] as usize;
+                return self.push_full(tc, sc, entry(g, s.idx));
             }
             tc.ent[sc][k] = entry(g, s.idx);
             tc.count[sc] = k as u8 + 1;
+        }
+    }
+
+    /// Push `e` to the full bin `sc`, after giving its older half back to the groups.
+    ///
+    /// # Safety
+    /// `tc` satisfies the cache invariant; `e` is a retired slot of class `sc`, in use for
+    /// its group.
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_full(&self, tc: &mut ThreadCache, sc: usize, e: *mut Meta) {
+        // SAFETY: the caller's contract.
+        unsafe { self.drain(tc, sc, limit(sc).div_ceil(2)) };
+        let k = tc.count[sc] as usize;
+        tc.ent[sc][k] = e;
+        tc.count[sc] = k as u8 + 1;
+    }
+
+    /// A free in a long run of frees: if the group of `s` has nothing else in use but
+    /// slots in this bin, give the group back whole (so it can be freed: cached slots
+    /// would keep its memory alive, one group per cached slot) and return true. The bin
+    /// is searched only when the count allows it.
+    ///
+    /// # Safety
+    /// As `free_cached`, after `p` was validated as `s`, of a cached class.
+    #[inline(never)]
+    unsafe fn free_in_run(&self, tc: &mut ThreadCache, p: *mut u8, s: Slot, secret: u64) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if tc.streak == FREE_STREAK {
+                // what the bins held before the run began: its groups' last frees may
+                // be past, so no later free would give them back
+                self.drain_all(tc);
+            }
+            let g = s.meta;
+            let sc = (*g).sizeclass as usize;
+            let bit = 1u32 << s.idx;
+            let used = used_slots(g);
+            if used.count_ones() as usize > tc.count[sc] as usize + 1
+                || !self.give_back_group(tc, sc, g, used & !bit)
+            {
+                return false;
+            }
+            // the group goes; if it is nested, its host slot is freed on the locked path,
+            // which does not see this cache: the host's group may be left with nothing in
+            // use but slots in this cache
+            let mut host = self.cached_host(tc, g, secret);
+            self.free_slot(p, s, secret);
+            while let Some(h) = host {
+                host = self.cached_host(tc, h, secret);
+                if !self.give_back_group(tc, (*h).sizeclass as usize, h, used_slots(h)) {
+                    break;
+                }
+            }
+            true
         }
     }
 

@@ -12,6 +12,7 @@ use crate::lock::RawLock;
 use crate::meta::{AREA_SLOTS, Meta, area_of, area_slots, low_mask, storage, stride};
 use crate::os::Os;
 use crate::pagemap;
+use crate::size_class::SIZE_CLASSES;
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, canary, find_meta, find_slot, flag, idx_rsv, nominal_size, off16,
     slot_bounds, slot_index,
@@ -214,6 +215,18 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     s.free_metas += 1;
                     continue;
                 }
+                // the cached stride is the one the group's shape gives
+                let shape = if (*m).last_idx == 0 && (*m).maplen != 0 {
+                    (*m).maplen as usize * AREA - UNIT
+                } else {
+                    let sc = (*m).sizeclass as usize;
+                    SIZE_CLASSES.get(sc).map_or(0, |&u| u as usize * UNIT)
+                };
+                want!(
+                    stride(m) == shape,
+                    "units field disagrees with the shape",
+                    m
+                );
                 // every page of a group's memory (a nested group's is its host slot's) and
                 // of a large block's data is heap memory to the decoder
                 let (mem, len) = (
@@ -316,6 +329,7 @@ unsafe fn walk_caches(
     unsafe {
         while !tc.is_null() {
             want!((*tc).prev == prev, "cache registry links", tc);
+            want!((*tc).secret == secret, "cache's copy of the secret", tc);
             for sc in 0..TC_CLASSES {
                 want!(
                     (*tc).count[sc] as usize <= limit(sc),
