@@ -57,7 +57,10 @@ pub const TC_CLASSES: usize = 28;
 pub const TC_SLOTS: usize = 16;
 /// Frees in a row, with no malloc between, after which a thread is taken to be freeing
 /// what it built: until its next malloc, a free that leaves its group with nothing in use
-/// but slots in this bin gives the group back whole.
+/// but slots in this bin gives the group back whole, if the thread ever refilled that bin
+/// (it built slots of the class). A consumer, which frees what other threads built, keeps
+/// its bins: giving each group back as it empties made its producer map a new one at once
+/// (producer/consumer, 2 threads: 0.38 s with the give-back, 0.32 s without).
 pub const FREE_STREAK: u32 = 256;
 /// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
 /// group alive, so what a thread can hold back is about this per class, plus the rest
@@ -168,6 +171,11 @@ impl ThreadCache {
     /// The entries of bin `sc`, for the walker.
     pub(crate) fn entries(&self, sc: usize) -> impl Iterator<Item = (*mut Meta, usize)> + '_ {
         (0..self.count[sc] as usize).map(move |k| unpack(self.ent[sc][k]))
+    }
+
+    /// Slots bin `sc` holds.
+    pub fn held(&self, sc: usize) -> usize {
+        self.count[sc] as usize
     }
 
     /// Slots the next refill of bin `sc` takes.
@@ -407,7 +415,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let sc = (*g).sizeclass as usize;
             let bit = 1u32 << s.idx;
             let used = used_slots(g);
-            if used.count_ones() as usize > tc.count[sc] as usize + 1
+            if tc.fills[sc] == 0
+                || used.count_ones() as usize > tc.count[sc] as usize + 1
                 || !self.give_back_group(tc, sc, g, used & !bit)
             {
                 return false;

@@ -251,6 +251,30 @@ fn free_everything(seed: u64) {
 }
 
 #[test]
+fn a_consumer_run_keeps_its_bins_and_exit_gives_them_back() {
+    // A thread that frees what another built (a consumer) never refilled the class: in its
+    // long run of frees, groups whose slots all reach its bin stay there (its producer
+    // would have to make them again at once: 16% of producer/consumer time) and go back
+    // through the bin's drains and the thread's exit.
+    let h = heap();
+    let (producer, consumer) = (cache(&h), cache(&h));
+    let v: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(producer, 100).unwrap())
+        .collect();
+    // no slot of these groups is left in the producer's bin
+    unsafe { h.cache_destroy(producer) };
+    for p in v {
+        unsafe { h.free_cached(consumer, p.as_ptr()) };
+    }
+    let sc = ngmalloc::size_class::size_to_class(100);
+    assert!(consumer.held(sc) > 0, "the consumer gave its bin back");
+    assert!(consumer.held(sc) <= limit(sc));
+    unsafe { h.cache_destroy(consumer) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
+}
+
+#[test]
 fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
     // Regression: a fresh single-slot group is marked all-zero for calloc; its slot, freed
     // into the cache dirty and taken again, kept the mark, and musl's calloc skipped the
