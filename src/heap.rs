@@ -150,6 +150,12 @@ pub struct Heap<O: Os, L: RawLock> {
     _os: PhantomData<fn() -> O>,
 }
 
+/// The first PROT_NONE reservation for meta areas is `2 << FIRST_META_SHIFT` pages (15
+/// areas), each next one twice the last. mallocng starts at 2 pages (one area); with 63
+/// records an area, a program with 2000 large blocks then went through five reservations,
+/// each a VMA or two of its own. Untouched reservation costs address space, no memory.
+const FIRST_META_SHIFT: u32 = 3;
+
 /// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB).
 const ZERO_SLOTS: usize = 4096;
 
@@ -922,7 +928,7 @@ impl State {
             avail_meta: null_mut(),
             avail_meta_count: 0,
             avail_meta_area_count: 0,
-            meta_alloc_shift: 0,
+            meta_alloc_shift: FIRST_META_SHIFT,
             meta_area_head: null_mut(),
             meta_area_tail: null_mut(),
             avail_meta_areas: null_mut(),
