@@ -445,7 +445,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: a nested group's memory is the user pointer of its host slot, whose
         // header find_meta validates.
         unsafe {
-            if (*g).maplen != 0 {
+            // nested: no mapping of its own, and not donated memory (which has none either)
+            if (*g).maplen != 0 || (*g).freeable == 0 {
                 return None;
             }
             let h = ok(find_meta((*g).mem.cast::<u8>(), secret));
