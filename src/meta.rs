@@ -29,8 +29,8 @@ use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::check;
-use crate::config::{AREA, NUM_CLASSES, UNIT};
-use crate::size_class::class_size;
+use crate::config::{AREA, UNIT};
+use crate::size_class::SIZE_CLASSES;
 
 /// Header of a group's memory. Slot 0's in-band header overlaps bytes 12..16.
 #[repr(C)]
@@ -161,26 +161,44 @@ pub unsafe fn stride(m: *const Meta) -> usize {
     unsafe { (*m).units as usize * UNIT }
 }
 
-/// Set the fields that fix a group's stride and keep [`Meta::units`] in step: a
-/// single-slot mapping spans its whole mapping, every other group its class size.
+/// The stride a group's shape gives (mallocng `get_stride`): a single-slot mapping spans
+/// its whole mapping, every other group its class size; `None` for a class with no size.
+#[inline]
+pub fn shape_stride(last_idx: usize, sc: u8, maplen: u32) -> Option<usize> {
+    if last_idx == 0 && maplen != 0 {
+        Some(maplen as usize * AREA - UNIT)
+    } else {
+        SIZE_CLASSES.get(sc as usize).map(|&u| u as usize * UNIT)
+    }
+}
+
+/// Set the fields that fix a group's stride and keep [`Meta::units`] in step
+/// ([`shape_stride`]).
 ///
 /// # Safety
-/// `m` points to a record the caller may write.
+/// `m` points to a record the caller may write; the shape has a stride.
 #[inline]
 pub unsafe fn set_shape(m: *mut Meta, last_idx: usize, sc: u8, maplen: u32) {
-    let stride = if last_idx == 0 && maplen != 0 {
-        maplen as usize * AREA - UNIT
-    } else {
-        debug_assert!((sc as usize) < NUM_CLASSES);
-        class_size(sc as usize)
-    };
+    let stride = shape_stride(last_idx, sc, maplen);
+    debug_assert!(stride.is_some());
     // SAFETY: the caller vouches for `m`.
     unsafe {
         (*m).last_idx = last_idx as u8;
         (*m).sizeclass = sc;
         (*m).maplen = maplen;
-        (*m).units = (stride / UNIT) as u32;
+        (*m).units = (stride.unwrap_or(0) / UNIT) as u32;
     }
+}
+
+/// Whether `m` is a nested group (its memory a slot of a larger group): it has no mapping
+/// of its own, and is not donated memory, which has none either.
+///
+/// # Safety
+/// `m` is a live record.
+#[inline]
+pub unsafe fn nested(m: *const Meta) -> bool {
+    // SAFETY: the caller vouches for `m`.
+    unsafe { (*m).maplen == 0 && (*m).freeable != 0 }
 }
 
 /// mallocng `activate_group`: move the freed slots inside the active range to `avail_mask`

@@ -250,15 +250,7 @@ pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     // read lies before the slot's start, in its group.
     unsafe {
         let (meta, idx) = decode(p, secret)?;
-        let stride = stride(meta);
-        let start = storage((*meta).mem).wrapping_add(stride * idx);
-        let s = Slot {
-            meta,
-            idx,
-            stride,
-            start,
-            end: start.wrapping_add(stride - IB),
-        };
+        let s = slot_at(meta, idx);
         // A slot hosting a nested group is in use, and a pointer into the nested group's
         // slots lies inside it: a forged header could name the host slot and have it freed
         // from under the nested group. No user pointer resolves to a host slot.
@@ -276,15 +268,27 @@ pub unsafe fn slot_bounds(meta: *mut Meta, idx: usize) -> Result<Slot, Corrupt> 
     // SAFETY: forwarded.
     unsafe {
         ensure!(idx <= (*meta).last_idx as usize, Corrupt::Index);
+        Ok(slot_at(meta, idx))
+    }
+}
+
+/// Slot `idx` of the live record `meta`, `idx <= last_idx` already checked.
+///
+/// # Safety
+/// As stated.
+#[inline(always)]
+unsafe fn slot_at(meta: *mut Meta, idx: usize) -> Slot {
+    // SAFETY: the caller vouches for `meta`.
+    unsafe {
         let stride = stride(meta);
         let start = storage((*meta).mem).wrapping_add(stride * idx);
-        Ok(Slot {
+        Slot {
             meta,
             idx,
             stride,
             start,
             end: start.wrapping_add(stride - IB),
-        })
+        }
     }
 }
 

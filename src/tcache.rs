@@ -44,7 +44,7 @@ use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
 use crate::heap::Heap;
 use crate::lock::RawLock;
 use crate::meta::Meta;
-use crate::meta::{clear_zeroed, low_mask};
+use crate::meta::{clear_zeroed, low_mask, nested};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
@@ -445,8 +445,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: a nested group's memory is the user pointer of its host slot, whose
         // header find_meta validates.
         unsafe {
-            // nested: no mapping of its own, and not donated memory (which has none either)
-            if (*g).maplen != 0 || (*g).freeable == 0 {
+            if !nested(g) {
                 return None;
             }
             let h = ok(find_meta((*g).mem.cast::<u8>(), secret));

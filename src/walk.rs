@@ -9,10 +9,11 @@ use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT};
 use crate::heap::{Heap, State};
 use crate::list::checked_links;
 use crate::lock::RawLock;
-use crate::meta::{AREA_SLOTS, Meta, area_of, area_slots, low_mask, storage, stride};
+use crate::meta::{
+    AREA_SLOTS, Meta, area_of, area_slots, low_mask, nested, shape_stride, storage, stride,
+};
 use crate::os::Os;
 use crate::pagemap;
-use crate::size_class::SIZE_CLASSES;
 use crate::slot::{
     RSV_NESTED, RSV_REDIRECT, canary, find_meta, find_slot, flag, idx_rsv, nominal_size, off16,
     slot_bounds, slot_index,
@@ -216,14 +217,9 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     continue;
                 }
                 // the cached stride is the one the group's shape gives
-                let shape = if (*m).last_idx == 0 && (*m).maplen != 0 {
-                    (*m).maplen as usize * AREA - UNIT
-                } else {
-                    let sc = (*m).sizeclass as usize;
-                    SIZE_CLASSES.get(sc).map_or(0, |&u| u as usize * UNIT)
-                };
                 want!(
-                    stride(m) == shape,
+                    Some(stride(m))
+                        == shape_stride((*m).last_idx as usize, (*m).sizeclass, (*m).maplen),
                     "units field disagrees with the shape",
                     m
                 );
@@ -444,7 +440,7 @@ unsafe fn walk_group(
             } else {
                 want!(listed, "donated group unlisted", m);
             }
-            if (*m).maplen == 0 && (*m).freeable != 0 {
+            if nested(m) {
                 // nested: its memory is an in-use slot of a larger class marked as host
                 let gp = g.cast::<u8>();
                 let host = find_meta(gp, secret)
