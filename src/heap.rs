@@ -19,7 +19,7 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32};
 
-use crate::cache::{GROUP_CACHE_FLOOR, GROUP_CACHE_SHARE, MapCache};
+use crate::cache::{MapCache, group_budget};
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
@@ -1392,8 +1392,8 @@ impl State {
                 let (mem, len) = ((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA);
                 if sc < NUM_CLASSES {
                     self.group_bytes = self.group_bytes.saturating_sub(len);
-                    let budget = (self.group_bytes / GROUP_CACHE_SHARE).max(GROUP_CACHE_FLOOR);
-                    self.cache.put_within(mem, len, budget)
+                    self.cache
+                        .put_within(mem, len, group_budget(self.group_bytes, len))
                 } else {
                     // Keep the block, guards and all, with its data made a guard too: the
                     // pages are zapped (no memory), any use after free faults, and the
