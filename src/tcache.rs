@@ -89,8 +89,15 @@ pub const fn refill_count(sc: usize, fills: u8) -> usize {
     if want < half { want } else { half }
 }
 
-/// Refills after which [`refill_count`] stops growing (`2 << MAX_FILLS >= TC_SLOTS / 2`).
-const MAX_FILLS: u8 = 3;
+/// Refills after which [`refill_count`] stops growing: the fewest with
+/// `2 << MAX_FILLS >= TC_SLOTS / 2` (derived, so it follows [`TC_SLOTS`]).
+const MAX_FILLS: u8 = {
+    let mut n = 0;
+    while 2 << n < TC_SLOTS / 2 {
+        n += 1;
+    }
+    n
+};
 const _: () = assert!(2 << MAX_FILLS >= TC_SLOTS / 2);
 
 /// Where an entry keeps its slot index: the top byte of the record's address, which is 0:
