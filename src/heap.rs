@@ -1005,10 +1005,9 @@ impl State {
                     return None;
                 }
                 // the decoder reads a record's area only if the page map lists it
-                if !pagemap::register::<O>(p, AREA) {
+                if !pagemap::note_area(p) && !pagemap::register::<O>(p, AREA) {
                     return None;
                 }
-                pagemap::note_area(p);
                 self.avail_meta_area_count -= 1;
                 self.avail_meta_areas = p.wrapping_add(AREA);
                 let area = p.cast::<MetaArea>();

@@ -1,5 +1,5 @@
 //! Which 4 KiB pages hold heap memory: group mappings, the data of individually mapped
-//! blocks, meta areas and donated ranges. The header decoder (`slot::find_meta`) checks
+//! blocks and donated ranges in a map, meta areas in a short table of runs. The header decoder (`slot::find_meta`) checks
 //! every address it derives from user-writable bytes here before it reads through it, so a
 //! forged offset or meta pointer is rejected (a hardening crash) instead of making the
 //! decoder read wherever it points (mallocng's `get_meta` faults there, or reads another
@@ -19,7 +19,7 @@
 
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU64};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize};
 
 use crate::config::AREA;
 use crate::os::{Os, Prot};
@@ -62,38 +62,102 @@ pub fn contains(addr: usize) -> bool {
     }
 }
 
-/// The newest run of consecutive meta-area pages: `first page << RUN_BITS | pages`. Meta
-/// areas are registered and never unregistered (no heap gives its areas back), so a page
-/// in the run is heap memory without a walk of the map: the decoder checks every record's
-/// area, on every free, and this makes that check a subtraction and a compare. One word,
-/// so a reader never pairs one run's start with another's length; areas outside it (older
-/// runs, other heaps') are found in the map as before.
-static META_RUN: AtomicU64 = AtomicU64::new(0);
+/// Meta areas are listed here, as runs of consecutive pages (`first page << RUN_BITS |
+/// pages`, oldest first), not in the map: they are never unregistered (no heap gives its
+/// areas back) and come in few runs (the program break, or one run per reservation, whose
+/// sizes double), and the break lies far from the mappings. Listing them in the map
+/// touched a top-array page and a leaf page for the break's addresses alone: 8 KiB in every
+/// process, a twentieth of what a small two-thread program uses. The decoder checks every
+/// record's area, on every free; the newest run answers that with a subtraction and a
+/// compare. An entry is one word, so a reader never pairs one run's start with another's
+/// length; 0 is no run (an entry claimed and not yet written). When the table is full,
+/// areas go in the map.
+static RUNS: Runs = Runs::new();
+const MAX_RUNS: usize = 32;
 const RUN_BITS: u32 = 16;
 const RUN_MAX: u64 = (1 << RUN_BITS) - 1;
 
-/// Whether the page holding `addr`, a meta area's address, is heap memory: [`contains`],
-/// answered from the newest run of areas when it lies there.
-#[inline(always)]
-pub fn contains_area(addr: usize) -> bool {
-    let run = META_RUN.load(Relaxed);
-    ((addr >> PAGE_SHIFT) as u64).wrapping_sub(run >> RUN_BITS) < run & RUN_MAX || contains(addr)
+/// The table of runs ([`RUNS`]).
+struct Runs {
+    run: [AtomicU64; MAX_RUNS],
+    /// Entries claimed.
+    len: AtomicUsize,
 }
 
-/// Record that the page at `p`, just [`register`]ed, is a meta area that stays registered:
-/// it extends the newest run if it follows it, else starts a new one.
-pub fn note_area(p: *const u8) {
-    let page = (p.addr() >> PAGE_SHIFT) as u64;
-    // heaps with different locks may note areas at once: each store is a run every page of
-    // which some caller noted
-    let _ = META_RUN.fetch_update(Release, Relaxed, |run| {
-        let (first, n) = (run >> RUN_BITS, run & RUN_MAX);
-        Some(if n != 0 && n < RUN_MAX && first + n == page {
-            run + 1
-        } else {
-            page << RUN_BITS | 1
-        })
-    });
+/// Whether `page` (an address shifted by `PAGE_SHIFT`) lies in `run`.
+#[inline(always)]
+fn in_run(run: u64, page: u64) -> bool {
+    page.wrapping_sub(run >> RUN_BITS) < run & RUN_MAX
+}
+
+impl Runs {
+    const fn new() -> Self {
+        Runs {
+            run: [const { AtomicU64::new(0) }; MAX_RUNS],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether `page` lies in a run (the newest is looked at first).
+    #[inline(always)]
+    fn contain(&self, page: u64) -> bool {
+        // (a record a thread can name was made after its area was noted, and that store
+        // is seen: relaxed loads suffice)
+        let n = self.len.load(Relaxed).min(MAX_RUNS);
+        n != 0 && in_run(self.run[n - 1].load(Relaxed), page) || self.older(page, n)
+    }
+
+    /// [`Runs::contain`] for the runs before the newest.
+    #[cold]
+    fn older(&self, page: u64, n: usize) -> bool {
+        self.run[..n.saturating_sub(1)]
+            .iter()
+            .any(|r| in_run(r.load(Relaxed), page))
+    }
+
+    /// Add `page`: to the newest run if it follows it, else as a new one. False if the
+    /// table is full.
+    fn note(&self, page: u64) -> bool {
+        // heaps with different locks may note areas at once: a run only grows, by the
+        // page that follows it, and an entry is claimed before it is written
+        loop {
+            let n = self.len.load(Acquire);
+            if n != 0 {
+                let last = &self.run[n - 1];
+                let run = last.load(Relaxed);
+                let (first, len) = (run >> RUN_BITS, run & RUN_MAX);
+                if len != 0 && len < RUN_MAX && first + len == page {
+                    if last
+                        .compare_exchange(run, run + 1, Release, Relaxed)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                    continue;
+                }
+            }
+            if n == MAX_RUNS {
+                return false;
+            }
+            if self.len.compare_exchange(n, n + 1, AcqRel, Relaxed).is_ok() {
+                self.run[n].store(page << RUN_BITS | 1, Release);
+                return true;
+            }
+        }
+    }
+}
+
+/// Whether the page holding `addr`, a meta area's address, is heap memory: in a run of
+/// areas, or in the map.
+#[inline(always)]
+pub fn contains_area(addr: usize) -> bool {
+    RUNS.contain((addr >> PAGE_SHIFT) as u64) || contains(addr)
+}
+
+/// List the page at `p`, a new meta area that stays heap memory. False if the table of
+/// runs is full: then the caller [`register`]s it in the map.
+pub fn note_area(p: *const u8) -> bool {
+    RUNS.note((p.addr() >> PAGE_SHIFT) as u64)
 }
 
 /// A mapping of `len` zeroed bytes, or null.
@@ -195,4 +259,31 @@ pub unsafe fn register<O: Os>(p: *const u8, len: usize) -> bool {
 /// guarded).
 pub fn unregister<O: Os>(p: *const u8, len: usize) {
     update::<O>(p, len, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn areas_make_runs_and_a_full_table_says_so() {
+        let r = Runs::new();
+        assert!(!r.contain(100));
+        assert!(r.note(100) && r.note(101) && r.note(102));
+        assert!((100..103).all(|p| r.contain(p)));
+        assert!(!r.contain(99) && !r.contain(103));
+        // a gap starts a new run; the old one is still found
+        assert!(r.note(200));
+        assert!(r.contain(200) && r.contain(101) && !r.contain(201));
+        assert_eq!(r.len.load(Relaxed), 2);
+        for k in 2..MAX_RUNS as u64 {
+            assert!(r.note(1000 * k));
+        }
+        assert!(!r.note(5), "table full");
+        assert!(
+            r.note(1000 * (MAX_RUNS as u64 - 1) + 1),
+            "the newest run still grows"
+        );
+        assert!(r.contain(101) && !r.contain(5));
+    }
 }

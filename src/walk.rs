@@ -200,7 +200,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             want!((*area).nslots == AREA_SLOTS, "area slot count", area);
             want!(area.addr() & (AREA - 1) == 0, "misaligned area", area);
             want!(
-                pagemap::contains(area.addr()),
+                pagemap::contains_area(area.addr()),
                 "area not in the page map",
                 area
             );
