@@ -42,6 +42,7 @@ use crate::slot::{
     mark_freed, nominal_size, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv,
     set_off16, set_size, slot_bounds,
 };
+use crate::tcache::ThreadCache;
 
 /// Frees of multi-page slots between two release sweeps.
 const SWEEP_INTERVAL: u32 = 256;
@@ -103,6 +104,9 @@ pub struct State {
     pub(crate) quarantine_next: usize,
     /// The registry of thread caches (`tcache.rs`), for the walker and thread exit.
     pub(crate) caches: *mut crate::tcache::ThreadCache,
+    /// Cache places no thread holds, zeroed, linked through `next` and `prev`
+    /// (`tcache.rs`: the region's own, and the free places of cache pages).
+    pub(crate) spare_caches: *mut crate::tcache::ThreadCache,
     pub(crate) stats: Stats,
 }
 
@@ -117,7 +121,8 @@ unsafe fn unmap<O: Os>(p: *mut u8, len: usize) {
     unsafe { O::munmap(p, len) }
 }
 
-/// The heap's own mapping: the secret and the state, with a PROT_NONE page on each side.
+/// The heap's own mapping: the secret, the state and one thread cache, with a PROT_NONE
+/// page on each side.
 pub struct Region {
     /// Tags meta areas and seeds canaries. Written before the region is published, never
     /// changed, never 0.
@@ -126,7 +131,16 @@ pub struct Region {
     pagesize: usize,
     /// Reached only with the lock held.
     state: UnsafeCell<State>,
+    /// The first thread's cache place (a single-threaded program's only one): in the
+    /// state's page, which is guarded as a cache page is, instead of a page of its own.
+    /// Every process paid that page: 4 KiB of the 64 by which a two-thread program of
+    /// small blocks peaked above mallocng.
+    home: UnsafeCell<ThreadCache>,
 }
+
+// the state and the home cache fit one 4 KiB page (the zero-size option's 512-byte table
+// costs a second one)
+const _: () = assert!(size_of::<Region>() <= AREA || ZERO_SIZE);
 
 /// The allocator: one instance is one independent heap.
 ///
@@ -156,8 +170,10 @@ pub struct Heap<O: Os, L: RawLock> {
 /// each a VMA or two of its own. Untouched reservation costs address space, no memory.
 const FIRST_META_SHIFT: u32 = 3;
 
-/// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB).
-const ZERO_SLOTS: usize = 4096;
+/// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB). Without the
+/// option the region is never made, and the state keeps one word of it, not 512 bytes:
+/// the state and the first thread's cache share one page ([`Region`]).
+const ZERO_SLOTS: usize = if ZERO_SIZE { 4096 } else { 64 };
 
 /// [`Heap::guard_mode`]'s states.
 const GUARD_UNTRIED: u8 = 0;
@@ -268,7 +284,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 secret,
                 pagesize: ps,
                 state: UnsafeCell::new(State::new(ps, secret.rotate_left(17))),
+                // SAFETY: all-zero is an empty cache (raw pointers null, counts 0).
+                home: UnsafeCell::new(core::mem::zeroed()),
             });
+            crate::tcache::add_spare(&mut *(*r).state.get(), (*r).home.get());
             r
         }
     }
@@ -282,6 +301,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
         // SAFETY: a published region is never unmapped and its page size never written again.
         unsafe { (*r).pagesize }
+    }
+
+    /// The region's cache place (null before the region is made).
+    pub(crate) fn home_cache(&self) -> *mut ThreadCache {
+        let r = self.region.load(Acquire);
+        if r.is_null() {
+            return null_mut();
+        }
+        // SAFETY: a published region is never unmapped.
+        unsafe { (*r).home.get() }
     }
 
     /// The heap's secret (0 before the first allocation).
@@ -945,6 +974,7 @@ impl State {
             quarantine: [(null_mut(), 0, false); QUARANTINE_SLOTS],
             quarantine_next: 0,
             caches: null_mut(),
+            spare_caches: null_mut(),
             stats: Stats::default(),
         }
     }

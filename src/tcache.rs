@@ -233,34 +233,83 @@ pub(crate) unsafe fn unregister(head: &mut *mut ThreadCache, tc: *mut ThreadCach
     }
 }
 
+/// A page of thread caches, above a guard page of its own: this header, then as many
+/// caches as fit (two in a 4 KiB page). A page each cost eight threads of small blocks
+/// 16 KiB more than two to a page. The first cache of a heap is in its region instead.
+#[repr(C)]
+struct CachePage {
+    /// Caches of this page that threads hold: the others are spare. The page is unmapped
+    /// when this drops to 0.
+    live: usize,
+}
+
+/// Where the first cache of a page starts.
+const FIRST_CACHE: usize = round_up(size_of::<CachePage>(), align_of::<ThreadCache>());
+const _: () = assert!(FIRST_CACHE + 2 * size_of::<ThreadCache>() <= AREA);
+
+/// Put the zeroed cache place `tc` on the heap's spare list.
+///
+/// # Safety
+/// The heap lock is held (or the region is not yet published); `tc` is a cache place of
+/// this heap, zeroed, on no list.
+pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache) {
+    // SAFETY: the caller's contract.
+    unsafe { register(&mut st.spare_caches, tc) }
+}
+
 impl<O: Os, L: RawLock> Heap<O, L> {
-    /// Bytes of a cache's mapping: a guard page, then the cache.
-    fn cache_span(&self) -> (usize, usize) {
+    /// Caches in one cache page, and the page's address for one of its caches.
+    fn cache_page(&self, tc: *mut ThreadCache) -> (usize, *mut CachePage) {
         let ps = self.page_size();
-        (ps, round_up(size_of::<ThreadCache>(), ps))
+        let page = tc.map_addr(|a| a & !(ps - 1)).cast::<CachePage>();
+        ((ps - FIRST_CACHE) / size_of::<ThreadCache>(), page)
     }
 
     /// A new cache for the calling thread, registered with the heap; null when out of
     /// memory (the caller then uses the locked paths).
     ///
-    /// A cache has a mapping of its own, not a heap slot, with a guard page below it: a
-    /// heap overflow cannot reach the entries, which `malloc` trusts.
+    /// A cache is never in a heap slot: it is in the heap's region or in a cache page,
+    /// each with a guard page below it, so a heap overflow cannot reach the entries,
+    /// which `malloc` trusts.
     pub fn cache_create(&self) -> *mut ThreadCache {
         if !CACHE {
             return null_mut();
         }
-        let (guard, len) = self.cache_span();
-        // SAFETY: a fresh mapping, ours; it reads as zero, a valid empty cache.
+        let Some(mut st) = self.locked() else {
+            return null_mut();
+        };
+        // SAFETY: spare places are zeroed caches of this heap, and a fresh page is ours;
+        // the lists are changed under the lock.
         unsafe {
-            let Some(base) = O::mmap(null_mut(), guard + len, Prot::ReadWrite, false) else {
-                return null_mut();
+            let tc = if st.spare_caches.is_null() {
+                drop(st);
+                let ps = self.page_size();
+                let Some(base) = O::mmap(null_mut(), 2 * ps, Prot::ReadWrite, false) else {
+                    return null_mut();
+                };
+                self.install_guard(base.as_ptr(), ps);
+                let page = base.as_ptr().wrapping_add(ps);
+                let Some(g) = self.locked() else {
+                    O::munmap(base.as_ptr(), 2 * ps);
+                    return null_mut();
+                };
+                st = g;
+                // take the first place of this page, so that a page another thread mapped
+                // meanwhile is no reason for this one to stay mapped with none in use
+                let (n, _) = self.cache_page(page.cast());
+                for k in 1..n {
+                    let other = page.wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>());
+                    add_spare(&mut st, other.cast());
+                }
+                page.wrapping_add(FIRST_CACHE).cast::<ThreadCache>()
+            } else {
+                let tc = st.spare_caches;
+                unregister(&mut st.spare_caches, tc);
+                tc
             };
-            self.install_guard(base.as_ptr(), guard);
-            let tc = base.as_ptr().wrapping_add(guard).cast::<ThreadCache>();
-            let Some(mut st) = self.locked() else {
-                O::munmap(base.as_ptr(), guard + len);
-                return null_mut();
-            };
+            if tc != self.home_cache() {
+                (*self.cache_page(tc).1).live += 1;
+            }
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
             register(&mut st.caches, tc);
@@ -268,7 +317,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Give everything in `tc` back to the groups and unmap it: at thread exit.
+    /// Give everything in `tc` back to the groups and its place to the heap (unmapping
+    /// its page if no other cache there is held): at thread exit.
     ///
     /// # Safety
     /// `tc` came from [`Heap::cache_create`] of this heap and no thread uses it any more.
@@ -277,14 +327,35 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if tc.is_null() {
             return;
         }
-        let (guard, len) = self.cache_span();
-        // SAFETY: the caller's contract; the registry is changed under the lock.
+        // SAFETY: the caller's contract; the lists are changed under the lock, and a page
+        // is unmapped only when none of its places is held.
         unsafe {
             self.drain_all(&mut *tc);
             let Some(mut st) = self.locked() else { crash() };
             unregister(&mut st.caches, tc);
+            tc.write_bytes(0, 1);
+            if tc == self.home_cache() {
+                return add_spare(&mut st, tc);
+            }
+            let (n, page) = self.cache_page(tc);
+            check!((*page).live != 0);
+            (*page).live -= 1;
+            if (*page).live != 0 {
+                return add_spare(&mut st, tc);
+            }
+            // every other place of the page is spare
+            for k in 0..n {
+                let other = page
+                    .cast::<u8>()
+                    .wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>())
+                    .cast::<ThreadCache>();
+                if other != tc {
+                    unregister(&mut st.spare_caches, other);
+                }
+            }
             drop(st);
-            O::munmap(tc.cast::<u8>().wrapping_sub(guard), guard + len);
+            let ps = self.page_size();
+            O::munmap(page.cast::<u8>().wrapping_sub(ps), 2 * ps);
         }
     }
 

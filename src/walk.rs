@@ -362,6 +362,19 @@ unsafe fn walk_caches(
             prev = tc;
             tc = (*tc).next;
         }
+        // spare places are zeroed caches held by no thread (cache_create hands them out
+        // as empty ones)
+        let (mut prev, mut tc) = (core::ptr::null_mut(), st.spare_caches);
+        while !tc.is_null() {
+            want!((*tc).prev == prev, "spare cache links", tc);
+            want!(
+                (*tc).secret == 0 && (*tc).count.iter().all(|&c| c == 0),
+                "spare cache not empty",
+                tc
+            );
+            prev = tc;
+            tc = (*tc).next;
+        }
     }
     Ok(())
 }

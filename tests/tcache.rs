@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Rng, TestHeap, heap, in_child, locks};
+use common::{Rng, TestHeap, calls, heap, in_child, locks};
 use ngmalloc::tcache::{TC_CLASSES, ThreadCache, limit};
 
 const SIGILL: i32 = libc::SIGILL;
@@ -148,14 +148,71 @@ fn an_overflow_checked_on_free_is_checked_on_the_cached_free() {
     assert_eq!(r, Err(SIGILL));
 }
 
+fn page_of(tc: &ThreadCache) -> usize {
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    (tc as *const ThreadCache).addr() & !(ps - 1)
+}
+
 #[test]
-fn the_cache_lives_outside_the_heap_behind_a_guard_page() {
+fn caches_live_outside_the_heap_behind_a_guard_page() {
     let h = heap();
-    let tc = cache(&h);
-    let below = (tc as *mut ThreadCache).cast::<u8>().wrapping_sub(1);
-    let r = in_child(move || unsafe { below.write_volatile(1) });
-    assert_eq!(r, Err(SIGSEGV), "the page below a cache is a guard");
-    unsafe { h.cache_destroy(tc) };
+    // the region's place, then two of a cache page
+    let caches: Vec<_> = (0..3).map(|_| cache(&h) as *mut ThreadCache).collect();
+    for &tc in &caches {
+        let below = core::ptr::without_provenance_mut::<u8>(page_of(unsafe { &*tc }) - 1);
+        let r = in_child(move || unsafe { below.write_volatile(1) });
+        assert_eq!(r, Err(SIGSEGV), "the page below a cache's page is a guard");
+    }
+    for tc in caches {
+        unsafe { h.cache_destroy(tc) };
+    }
+}
+
+/// Whether the page at `page` is mapped (`msync` fails with ENOMEM on unmapped memory).
+fn mapped(page: usize) -> bool {
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    unsafe { libc::msync(core::ptr::without_provenance_mut(page), ps, libc::MS_ASYNC) == 0 }
+}
+
+#[test]
+fn threads_share_cache_pages_and_a_page_goes_with_its_last_cache() {
+    let h = heap();
+    let home = cache(&h) as *mut ThreadCache; // in the region: no mapping of its own
+    let before = calls();
+    let a = cache(&h) as *mut ThreadCache;
+    let b = cache(&h) as *mut ThreadCache;
+    assert_eq!(calls().mmap - before.mmap, 1, "two caches, one page");
+    let page = page_of(unsafe { &*a });
+    assert_eq!(page, page_of(unsafe { &*b }));
+    assert_ne!(page, page_of(unsafe { &*home }));
+    // a cache given back with slots in it comes out empty for the next thread
+    let p = h.malloc_cached(unsafe { &mut *a }, 40).unwrap();
+    unsafe { h.free_cached(&mut *a, p.as_ptr()) };
+    assert_ne!(unsafe { (*a).held(size_to_class_of(40)) }, 0);
+    unsafe { h.cache_destroy(a) };
+    assert!(mapped(page), "b still holds the page");
+    let maps = calls().mmap;
+    let a2 = cache(&h) as *mut ThreadCache;
+    assert_eq!(a2, a, "a spare place is used before a new page is mapped");
+    assert_eq!(calls().mmap, maps);
+    assert_eq!(unsafe { (*a2).held(size_to_class_of(40)) }, 0);
+    unsafe { h.cache_destroy(a2) };
+    unsafe { h.cache_destroy(b) };
+    assert!(!mapped(page), "the emptied page is unmapped");
+    h.walk().unwrap();
+    unsafe { h.cache_destroy(home) };
+    let maps = calls().mmap;
+    assert_eq!(
+        cache(&h) as *mut ThreadCache,
+        home,
+        "the region's place is used again"
+    );
+    assert_eq!(calls().mmap, maps);
+    h.walk().unwrap();
+}
+
+fn size_to_class_of(n: usize) -> usize {
+    ngmalloc::size_class::size_to_class(n)
 }
 
 #[test]
