@@ -79,6 +79,10 @@ const RUN_MAX: u64 = (1 << RUN_BITS) - 1;
 
 /// The table of runs ([`RUNS`]).
 struct Runs {
+    /// The run noted last (a copy; 0 before any): what the decoder looks at first. A
+    /// run only grows, so an older copy of it, stored late by a racing heap, still holds
+    /// nothing but areas.
+    newest: AtomicU64,
     run: [AtomicU64; MAX_RUNS],
     /// Entries claimed.
     len: AtomicUsize,
@@ -93,6 +97,7 @@ fn in_run(run: u64, page: u64) -> bool {
 impl Runs {
     const fn new() -> Self {
         Runs {
+            newest: AtomicU64::new(0),
             run: [const { AtomicU64::new(0) }; MAX_RUNS],
             len: AtomicUsize::new(0),
         }
@@ -103,16 +108,14 @@ impl Runs {
     fn contain(&self, page: u64) -> bool {
         // (a record a thread can name was made after its area was noted, and that store
         // is seen: relaxed loads suffice)
-        let n = self.len.load(Relaxed).min(MAX_RUNS);
-        n != 0 && in_run(self.run[n - 1].load(Relaxed), page) || self.older(page, n)
+        in_run(self.newest.load(Relaxed), page) || self.older(page)
     }
 
-    /// [`Runs::contain`] for the runs before the newest.
+    /// [`Runs::contain`] past the newest run: the whole table.
     #[cold]
-    fn older(&self, page: u64, n: usize) -> bool {
-        self.run[..n.saturating_sub(1)]
-            .iter()
-            .any(|r| in_run(r.load(Relaxed), page))
+    fn older(&self, page: u64) -> bool {
+        let n = self.len.load(Relaxed).min(MAX_RUNS);
+        self.run[..n].iter().any(|r| in_run(r.load(Relaxed), page))
     }
 
     /// Add `page`: to the newest run if it follows it, else as a new one. False if the
@@ -131,6 +134,7 @@ impl Runs {
                         .compare_exchange(run, run + 1, Release, Relaxed)
                         .is_ok()
                     {
+                        self.newest.store(run + 1, Release);
                         return true;
                     }
                     continue;
@@ -141,6 +145,7 @@ impl Runs {
             }
             if self.len.compare_exchange(n, n + 1, AcqRel, Relaxed).is_ok() {
                 self.run[n].store(page << RUN_BITS | 1, Release);
+                self.newest.store(page << RUN_BITS | 1, Release);
                 return true;
             }
         }
