@@ -125,7 +125,11 @@ const LIMITS: [u8; TC_CLASSES] = {
 
 /// One thread's cache. Only its thread touches the bins; the list links belong to the
 /// heap's registry and are changed with the heap lock held.
-#[repr(C)]
+///
+/// Aligned to cache lines: caches share pages (and the first one the heap state's page),
+/// and a line of one thread's counts must not be written by another thread or under the
+/// lock.
+#[repr(C, align(64))]
 pub struct ThreadCache {
     /// Entries in each bin (counts first: a thread using few classes touches few lines).
     pub(crate) count: [u8; TC_CLASSES],
@@ -175,8 +179,8 @@ fn unpack(e: *mut Meta) -> (*mut Meta, usize) {
 const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
 // every cached class is below a page, so a cached slot is never "medium" (sweep)
 const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
-// a cache fits in half a 4 KiB page (two threads' caches could share one)
-const _: () = assert!(size_of::<ThreadCache>() <= 2048);
+// a cache fits in half a 4 KiB page, with a line for the page's header
+const _: () = assert!(size_of::<ThreadCache>() <= 2048 - 32);
 
 impl ThreadCache {
     /// The entries of bin `sc`, for the walker.
