@@ -1,9 +1,10 @@
 //! Which 4 KiB pages hold heap memory: group mappings, the data of individually mapped
-//! blocks and donated ranges in a map, meta areas in a short table of runs. The header decoder (`slot::find_meta`) checks
-//! every address it derives from user-writable bytes here before it reads through it, so a
-//! forged offset or meta pointer is rejected (a hardening crash) instead of making the
-//! decoder read wherever it points (mallocng's `get_meta` faults there, or reads another
-//! mapping). One map serves every heap of the process.
+//! blocks and donated ranges in a map, meta areas in a short table of runs. The header
+//! decoder (`slot::find_meta`) checks every address it derives from user-writable bytes
+//! here before it reads through it, so a forged offset or meta pointer is rejected (a
+//! hardening crash) instead of making the decoder read wherever it points (mallocng's
+//! `get_meta` faults there, or reads another mapping). One map serves every heap of the
+//! process.
 //!
 //! Layout: a top array of `TOP_LEN` leaf pointers, one per 64 GiB of address space, and
 //! leaves of one bit per page (2 MiB each, so a leaf spans 2^24 pages). Both are anonymous

@@ -179,8 +179,6 @@ fn unpack(e: *mut Meta) -> (*mut Meta, usize) {
 const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
 // every cached class is below a page, so a cached slot is never "medium" (sweep)
 const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
-// a cache fits in half a 4 KiB page, with a line for the page's header
-const _: () = assert!(size_of::<ThreadCache>() <= 2048 - 32);
 
 impl ThreadCache {
     /// The entries of bin `sc`, for the walker.
@@ -249,7 +247,15 @@ struct CachePage {
 
 /// Where the first cache of a page starts.
 const FIRST_CACHE: usize = round_up(size_of::<CachePage>(), align_of::<ThreadCache>());
+// two caches and the page's header fit a 4 KiB page
 const _: () = assert!(FIRST_CACHE + 2 * size_of::<ThreadCache>() <= AREA);
+
+/// Cache place `k` of the cache page `page`.
+fn place(page: *mut CachePage, k: usize) -> *mut ThreadCache {
+    page.cast::<u8>()
+        .wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>())
+        .cast()
+}
 
 /// Put the zeroed cache place `tc` on the heap's spare list.
 ///
@@ -262,11 +268,15 @@ pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache
 }
 
 impl<O: Os, L: RawLock> Heap<O, L> {
-    /// Caches in one cache page, and the page's address for one of its caches.
-    fn cache_page(&self, tc: *mut ThreadCache) -> (usize, *mut CachePage) {
+    /// Caches in one cache page.
+    fn places_per_page(&self) -> usize {
+        (self.page_size() - FIRST_CACHE) / size_of::<ThreadCache>()
+    }
+
+    /// The cache page holding `tc` (not the region's place).
+    fn page_of(&self, tc: *mut ThreadCache) -> *mut CachePage {
         let ps = self.page_size();
-        let page = tc.map_addr(|a| a & !(ps - 1)).cast::<CachePage>();
-        ((ps - FIRST_CACHE) / size_of::<ThreadCache>(), page)
+        tc.map_addr(|a| a & !(ps - 1)).cast()
     }
 
     /// A new cache for the calling thread, registered with the heap; null when out of
@@ -292,7 +302,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     return null_mut();
                 };
                 self.install_guard(base.as_ptr(), ps);
-                let page = base.as_ptr().wrapping_add(ps);
+                let page = base.as_ptr().wrapping_add(ps).cast::<CachePage>();
                 let Some(g) = self.locked() else {
                     O::munmap(base.as_ptr(), 2 * ps);
                     return null_mut();
@@ -300,19 +310,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 st = g;
                 // take the first place of this page, so that a page another thread mapped
                 // meanwhile is no reason for this one to stay mapped with none in use
-                let (n, _) = self.cache_page(page.cast());
-                for k in 1..n {
-                    let other = page.wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>());
-                    add_spare(&mut st, other.cast());
+                for k in 1..self.places_per_page() {
+                    add_spare(&mut st, place(page, k));
                 }
-                page.wrapping_add(FIRST_CACHE).cast::<ThreadCache>()
+                place(page, 0)
             } else {
                 let tc = st.spare_caches;
                 unregister(&mut st.spare_caches, tc);
                 tc
             };
             if tc != self.home_cache() {
-                (*self.cache_page(tc).1).live += 1;
+                (*self.page_of(tc)).live += 1;
             }
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
@@ -341,18 +349,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if tc == self.home_cache() {
                 return add_spare(&mut st, tc);
             }
-            let (n, page) = self.cache_page(tc);
+            let page = self.page_of(tc);
             check!((*page).live != 0);
             (*page).live -= 1;
             if (*page).live != 0 {
                 return add_spare(&mut st, tc);
             }
             // every other place of the page is spare
-            for k in 0..n {
-                let other = page
-                    .cast::<u8>()
-                    .wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>())
-                    .cast::<ThreadCache>();
+            for k in 0..self.places_per_page() {
+                let other = place(page, k);
                 if other != tc {
                     unregister(&mut st.spare_caches, other);
                 }

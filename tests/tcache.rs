@@ -12,6 +12,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Rng, TestHeap, calls, heap, in_child, locks};
+use ngmalloc::size_class::size_to_class;
 use ngmalloc::tcache::{TC_CLASSES, ThreadCache, limit};
 
 const SIGILL: i32 = libc::SIGILL;
@@ -188,14 +189,14 @@ fn threads_share_cache_pages_and_a_page_goes_with_its_last_cache() {
     // a cache given back with slots in it comes out empty for the next thread
     let p = h.malloc_cached(unsafe { &mut *a }, 40).unwrap();
     unsafe { h.free_cached(&mut *a, p.as_ptr()) };
-    assert_ne!(unsafe { (*a).held(size_to_class_of(40)) }, 0);
+    assert_ne!(unsafe { (*a).held(size_to_class(40)) }, 0);
     unsafe { h.cache_destroy(a) };
     assert!(mapped(page), "b still holds the page");
     let maps = calls().mmap;
     let a2 = cache(&h) as *mut ThreadCache;
     assert_eq!(a2, a, "a spare place is used before a new page is mapped");
     assert_eq!(calls().mmap, maps);
-    assert_eq!(unsafe { (*a2).held(size_to_class_of(40)) }, 0);
+    assert_eq!(unsafe { (*a2).held(size_to_class(40)) }, 0);
     unsafe { h.cache_destroy(a2) };
     unsafe { h.cache_destroy(b) };
     assert!(!mapped(page), "the emptied page is unmapped");
@@ -209,10 +210,6 @@ fn threads_share_cache_pages_and_a_page_goes_with_its_last_cache() {
     );
     assert_eq!(calls().mmap, maps);
     h.walk().unwrap();
-}
-
-fn size_to_class_of(n: usize) -> usize {
-    ngmalloc::size_class::size_to_class(n)
 }
 
 #[test]
