@@ -19,6 +19,8 @@ pub type Raw = Linux<false>;
 pub struct Calls {
     pub mmap: u64,
     pub munmap: u64,
+    /// the range of the latest `munmap`: (start, length)
+    pub last_munmap: (usize, usize),
     pub mremap: u64,
     pub mprotect: u64,
     pub release: u64,
@@ -160,7 +162,10 @@ unsafe impl Os for TestOs {
         unsafe { Raw::mmap(at, len, prot, fixed) }
     }
     unsafe fn munmap(p: *mut u8, len: usize) {
-        bump(|c| c.munmap += 1);
+        bump(|c| {
+            c.munmap += 1;
+            c.last_munmap = (p.addr(), len);
+        });
         unsafe { Raw::munmap(p, len) }
     }
     unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
