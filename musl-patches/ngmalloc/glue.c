@@ -109,14 +109,33 @@ uint64_t __ngm_random(void)
 	return s ^ (s >> 31);
 }
 
+/* The heap lock: 0 free, 1 held, 2 held with sleepers. Not musl's LOCK: that tries ten
+ * compare-and-swaps back to back and then sleeps in the kernel, and ngmalloc's critical
+ * sections (a thread cache's refill, a group's first or last free) outlast ten CASes but
+ * not a short spin, so under two busy threads nearly every contended acquisition became
+ * a futex wait and a wake (producer/consumer, 2 threads: 56,000 futex calls a run).
+ * Here a waiter spins on a plain read for a while, as the standalone library's lock
+ * does, and sleeps only after that. Skipped while the process is single-threaded, with
+ * musl's rule for need_locks < 0 (the last other thread just exited: lock once more so
+ * its last unlock is seen, then stop locking). */
 void __ngm_lock(void)
 {
-	if (libc.need_locks) LOCK(__malloc_lock);
+	int need_locks = libc.need_locks;
+	if (!need_locks) return;
+	int taken = !a_cas(__malloc_lock, 0, 1);
+	if (need_locks < 0) libc.need_locks = 0;
+	if (taken) return;
+	for (int i = 0; i < 100; i++) {
+		a_spin();
+		if (!*__malloc_lock && !a_cas(__malloc_lock, 0, 1)) return;
+	}
+	while (a_swap(__malloc_lock, 2)) __futexwait(__malloc_lock, 2, 1);
 }
 
 void __ngm_unlock(void)
 {
-	UNLOCK(__malloc_lock);
+	/* 0 when the lock was skipped: nothing to release */
+	if (a_swap(__malloc_lock, 0) == 2) __wake(__malloc_lock, 1, 1);
 }
 
 void __ngm_lock_reset(void)

@@ -43,7 +43,8 @@ NGM_SERVICE uintptr_t __ngm_brk(uintptr_t to);
 NGM_SERVICE size_t __ngm_page_size(void);
 /* 64 unpredictable bits: AT_RANDOM, else the getrandom system call. */
 NGM_SERVICE uint64_t __ngm_random(void);
-/* musl's __malloc_lock, skipped while the process is single-threaded. */
+/* The heap lock (the word mallocng called __malloc_lock), skipped while the process is
+ * single-threaded; a waiter spins before it sleeps. */
 NGM_SERVICE void __ngm_lock(void);
 NGM_SERVICE void __ngm_unlock(void);
 NGM_SERVICE void __ngm_lock_reset(void);

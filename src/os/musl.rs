@@ -75,10 +75,12 @@ unsafe impl Os for Musl {
     }
 }
 
-/// musl's `__malloc_lock`, skipped while the process is single-threaded.
+/// The glue's heap lock on `__malloc_lock`: spins, then sleeps on a futex; skipped while
+/// the process is single-threaded (musl's `libc.need_locks`).
 pub struct MuslLock;
 
-// SAFETY: musl's LOCK/UNLOCK on __malloc_lock; they neither allocate nor re-enter.
+// SAFETY: compare-and-swap on one word, futex wait and wake (glue.c); they neither
+// allocate nor re-enter.
 unsafe impl RawLock for MuslLock {
     fn lock(&self) {
         // SAFETY: no preconditions.
