@@ -12,7 +12,9 @@ use core::ptr::null_mut;
 
 use super::{EINVAL, ENOMEM, or_enomem, valid_align};
 use crate::heap::Heap;
-use crate::os::musl::{Musl, MuslLock, aligned_alloc_disabled, set_errno};
+use crate::os::musl::{
+    Musl, MuslLock, aligned_alloc_disabled, set_errno, thread_slot, thread_word,
+};
 use crate::os::musl_sys as sys;
 use crate::tcache::ThreadCache;
 
@@ -39,32 +41,24 @@ const SLOT_LOCKED: usize = 1;
 /// The calling thread's cache, made on its first call; `None`: use the locked paths.
 #[inline(always)]
 fn cache() -> Option<&'static mut ThreadCache> {
-    // SAFETY: the glue returns null or this thread's own word, which only this thread
-    // touches; a value above SLOT_LOCKED is a cache made below for this thread, valid
-    // until its exit hook (which sets SLOT_LOCKED first).
-    unsafe {
-        let slot = sys::__ngm_thread_slot();
-        if slot.is_null() {
-            return None;
-        }
-        match (*slot).addr() {
-            0 => make_cache(slot),
-            SLOT_LOCKED => None,
-            _ => Some(&mut *(*slot).cast::<ThreadCache>()),
-        }
+    match thread_word()? {
+        0 => make_cache(),
+        SLOT_LOCKED => None,
+        // SAFETY: a value above SLOT_LOCKED is a cache made below for this thread, valid
+        // until its exit hook (which sets SLOT_LOCKED first); only this thread uses it.
+        w => Some(unsafe { &mut *core::ptr::with_exposed_provenance_mut::<ThreadCache>(w) }),
     }
 }
 
-/// # Safety
-/// `slot` is the calling thread's word.
 #[cold]
-unsafe fn make_cache(slot: *mut *mut c_void) -> Option<&'static mut ThreadCache> {
-    // SAFETY: the caller's contract; the cache is fresh and this thread's.
+fn make_cache() -> Option<&'static mut ThreadCache> {
+    let slot = thread_slot()?;
+    // SAFETY: the slot is this thread's own word, and the cache is fresh and this thread's.
     unsafe {
-        *slot = core::ptr::without_provenance_mut(SLOT_LOCKED);
+        *slot = SLOT_LOCKED;
         let tc = HEAP.cache_create();
         // out of memory now: try again later
-        *slot = tc.cast();
+        *slot = tc.expose_provenance();
         tc.as_mut()
     }
 }
@@ -72,16 +66,18 @@ unsafe fn make_cache(slot: *mut *mut c_void) -> Option<&'static mut ThreadCache>
 /// musl's thread exit (after the thread's TSD destructors): give its cache back.
 #[unsafe(no_mangle)]
 pub extern "C" fn __malloc_thread_exit() {
-    // SAFETY: as in `cache`; whatever the thread allocates after this takes the locked
-    // paths.
+    let Some(slot) = thread_slot() else {
+        return;
+    };
+    // SAFETY: the slot is this thread's word, holding a cache made for this thread when
+    // above SLOT_LOCKED; whatever the thread allocates after this takes the locked paths.
     unsafe {
-        let slot = sys::__ngm_thread_slot();
-        if slot.is_null() || (*slot).addr() <= SLOT_LOCKED {
+        let w = *slot;
+        if w <= SLOT_LOCKED {
             return;
         }
-        let tc = (*slot).cast::<ThreadCache>();
-        *slot = core::ptr::without_provenance_mut(SLOT_LOCKED);
-        HEAP.cache_destroy(tc);
+        *slot = SLOT_LOCKED;
+        HEAP.cache_destroy(core::ptr::with_exposed_provenance_mut(w));
     }
 }
 same_signature!(__malloc_thread_exit, fn());

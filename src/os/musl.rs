@@ -107,3 +107,96 @@ pub fn aligned_alloc_disabled() -> bool {
     // SAFETY: reads two ints of musl's.
     unsafe { sys::__ngm_aligned_alloc_disabled() != 0 }
 }
+
+/// Where the calling thread's cache word is, as a distance from the thread pointer; 0
+/// until the first thread with a thread structure asked. The word is a field of musl's
+/// `struct pthread` (musl-patches/0002), at the same distance from every thread's pointer,
+/// so one glue call learns it and every later read is one load through the thread
+/// pointer: malloc and free each read the word, and the call cost a tenth of the pair's
+/// allocator-side instructions on x86_64.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+static TC_TPOFF: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
+
+/// The thread pointer: `%fs:0` (musl keeps the thread's own address there), `tpidr_el0`.
+///
+/// # Safety
+/// The thread pointer is set up (the glue gave a thread slot).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads the thread pointer, which the caller vouches is set up.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+            options(nostack, readonly, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp,
+            options(nostack, nomem, preserves_flags));
+    }
+    tp
+}
+
+/// The word at `off` from the thread pointer: one load through `%fs` on x86_64.
+///
+/// # Safety
+/// The thread pointer is set up and the word at `off` from it is this thread's.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn read_thread_word(off: isize) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let w: usize;
+            core::arch::asm!("mov {}, qword ptr fs:[{}]", out(reg) w, in(reg) off,
+                options(nostack, readonly, preserves_flags));
+            w
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            core::ptr::with_exposed_provenance::<usize>(thread_pointer().wrapping_add_signed(off))
+                .read()
+        }
+    }
+}
+
+/// The calling thread's cache word ([`thread_slot`]'s content), read inline once its
+/// place is known; `None` when the thread has no thread structure yet (early in the
+/// dynamic linker).
+#[inline(always)]
+pub fn thread_word() -> Option<usize> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let off = TC_TPOFF.load(core::sync::atomic::Ordering::Relaxed);
+        if off != 0 {
+            // SAFETY: a nonzero offset was learnt from a thread slot, so the thread
+            // pointer scheme is set up, and once set up it is for every thread; the
+            // word is this thread's own.
+            return Some(unsafe { read_thread_word(off) });
+        }
+    }
+    learn_thread_word()
+}
+
+/// [`thread_word`] through the glue, learning the word's place for later calls.
+#[cold]
+fn learn_thread_word() -> Option<usize> {
+    let slot = thread_slot()?;
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        // SAFETY: the glue gave a slot, so the thread pointer is set up.
+        let off = slot.addr().wrapping_sub(unsafe { thread_pointer() }) as isize;
+        TC_TPOFF.store(off, core::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: the slot is this thread's word.
+    Some(unsafe { slot.read() })
+}
+
+/// The calling thread's cache word in musl's thread structure (0 until set), through the
+/// glue; `None` before the thread pointer is set up.
+pub fn thread_slot() -> Option<*mut usize> {
+    // SAFETY: no preconditions: the glue checks that the thread has a structure.
+    let slot = unsafe { sys::__ngm_thread_slot() };
+    (!slot.is_null()).then_some(slot.cast())
+}
