@@ -142,6 +142,16 @@ pub struct Region {
 // costs a second one)
 const _: () = assert!(size_of::<Region>() <= AREA || ZERO_SIZE);
 
+/// What [`Heap::resize`] did.
+#[derive(Debug)]
+pub enum Resize {
+    /// Resized (the pointer, maybe moved by `mremap`), or `None`: out of memory, the
+    /// block untouched.
+    Done(Option<NonNull<u8>>),
+    /// Not resizable where it is: copy this many bytes (the old size) to a new block.
+    Copy(usize),
+}
+
 /// The allocator: one instance is one independent heap.
 ///
 /// `O` is the OS backend, `L` the lock. The standalone library and musl each have one
@@ -707,13 +717,37 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if p.is_null() {
             return self.malloc(n);
         }
+        // SAFETY: the caller's contract; on `Copy`, `p` is a live allocation of `old`
+        // bytes, copied to a fresh one before it is freed.
+        unsafe {
+            match self.resize(p, n) {
+                Resize::Done(r) => r,
+                Resize::Copy(old) => {
+                    let new = self.malloc(n)?;
+                    core::ptr::copy_nonoverlapping(p, new.as_ptr(), n.min(old));
+                    self.free(p);
+                    Some(new)
+                }
+            }
+        }
+    }
+
+    /// [`Heap::realloc`] of a non-null `p` but the copy: resize in place or by `mremap`
+    /// if possible, else say how many bytes to copy. The caller copies with its own
+    /// `malloc` and `free`, which the C exports make those of the thread's cache.
+    ///
+    /// # Safety
+    /// `p` is a live allocation of this heap; after `Done(Some)` it is no longer valid.
+    pub unsafe fn resize(&self, p: *mut u8, n: usize) -> Resize {
         if size_overflows(n) {
-            return None;
+            return Resize::Done(None);
         }
         if self.zero_index(p).is_some() {
-            let new = self.malloc(n)?;
+            let Some(new) = self.malloc(n) else {
+                return Resize::Done(None);
+            };
             self.free_zero_size(p);
-            return Some(new);
+            return Resize::Done(Some(new));
         }
         // SAFETY: validated like free; the allocation is the caller's, so its record's
         // `mem` and `maplen` are ours to change.
@@ -727,7 +761,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // only resize in place if the size class matches
             if n <= room && n < MMAP_THRESHOLD && size_to_class(n) + 1 >= sc {
                 set_size(p, s.end, n, secret);
-                return NonNull::new(p);
+                return Resize::Done(NonNull::new(p));
             }
             // use mremap if old and new size are both mmap-worthy, and the guards are
             // MADV_GUARD_INSTALL markers, which move with the pages (PROT_NONE guards are
@@ -754,7 +788,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             // exist, so registering it again cannot fail)
                             pagemap::register::<O>(tail, tail_len);
                             set_size(p, s.end, n, secret);
-                            return NonNull::new(p);
+                            return Resize::Done(NonNull::new(p));
                         }
                         set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                         set_large_guards(g, lead, trail + old_data - needed, false);
@@ -763,7 +797,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     // the new end's check byte (the old one is in the guard now)
                     set_check_byte(end, canary(secret, end.addr()));
                     set_size(p, end, n, secret);
-                    return NonNull::new(p);
+                    return Resize::Done(NonNull::new(p));
                 } else if O::guard(mem.wrapping_add(old_data), trail, false) {
                     // grow: the whole trailing guard becomes data, then mremap (which may
                     // move the block, guards included) and a new trailing guard. (Had the
@@ -793,7 +827,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             let end = mem.wrapping_add(needed - IB);
                             set_check_byte(end, canary(secret, end.addr()));
                             set_size(p, end, n, secret);
-                            return NonNull::new(p);
+                            return Resize::Done(NonNull::new(p));
                         }
                         // the block stays as it was: put its trailing guard back (and the
                         // block in the map: its leaves exist, that cannot fail)
@@ -806,10 +840,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     }
                 }
             }
-            let new = self.malloc(n)?;
-            core::ptr::copy_nonoverlapping(p, new.as_ptr(), n.min(old));
-            self.free(p);
-            Some(new)
+            Resize::Copy(old)
         }
     }
 

@@ -10,7 +10,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
-use super::{EINVAL, ENOMEM, or_enomem, valid_align};
+use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
 use crate::heap::Heap;
 use crate::os::musl::{
     Musl, MuslLock, aligned_alloc_disabled, set_errno, thread_slot, thread_word,
@@ -109,8 +109,8 @@ same_signature!(__libc_free, fn(*mut c_void));
 /// `p` is null or a live allocation.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: the caller's contract.
-    out(unsafe { HEAP.realloc(p.cast(), n) })
+    // SAFETY: the caller's contract; the functions are this heap's exports.
+    unsafe { realloc_through(&HEAP, p, n, __libc_malloc_impl, __libc_free, set_errno) }
 }
 same_signature!(__libc_realloc, fn(*mut c_void, usize) -> *mut c_void);
 

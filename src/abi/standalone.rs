@@ -20,7 +20,7 @@ use crate::os::linux::{
 };
 use crate::tcache::ThreadCache;
 
-use super::{EINVAL, ENOMEM, or_enomem, valid_align};
+use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
 
 /// The host libc owns the program break: meta areas come from mmap only.
 type Sys = Linux<false>;
@@ -160,8 +160,8 @@ pub extern "C" fn calloc(m: usize, n: usize) -> *mut c_void {
 /// `p` is null or a live allocation from this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: the caller's contract.
-    out(unsafe { HEAP.realloc(p.cast(), n) })
+    // SAFETY: the caller's contract; the functions are this heap's exports.
+    unsafe { realloc_through(&HEAP, p, n, malloc, free, set_errno) }
 }
 
 /// BSD/C `reallocarray`.
