@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{Rng, TestHeap, calls, heap, in_child, locks};
 use ngmalloc::size_class::size_to_class;
-use ngmalloc::tcache::{TC_CLASSES, ThreadCache, limit};
+use ngmalloc::tcache::{FREE_STREAK, TC_CLASSES, ThreadCache, limit};
 
 const SIGILL: i32 = libc::SIGILL;
 const SIGSEGV: i32 = libc::SIGSEGV;
@@ -331,6 +331,38 @@ fn a_consumer_run_keeps_its_bins_and_exit_gives_them_back() {
     let sc = ngmalloc::size_class::size_to_class(100);
     assert!(consumer.held(sc) > 0, "the consumer gave its bin back");
     assert!(consumer.held(sc) <= limit(sc));
+    unsafe { h.cache_destroy(consumer) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
+}
+
+#[test]
+fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
+    // In a long run of frees no malloc takes a slot back: a full bin gives each further
+    // slot straight to its group instead of draining half of itself to take it in.
+    let h = heap();
+    let (producer, consumer) = (cache(&h), cache(&h));
+    let v: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(producer, 100).unwrap())
+        .collect();
+    unsafe { h.cache_destroy(producer) };
+    let sc = ngmalloc::size_class::size_to_class(100);
+    for (k, p) in v.into_iter().enumerate() {
+        let in_use = h.walk().unwrap().in_use;
+        unsafe { h.free_cached(consumer, p.as_ptr()) };
+        if k >= FREE_STREAK as usize + limit(sc) {
+            assert_eq!(
+                consumer.held(sc),
+                limit(sc),
+                "free {k}: the bin was drained"
+            );
+            assert_eq!(
+                h.walk().unwrap().in_use,
+                in_use - 1,
+                "free {k}: not given back"
+            );
+        }
+    }
     unsafe { h.cache_destroy(consumer) };
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.cached), (0, 0));
