@@ -457,7 +457,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // built), a group whose other slots are all free or in this bin goes back
             // whole (see `free_in_run`).
             tc.streak = tc.streak.saturating_add(1);
-            if tc.streak >= FREE_STREAK && self.free_in_run(tc, p, s, secret) {
+            // (free_in_run's cheap tests first, here: most frees of a run leave slots of
+            // their group in use, and the call cost more than the tests)
+            if tc.streak >= FREE_STREAK
+                && (tc.streak == FREE_STREAK
+                    || tc.fills[sc] != 0
+                        && used_slots(g).count_ones() as usize <= tc.count[sc] as usize + 1)
+                && self.free_in_run(tc, p, s, secret)
+            {
                 return;
             }
             retire(p, &s);
