@@ -312,6 +312,17 @@ fn free_everything(seed: u64) {
     unsafe { h.cache_destroy(tc) };
 }
 
+/// A consumer's cache and 2000 blocks of 100 bytes a producer built, whose cache is gone
+/// (no slot of their groups is left in its bin).
+fn built_by_another(h: &TestHeap) -> (&'static mut ThreadCache, Vec<std::ptr::NonNull<u8>>) {
+    let (producer, consumer) = (cache(h), cache(h));
+    let v = (0..2000)
+        .map(|_| h.malloc_cached(producer, 100).unwrap())
+        .collect();
+    unsafe { h.cache_destroy(producer) };
+    (consumer, v)
+}
+
 #[test]
 fn a_consumer_run_keeps_its_bins_and_exit_gives_them_back() {
     // A thread that frees what another built (a consumer) never refilled the class: in its
@@ -319,12 +330,7 @@ fn a_consumer_run_keeps_its_bins_and_exit_gives_them_back() {
     // would have to make them again at once: 16% of producer/consumer time) and go back
     // through the bin's drains and the thread's exit.
     let h = heap();
-    let (producer, consumer) = (cache(&h), cache(&h));
-    let v: Vec<_> = (0..2000)
-        .map(|_| h.malloc_cached(producer, 100).unwrap())
-        .collect();
-    // no slot of these groups is left in the producer's bin
-    unsafe { h.cache_destroy(producer) };
+    let (consumer, v) = built_by_another(&h);
     for p in v {
         unsafe { h.free_cached(consumer, p.as_ptr()) };
     }
@@ -341,11 +347,7 @@ fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
     // In a long run of frees no malloc takes a slot back: a full bin gives each further
     // slot straight to its group instead of draining half of itself to take it in.
     let h = heap();
-    let (producer, consumer) = (cache(&h), cache(&h));
-    let v: Vec<_> = (0..2000)
-        .map(|_| h.malloc_cached(producer, 100).unwrap())
-        .collect();
-    unsafe { h.cache_destroy(producer) };
+    let (consumer, v) = built_by_another(&h);
     let sc = ngmalloc::size_class::size_to_class(100);
     for (k, p) in v.into_iter().enumerate() {
         let in_use = h.walk().unwrap().in_use;
