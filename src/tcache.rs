@@ -162,6 +162,18 @@ unsafe fn used_slots(g: *mut Meta) -> u32 {
     }
 }
 
+/// Whether freeing a slot of `g`, of class `sc`, may leave the group with nothing in use
+/// but slots in this cache's bin, and the bin was ever refilled (the thread built slots of
+/// the class): `free_in_run`'s cheap tests, before it compares the bin's entries.
+///
+/// # Safety
+/// `g` is a live group.
+#[inline(always)]
+unsafe fn group_may_go(tc: &ThreadCache, sc: usize, g: *mut Meta) -> bool {
+    // SAFETY: the caller's contract.
+    tc.fills[sc] != 0 && unsafe { used_slots(g) }.count_ones() as usize <= tc.count[sc] as usize + 1
+}
+
 /// An entry for slot `idx` of `g`.
 #[inline(always)]
 fn entry(g: *mut Meta, idx: usize) -> *mut Meta {
@@ -460,9 +472,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // (free_in_run's cheap tests first, here: most frees of a run leave slots of
             // their group in use, and the call cost more than the tests)
             if tc.streak >= FREE_STREAK
-                && (tc.streak == FREE_STREAK
-                    || tc.fills[sc] != 0
-                        && used_slots(g).count_ones() as usize <= tc.count[sc] as usize + 1)
+                && (tc.streak == FREE_STREAK || group_may_go(tc, sc, g))
                 && self.free_in_run(tc, p, s, secret)
             {
                 return;
@@ -519,11 +529,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let g = s.meta;
             let sc = (*g).sizeclass as usize;
             let bit = 1u32 << s.idx;
-            let used = used_slots(g);
-            if tc.fills[sc] == 0
-                || used.count_ones() as usize > tc.count[sc] as usize + 1
-                || !self.give_back_group(tc, sc, g, used & !bit)
-            {
+            if !group_may_go(tc, sc, g) || !self.give_back_group(tc, sc, g, used_slots(g) & !bit) {
                 return false;
             }
             // the group goes; if it is nested, its host slot is freed on the locked path,
