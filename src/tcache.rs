@@ -49,7 +49,7 @@ use crate::meta::{clear_zeroed, low_mask, nested};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{Slot, enframe_inline, find_meta, find_slot, nominal_size, retire};
+use crate::slot::{Slot, enframe_inline, find_meta, find_slot, nominal_size, retire, slot_bounds};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
@@ -189,6 +189,36 @@ fn unpack(e: *mut Meta) -> (*mut Meta, usize) {
     )
 }
 
+/// Whether `malloc(n)` may be served by a bin: a cached class, and no zero-size block.
+#[inline(always)]
+fn cacheable(n: usize) -> bool {
+    CACHE && n <= class_size(TC_CLASSES - 1) - IB && !(ZERO_SIZE && n == 0)
+}
+
+/// Take the newest entry of the non-empty bin `sc` and frame it for `n` bytes.
+#[inline(always)]
+fn pop(tc: &mut ThreadCache, sc: usize, n: usize) -> NonNull<u8> {
+    debug_assert!(tc.count[sc] != 0 && cacheable(n) && size_to_class(n) <= sc);
+    let k = tc.count[sc] as usize - 1;
+    tc.count[sc] = k as u8;
+    // (masked, not bounds-checked: see `push`)
+    let (g, idx) = unpack(tc.ent[sc][k % TC_SLOTS]);
+    // SAFETY: the entry is a slot of a live group, taken out of both masks (the cache
+    // invariant) and of class `sc`, which fits `n + IB`; a user pointer is never null.
+    unsafe { NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret)) }
+}
+
+/// Put `e` on bin `sc`, which holds `k < limit(sc)` entries.
+#[inline(always)]
+fn push(tc: &mut ThreadCache, sc: usize, k: usize, e: *mut Meta) {
+    debug_assert!(k < limit(sc));
+    // (the index is masked, not bounds-checked: a bounds check is a call to the panic
+    // handler, and a call on the path makes it save registers)
+    tc.ent[sc][k % TC_SLOTS] = e;
+    tc.count[sc] = k as u8 + 1;
+}
+
+const _: () = assert!(TC_SLOTS.is_power_of_two());
 const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
 // every cached class is below a page, so a cached slot is never "medium" (sweep)
 const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
@@ -389,6 +419,21 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
+    /// What `malloc` does when [`Heap::malloc_fast`] could not serve `n` or did not run
+    /// (no cache known to the caller): a refill, or the locked path.
+    pub fn malloc_miss(&self, tc: Option<&mut ThreadCache>, n: usize) -> Option<NonNull<u8>> {
+        match tc {
+            Some(tc) if cacheable(n) => {
+                let sc = size_to_class(n);
+                if tc.count[sc] == 0 && !self.refill(tc, sc, n) {
+                    return self.malloc(n);
+                }
+                Some(pop(tc, sc, n))
+            }
+            _ => self.malloc(n),
+        }
+    }
+
     /// `free` through the thread's cache if it has one.
     ///
     /// # Safety
@@ -403,22 +448,31 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// `malloc` through the thread's cache.
-    pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
-        if !CACHE || n > class_size(TC_CLASSES - 1) - IB || (ZERO_SIZE && n == 0) {
-            return self.malloc(n);
+    /// `malloc` from the thread's cache when a bin can serve `n` at once; `None` when it
+    /// cannot (a size without a bin, an empty bin), with nothing changed but the free
+    /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
+    /// on `None`, so the pop saves and restores no registers (a call anywhere on the path,
+    /// even one taken only on a miss, made it save six).
+    #[inline(always)]
+    pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
+        if !cacheable(n) {
+            return None;
         }
         let sc = size_to_class(n);
         tc.streak = 0;
-        if tc.count[sc] == 0 && !self.refill(tc, sc, n) {
-            return self.malloc(n);
+        if tc.count[sc] == 0 {
+            return None;
         }
-        let k = tc.count[sc] as usize - 1;
-        tc.count[sc] = k as u8;
-        let (g, idx) = unpack(tc.ent[sc][k]);
-        // SAFETY: the entry is a slot of a live group, taken out of both masks (the
-        // cache invariant) and of class `sc` or larger, so `n + IB` fits its stride.
-        NonNull::new(unsafe { enframe_inline(g, idx, n, tc.cycle, tc.secret) })
+        Some(pop(tc, sc, n))
+    }
+
+    /// `malloc` through the thread's cache: [`Heap::malloc_fast`], else a refill, else
+    /// the locked path.
+    pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
+        match self.malloc_fast(tc, n) {
+            Some(p) => Some(p),
+            None => self.malloc_miss(Some(tc), n),
+        }
     }
 
     /// Take [`refill_count`] slots from the groups, under one lock acquisition. False when
@@ -446,14 +500,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         k != 0
     }
 
-    /// `free` through the thread's cache.
+    /// `free` through the thread's cache. Validation and a push to a bin call nothing;
+    /// every other case is a tail call, so the path saves no registers it need not (as
+    /// [`Heap::malloc_fast`]).
     ///
     /// # Safety
     /// As [`Heap::free`].
+    #[inline(always)]
     pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
         if !CACHE || p.is_null() || (ZERO_SIZE && self.zero_index(p).is_some()) {
             // SAFETY: forwarded.
-            return unsafe { self.free(p) };
+            return unsafe { self.free_uncached(p) };
         }
         let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
@@ -463,7 +520,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let g = s.meta;
             let sc = (*g).sizeclass as usize;
             if sc >= TC_CLASSES {
-                return self.free_slot(p, s, secret);
+                return self.free_validated(tc, p, g, s.idx);
             }
             // In a long run of frees with no malloc between (a thread freeing what it
             // built), a group whose other slots are all free or in this bin goes back
@@ -471,27 +528,76 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             tc.streak = tc.streak.saturating_add(1);
             // (free_in_run's cheap tests first, here: most frees of a run leave slots of
             // their group in use, and the call cost more than the tests)
-            if tc.streak >= FREE_STREAK
-                && (tc.streak == FREE_STREAK || group_may_go(tc, sc, g))
-                && self.free_in_run(tc, p, s, secret)
-            {
-                return;
+            if tc.streak >= FREE_STREAK && (tc.streak == FREE_STREAK || group_may_go(tc, sc, g)) {
+                return self.free_validated(tc, p, g, s.idx);
             }
+            self.retire_to_bin(tc, p, s, sc, secret)
+        }
+    }
+
+    /// [`Heap::free`], out of line: the tail call of [`Heap::free_cached`] when it has
+    /// no use for the cache.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    #[inline(never)]
+    unsafe fn free_uncached(&self, p: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe { self.free(p) }
+    }
+
+    /// The rest of [`Heap::free_cached`] after validating `p` as slot `idx` of `g`: a
+    /// class without a bin, or a free in a run that may give the group back (the streak
+    /// already counts this free).
+    ///
+    /// # Safety
+    /// `p` is a live allocation, validated as slot `idx` of `g`.
+    #[inline(never)]
+    unsafe fn free_validated(&self, tc: &mut ThreadCache, p: *mut u8, g: *mut Meta, idx: usize) {
+        let secret = tc.secret;
+        // SAFETY: the caller's contract.
+        unsafe {
+            let s = ok(slot_bounds(g, idx));
+            let sc = (*g).sizeclass as usize;
+            if sc >= TC_CLASSES {
+                return self.free_slot(p, s, secret);
+            }
+            if !self.free_in_run(tc, p, s, secret) {
+                self.retire_to_bin(tc, p, s, sc, secret);
+            }
+        }
+    }
+
+    /// Retire the validated allocation `p` (slot `s`, of the cached class `sc`) and put
+    /// its slot in the bin, or give it to its group.
+    ///
+    /// # Safety
+    /// `s` is the validated slot of the live allocation `p`, of class `sc < TC_CLASSES`.
+    #[inline(always)]
+    unsafe fn retire_to_bin(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        s: Slot,
+        sc: usize,
+        secret: u64,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
             retire(p, &s);
             // the slot comes back dirty
-            clear_zeroed(g);
+            clear_zeroed(s.meta);
             let k = tc.count[sc] as usize;
             if k == limit(sc) {
                 if tc.streak >= FREE_STREAK {
                     // in a run of frees, a full bin stays full until the next malloc:
                     // the slot goes to its group at once (draining the bin to push it
                     // would only give back older slots instead)
-                    return self.release_slot(g, s.idx, false, secret);
+                    return self.release_slot(s.meta, s.idx, false, secret);
                 }
-                return self.push_full(tc, sc, entry(g, s.idx));
+                return self.push_full(tc, sc, entry(s.meta, s.idx));
             }
-            tc.ent[sc][k] = entry(g, s.idx);
-            tc.count[sc] = k as u8 + 1;
+            push(tc, sc, k, entry(s.meta, s.idx));
         }
     }
 
@@ -505,9 +611,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     unsafe fn push_full(&self, tc: &mut ThreadCache, sc: usize, e: *mut Meta) {
         // SAFETY: the caller's contract.
         unsafe { self.drain(tc, sc, limit(sc).div_ceil(2)) };
-        let k = tc.count[sc] as usize;
-        tc.ent[sc][k] = e;
-        tc.count[sc] = k as u8 + 1;
+        push(tc, sc, tc.count[sc] as usize, e);
     }
 
     /// A free in a long run of frees: if the group of `s` has nothing else in use but

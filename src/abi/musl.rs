@@ -13,7 +13,7 @@ use core::ptr::null_mut;
 use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
 use crate::heap::Heap;
 use crate::os::musl::{
-    Musl, MuslLock, aligned_alloc_disabled, set_errno, thread_slot, thread_word,
+    Musl, MuslLock, aligned_alloc_disabled, known_thread_word, set_errno, thread_slot, thread_word,
 };
 use crate::os::musl_sys as sys;
 use crate::tcache::ThreadCache;
@@ -46,6 +46,17 @@ fn cache() -> Option<&'static mut ThreadCache> {
         SLOT_LOCKED => None,
         // SAFETY: a value above SLOT_LOCKED is a cache made below for this thread, valid
         // until its exit hook (which sets SLOT_LOCKED first); only this thread uses it.
+        w => Some(unsafe { &mut *core::ptr::with_exposed_provenance_mut::<ThreadCache>(w) }),
+    }
+}
+
+/// The calling thread's cache if it has one and its place is known, with no call: the
+/// fast paths' test. `None` sends the caller to its slow path, which uses [`cache`].
+#[inline(always)]
+fn cached() -> Option<&'static mut ThreadCache> {
+    match known_thread_word()? {
+        0 | SLOT_LOCKED => None,
+        // SAFETY: as in `cache`.
         w => Some(unsafe { &mut *core::ptr::with_exposed_provenance_mut::<ThreadCache>(w) }),
     }
 }
@@ -85,7 +96,26 @@ same_signature!(__malloc_thread_exit, fn());
 /// musl's `malloc` backend (overrides lite_malloc's bump allocator).
 #[unsafe(no_mangle)]
 pub extern "C" fn __libc_malloc_impl(n: usize) -> *mut c_void {
-    out(HEAP.malloc_with(cache(), n))
+    match cached() {
+        Some(tc) => match HEAP.malloc_fast(tc, n) {
+            Some(p) => p.as_ptr().cast(),
+            None => malloc_miss(Some(tc), n),
+        },
+        None => malloc_slow(n),
+    }
+}
+
+/// `malloc` for a thread whose cache is not yet made or known, or that has none.
+#[inline(never)]
+fn malloc_slow(n: usize) -> *mut c_void {
+    out(HEAP.malloc_miss(cache(), n))
+}
+
+/// Everything `malloc` does past the cache's pop (refills, the locked path, errno), out
+/// of line so that the pop calls nothing.
+#[inline(never)]
+fn malloc_miss(tc: Option<&'static mut ThreadCache>, n: usize) -> *mut c_void {
+    out(HEAP.malloc_miss(tc, n))
 }
 same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 
@@ -95,13 +125,28 @@ same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 /// `p` is null or a live allocation.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
+    unsafe {
+        match cached() {
+            Some(tc) => HEAP.free_cached(tc, p.cast()),
+            None => free_slow(p),
+        }
+    }
+}
+same_signature!(__libc_free, fn(*mut c_void));
+
+/// `free` for a thread whose cache is not yet made or known, or that has none.
+///
+/// # Safety
+/// As [`__libc_free`].
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
+    // SAFETY: forwarded.
     unsafe { HEAP.free_with(cache(), p.cast()) }
 }
-same_signature!(__libc_free, fn(*mut c_void));
 
 /// musl's `realloc` backend.
 ///

@@ -54,6 +54,17 @@ fn cache() -> Option<&'static mut ThreadCache> {
     }
 }
 
+/// The calling thread's cache if it has one, with no call: the fast paths' test. `None`
+/// sends the caller to its slow path, which uses [`cache`].
+#[inline(always)]
+fn cached() -> Option<&'static mut ThreadCache> {
+    match tls_get() {
+        TLS_NONE | TLS_LOCKED => None,
+        // SAFETY: as in `cache`.
+        tc => Some(unsafe { &mut *(tc as *mut ThreadCache) }),
+    }
+}
+
 #[cold]
 fn make_cache() -> Option<&'static mut ThreadCache> {
     // anything allocated on the way (by pthread_setspecific, say) takes the locked paths
@@ -109,7 +120,26 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
 /// C `malloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(n: usize) -> *mut c_void {
-    out(HEAP.malloc_with(cache(), n))
+    // (the pop calls nothing; everything else is a tail call: see Heap::malloc_fast)
+    match cached() {
+        Some(tc) => match HEAP.malloc_fast(tc, n) {
+            Some(p) => p.as_ptr().cast(),
+            None => malloc_miss(Some(tc), n),
+        },
+        None => malloc_slow(n),
+    }
+}
+
+/// Everything `malloc` does past the cache's pop (refills, the locked path, errno).
+#[inline(never)]
+fn malloc_miss(tc: Option<&'static mut ThreadCache>, n: usize) -> *mut c_void {
+    out(HEAP.malloc_miss(tc, n))
+}
+
+/// `malloc` for a thread whose cache is not yet made, or that has none.
+#[inline(never)]
+fn malloc_slow(n: usize) -> *mut c_void {
+    out(HEAP.malloc_miss(cache(), n))
 }
 
 /// C `free`.
@@ -118,10 +148,25 @@ pub extern "C" fn malloc(n: usize) -> *mut c_void {
 /// `p` is null or a live allocation from this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
+    unsafe {
+        match cached() {
+            Some(tc) => HEAP.free_cached(tc, p.cast()),
+            None => free_slow(p),
+        }
+    }
+}
+
+/// `free` for a thread whose cache is not yet made, or that has none.
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
+    // SAFETY: forwarded.
     unsafe { HEAP.free_with(cache(), p.cast()) }
 }
 

@@ -166,6 +166,13 @@ unsafe fn read_thread_word(off: isize) -> usize {
 /// dynamic linker).
 #[inline(always)]
 pub fn thread_word() -> Option<usize> {
+    known_thread_word().or_else(learn_thread_word)
+}
+
+/// [`thread_word`] when its place is already known (one load, no call); `None`
+/// otherwise, or on an architecture that reads it through the glue.
+#[inline(always)]
+pub fn known_thread_word() -> Option<usize> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let off = TC_TPOFF.load(core::sync::atomic::Ordering::Relaxed);
@@ -176,7 +183,7 @@ pub fn thread_word() -> Option<usize> {
             return Some(unsafe { read_thread_word(off) });
         }
     }
-    learn_thread_word()
+    None
 }
 
 /// [`thread_word`] through the glue, learning the word's place for later calls.
