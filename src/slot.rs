@@ -35,6 +35,11 @@ use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::pagemap::{contains, contains_area};
 
+/// The size classes a meta record may carry, as a bit set: the real classes and the
+/// mapped marker (one test instead of two in the decoder).
+const REAL_CLASSES: u64 = ((1 << NUM_CLASSES) - 1) | (1 << CLASS_MMAP);
+const _: () = assert!(NUM_CLASSES < 64 && CLASS_MMAP < 64);
+
 /// `rsv` code: the reserved count is stored as a `u32` at `end - 4`.
 pub const RSV_EXT: u8 = 5;
 /// `rsv` code: the slot hosts a nested group.
@@ -207,17 +212,16 @@ unsafe fn decode(p: *const u8, secret: u64) -> Result<(*mut Meta, usize), Corrup
             Corrupt::DoubleFree
         );
         let sc = (*meta).sizeclass as usize;
-        ensure!(
-            sc < NUM_CLASSES || sc == CLASS_MMAP as usize,
-            Corrupt::Class
-        );
+        ensure!(sc < 64 && REAL_CLASSES >> sc & 1 != 0, Corrupt::Class);
         // the offset must lie in slot `index` (its stride: the class's, or a single-slot
         // mapping's whole mapping, which a reused mapping makes larger than the class)
         let units = (*meta).units as usize;
         ensure!(offset.wrapping_sub(units * index) < units, Corrupt::Bounds);
+        // (`maplen == 0 || offset < maplen * AREA / UNIT`, in one comparison: with no
+        // mapping the bound wraps to the largest value)
         let maplen = (*meta).maplen as usize;
         ensure!(
-            maplen == 0 || offset < maplen * AREA / UNIT,
+            offset <= (maplen * (AREA / UNIT)).wrapping_sub(1),
             Corrupt::Bounds
         );
         Ok((meta, index))
@@ -393,7 +397,8 @@ pub unsafe fn enframe_inline(g: *mut Meta, idx: usize, n: usize, ctr: u32, secre
         // the previous slot's overflow check: its end byte (our flag) is untouched or its
         // canary; make it the canary either way.
         let check = canary(secret, p.addr() - 4);
-        check!(flag(p) == 0 || flag(p) == check);
+        let f = flag(p);
+        check!(f == 0 || f == check);
         set_flag(p, check);
         if (*g).sizeclass == CLASS_MMAP {
             // an individually mapped block ends right before its guard: data as far up as
