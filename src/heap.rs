@@ -1125,6 +1125,9 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
+    // (inlined by attribute, as the list operations: the crate is optimised for size, and
+    // a refill takes slots in a loop)
+    #[inline(always)]
     pub(crate) unsafe fn take_slot_of<O: Os>(
         &mut self,
         mut sc: usize,

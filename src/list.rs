@@ -14,6 +14,7 @@ use crate::meta::Meta;
 ///
 /// # Safety
 /// `m` and every record on the list are live meta records; the heap lock is held.
+#[inline(always)]
 pub unsafe fn queue(head: &mut *mut Meta, m: *mut Meta) {
     // SAFETY: the caller vouches for `m` and the list, and holds the lock.
     unsafe {
@@ -56,6 +57,7 @@ pub unsafe fn checked_links(m: *const Meta) -> Result<(*mut Meta, *mut Meta), Co
 ///
 /// # Safety
 /// `m` is on the list at `head`; the heap lock is held.
+#[inline(always)]
 pub unsafe fn dequeue(head: &mut *mut Meta, m: *mut Meta) {
     // SAFETY: the caller vouches for `m`; the neighbours were checked to point back at it.
     unsafe {
