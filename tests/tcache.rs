@@ -324,40 +324,19 @@ fn built_by_another(h: &TestHeap) -> (&'static mut ThreadCache, Vec<std::ptr::No
 }
 
 #[test]
-fn a_consumer_run_keeps_its_bins_and_exit_gives_them_back() {
+fn a_consumer_run_keeps_no_slots_of_a_class_it_never_refilled() {
     // A thread that frees what another built (a consumer) never refilled the class: in its
-    // long run of frees, groups whose slots all reach its bin stay there (its producer
-    // would have to make them again at once: 16% of producer/consumer time) and go back
-    // through the bin's drains and the thread's exit.
-    let h = heap();
-    let (consumer, v) = built_by_another(&h);
-    for p in v {
-        unsafe { h.free_cached(consumer, p.as_ptr()) };
-    }
-    let sc = ngmalloc::size_class::size_to_class(100);
-    assert!(consumer.held(sc) > 0, "the consumer gave its bin back");
-    assert!(consumer.held(sc) <= limit(sc));
-    unsafe { h.cache_destroy(consumer) };
-    let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0));
-}
-
-#[test]
-fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
-    // In a long run of frees no malloc takes a slot back: a full bin gives each further
-    // slot straight to its group instead of draining half of itself to take it in.
+    // long run of frees, every slot goes straight to its group, where producers take it
+    // again (a bin of such slots would keep them, and their groups, from everyone for as
+    // long as the thread lives).
     let h = heap();
     let (consumer, v) = built_by_another(&h);
     let sc = ngmalloc::size_class::size_to_class(100);
     for (k, p) in v.into_iter().enumerate() {
         let in_use = h.walk().unwrap().in_use;
         unsafe { h.free_cached(consumer, p.as_ptr()) };
-        if k >= FREE_STREAK as usize + limit(sc) {
-            assert_eq!(
-                consumer.held(sc),
-                limit(sc),
-                "free {k}: the bin was drained"
-            );
+        if k >= FREE_STREAK as usize {
+            assert_eq!(consumer.held(sc), 0, "free {k}: the bin kept a slot");
             assert_eq!(
                 h.walk().unwrap().in_use,
                 in_use - 1,
@@ -365,7 +344,38 @@ fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
             );
         }
     }
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.cached), (0, 0));
     unsafe { h.cache_destroy(consumer) };
+}
+
+#[test]
+fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
+    // In a long run of frees no malloc takes a slot back: a full bin (of a class the
+    // thread refilled) gives each further slot straight to its group instead of draining
+    // half of itself to take it in. Every other block stays in use, so no group can go
+    // back whole.
+    let h = heap();
+    let (tc, v) = built_by_another(&h);
+    let sc = ngmalloc::size_class::size_to_class(100);
+    let mine = h.malloc_cached(tc, 100).unwrap();
+    unsafe { h.free_cached(tc, mine.as_ptr()) };
+    for (k, p) in v.iter().step_by(2).enumerate() {
+        let in_use = h.walk().unwrap().in_use;
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+        if k >= FREE_STREAK as usize + limit(sc) {
+            assert_eq!(tc.held(sc), limit(sc), "free {k}: the bin was drained");
+            assert_eq!(
+                h.walk().unwrap().in_use,
+                in_use - 1,
+                "free {k}: not given back"
+            );
+        }
+    }
+    for p in v.iter().skip(1).step_by(2) {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    unsafe { h.cache_destroy(tc) };
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.cached), (0, 0));
 }
