@@ -13,7 +13,8 @@ use core::ptr::null_mut;
 use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
 use crate::heap::Heap;
 use crate::os::musl::{
-    Musl, MuslLock, aligned_alloc_disabled, known_thread_word, set_errno, thread_slot, thread_word,
+    Musl, MuslLock, WORD_INLINE, aligned_alloc_disabled, known_thread_word, set_errno, thread_slot,
+    thread_word,
 };
 use crate::os::musl_sys as sys;
 use crate::tcache::ThreadCache;
@@ -145,7 +146,15 @@ unsafe fn free_slow(p: *mut c_void) {
         return;
     }
     // SAFETY: forwarded.
-    unsafe { HEAP.free_with(cache(), p.cast()) }
+    unsafe {
+        match cache() {
+            // where the word is read inline, this was the thread's first call, which made
+            // its cache: the next free finds it, and this one takes the locked path (no
+            // second copy of the cached free in the text, which every program maps)
+            Some(tc) if !WORD_INLINE => HEAP.free_cached(tc, p.cast()),
+            _ => HEAP.free(p.cast()),
+        }
+    }
 }
 
 /// musl's `realloc` backend.

@@ -166,8 +166,11 @@ unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
+    // The thread's first call makes its cache, which the next free finds; this one takes
+    // the locked path (no second copy of the cached free in the text).
+    let _ = cache();
     // SAFETY: forwarded.
-    unsafe { HEAP.free_with(cache(), p.cast()) }
+    unsafe { HEAP.free(p.cast()) }
 }
 
 /// C23 `free_sized`: crashes if `n` is not the size `p` was allocated with.

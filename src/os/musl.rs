@@ -169,6 +169,10 @@ pub fn thread_word() -> Option<usize> {
     known_thread_word().or_else(learn_thread_word)
 }
 
+/// Whether [`known_thread_word`] reads the word inline once a thread has asked for it
+/// (elsewhere it is always `None`, and every call goes through the glue).
+pub const WORD_INLINE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
 /// [`thread_word`] when its place is already known (one load, no call); `None`
 /// otherwise, or on an architecture that reads it through the glue.
 #[inline(always)]
