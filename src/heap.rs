@@ -38,9 +38,9 @@ use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, find_slot, flag, idx_rsv,
-    mark_freed, nominal_size, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv,
-    set_off16, set_size, slot_bounds,
+    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, flag, idx_rsv,
+    mark_freed, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv, set_off16, set_size,
+    slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -580,11 +580,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return 0;
         }
         // SAFETY: forwarded; every step is validated.
-        unsafe {
-            let secret = self.secret();
-            let s = ok(find_slot(p, secret));
-            ok(nominal_size(p, s.end, secret))
-        }
+        unsafe { validate(p, self.secret()).1 }
     }
 
     /// Free `p` (null is ignored). Invalid pointers crash.
@@ -598,8 +594,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let secret = self.secret();
         // SAFETY: every field read is validated by find_slot before use.
         unsafe {
-            let s = ok(find_slot(p, secret));
-            ok(nominal_size(p, s.end, secret));
+            let (s, _) = validate(p, secret);
             self.free_slot(p, s, secret);
         }
     }
@@ -753,8 +748,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // `mem` and `maplen` are ours to change.
         unsafe {
             let secret = self.secret();
-            let s = ok(find_slot(p, secret));
-            let old = ok(nominal_size(p, s.end, secret));
+            let (s, old) = validate(p, secret);
             let g = s.meta;
             let room = s.end.addr() - p.addr();
             let sc = (*g).sizeclass as usize;
@@ -856,7 +850,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: `p` is our fresh allocation; everything written lies in its slot.
         unsafe {
             let secret = self.secret();
-            let s = ok(find_slot(p, secret));
+            let (s, _) = validate(p, secret);
             let adj = p.addr().wrapping_neg() & (align - 1);
             if adj == 0 {
                 set_size(p, s.end, len, secret);

@@ -30,7 +30,7 @@
 use core::sync::atomic::AtomicU8;
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::check::{Corrupt, check, ensure};
+use crate::check::{Corrupt, check, ensure, ok};
 use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::pagemap::{contains, contains_area};
@@ -329,6 +329,22 @@ pub unsafe fn nominal_size(p: *const u8, end: *const u8, secret: u64) -> Result<
             Corrupt::CheckByte
         );
         Ok(room - reserved)
+    }
+}
+
+/// [`find_slot`] and [`nominal_size`], crashing on a failed check: the validation of the
+/// paths off the thread cache's (the locked free, `realloc`, `malloc_usable_size`,
+/// `aligned_alloc`), out of line, so that the text holds one copy of the decoder for all
+/// of them (a static program maps all of it).
+///
+/// # Safety
+/// As [`find_meta`].
+#[inline(never)]
+pub unsafe fn validate(p: *const u8, secret: u64) -> (Slot, usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        let s = ok(find_slot(p, secret));
+        (s, ok(nominal_size(p, s.end, secret)))
     }
 }
 
