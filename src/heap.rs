@@ -38,7 +38,7 @@ use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_meta, flag, idx_rsv,
+    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_host, find_meta, flag, idx_rsv,
     mark_freed, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv, set_off16, set_size,
     slot_bounds, validate,
 };
@@ -1478,7 +1478,7 @@ impl State {
                 }
             } else {
                 let p = (*g).mem.cast::<u8>();
-                let host = ok(find_meta(p, secret));
+                let host = ok(find_host(p, secret));
                 let idx = crate::slot::slot_index(p);
                 (*(*g).mem).meta = null_mut();
                 // not checking size/reserved here; it's intentionally invalid

@@ -161,6 +161,17 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
     Ok(unsafe { decode(p, secret) }?.0)
 }
 
+/// [`find_meta`] out of line, for the hosts of nested groups (cold paths: an inline copy
+/// of the decoder is half a KiB of text, which every program maps).
+///
+/// # Safety
+/// As [`find_meta`].
+#[inline(never)]
+pub unsafe fn find_host(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe { find_meta(p, secret) }
+}
+
 /// [`find_meta`], with the slot index it validated.
 ///
 /// # Safety

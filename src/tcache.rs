@@ -50,7 +50,7 @@ use crate::meta::{clear_zeroed, low_mask, nested};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{Slot, enframe_inline, find_meta, find_slot, nominal_size, retire, slot_bounds};
+use crate::slot::{Slot, enframe_inline, find_host, find_slot, nominal_size, retire, slot_bounds};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
@@ -692,12 +692,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// `tc` satisfies the cache invariant; `g` is a live group.
     unsafe fn cached_host(&self, tc: &ThreadCache, g: *mut Meta, secret: u64) -> Option<*mut Meta> {
         // SAFETY: a nested group's memory is the user pointer of its host slot, whose
-        // header find_meta validates.
+        // header find_host validates.
         unsafe {
             if !nested(g) {
                 return None;
             }
-            let h = ok(find_meta((*g).mem.cast::<u8>(), secret));
+            let h = ok(find_host((*g).mem.cast::<u8>(), secret));
             let hsc = (*h).sizeclass as usize;
             (hsc < TC_CLASSES && tc.entries(hsc).any(|(m, _)| m == h)).then_some(h)
         }
