@@ -32,6 +32,48 @@ pub(crate) fn or_enomem(
     }
 }
 
+/// C `malloc` on `heap` for a thread whose cache `tc` is known: the cache's pop inline,
+/// calling nothing, and everything else a tail call out of line, so the path saves no
+/// registers for calls it does not make: `miss` (the export's refill and locked path, for
+/// the same cache) and `slow` (a thread with no cache known).
+#[inline(always)]
+pub(crate) fn malloc_through<O: crate::os::Os, L: crate::lock::RawLock>(
+    heap: &crate::heap::Heap<O, L>,
+    tc: Option<&'static mut crate::tcache::ThreadCache>,
+    n: usize,
+    miss: fn(Option<&'static mut crate::tcache::ThreadCache>, usize) -> *mut core::ffi::c_void,
+    slow: fn(usize) -> *mut core::ffi::c_void,
+) -> *mut core::ffi::c_void {
+    match tc {
+        Some(tc) => match heap.malloc_fast(tc, n) {
+            Some(p) => p.as_ptr().cast(),
+            None => miss(Some(tc), n),
+        },
+        None => slow(n),
+    }
+}
+
+/// C `free` on `heap`: through the thread's cache `tc` if it is known, else `slow`.
+///
+/// # Safety
+/// `p` is null or a live allocation of `heap`; `slow` is the export's C `free` for a
+/// thread with no cache known.
+#[inline(always)]
+pub(crate) unsafe fn free_through<O: crate::os::Os, L: crate::lock::RawLock>(
+    heap: &crate::heap::Heap<O, L>,
+    tc: Option<&'static mut crate::tcache::ThreadCache>,
+    p: *mut core::ffi::c_void,
+    slow: unsafe fn(*mut core::ffi::c_void),
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match tc {
+            Some(tc) => heap.free_cached(tc, p.cast()),
+            None => slow(p),
+        }
+    }
+}
+
 /// C `realloc` on `heap`, whose copy (and a null `p`) goes through the export's own
 /// `malloc` and `free`, which use the thread's cache: a program that allocates with
 /// `realloc(NULL, n)` and frees with `free` (Lua does) otherwise filled its bins with

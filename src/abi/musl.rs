@@ -10,7 +10,9 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
-use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
+use super::{
+    EINVAL, ENOMEM, free_through, malloc_through, or_enomem, realloc_through, valid_align,
+};
 use crate::heap::Heap;
 use crate::os::musl::{
     Musl, MuslLock, WORD_INLINE, aligned_alloc_disabled, known_thread_word, set_errno, thread_slot,
@@ -97,19 +99,13 @@ same_signature!(__malloc_thread_exit, fn());
 /// musl's `malloc` backend (overrides lite_malloc's bump allocator).
 #[unsafe(no_mangle)]
 pub extern "C" fn __libc_malloc_impl(n: usize) -> *mut c_void {
-    match cached() {
-        Some(tc) => match HEAP.malloc_fast(tc, n) {
-            Some(p) => p.as_ptr().cast(),
-            None => malloc_miss(Some(tc), n),
-        },
-        None => malloc_slow(n),
-    }
+    malloc_through(&HEAP, cached(), n, malloc_miss, malloc_slow)
 }
 
 /// `malloc` for a thread whose cache is not yet made or known, or that has none.
 #[inline(never)]
 fn malloc_slow(n: usize) -> *mut c_void {
-    out(HEAP.malloc_miss(cache(), n))
+    malloc_miss(cache(), n)
 }
 
 /// Everything `malloc` does past the cache's pop (refills, the locked path, errno), out
@@ -127,12 +123,7 @@ same_signature!(__libc_malloc_impl, fn(usize) -> *mut c_void);
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe {
-        match cached() {
-            Some(tc) => HEAP.free_cached(tc, p.cast()),
-            None => free_slow(p),
-        }
-    }
+    unsafe { free_through(&HEAP, cached(), p, free_slow) }
 }
 same_signature!(__libc_free, fn(*mut c_void));
 

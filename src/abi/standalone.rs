@@ -20,7 +20,9 @@ use crate::os::linux::{
 };
 use crate::tcache::ThreadCache;
 
-use super::{EINVAL, ENOMEM, or_enomem, realloc_through, valid_align};
+use super::{
+    EINVAL, ENOMEM, free_through, malloc_through, or_enomem, realloc_through, valid_align,
+};
 
 /// The host libc owns the program break: meta areas come from mmap only.
 type Sys = Linux<false>;
@@ -120,14 +122,7 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
 /// C `malloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(n: usize) -> *mut c_void {
-    // (the pop calls nothing; everything else is a tail call: see Heap::malloc_fast)
-    match cached() {
-        Some(tc) => match HEAP.malloc_fast(tc, n) {
-            Some(p) => p.as_ptr().cast(),
-            None => malloc_miss(Some(tc), n),
-        },
-        None => malloc_slow(n),
-    }
+    malloc_through(&HEAP, cached(), n, malloc_miss, malloc_slow)
 }
 
 /// Everything `malloc` does past the cache's pop (refills, the locked path, errno).
@@ -139,7 +134,7 @@ fn malloc_miss(tc: Option<&'static mut ThreadCache>, n: usize) -> *mut c_void {
 /// `malloc` for a thread whose cache is not yet made, or that has none.
 #[inline(never)]
 fn malloc_slow(n: usize) -> *mut c_void {
-    out(HEAP.malloc_miss(cache(), n))
+    malloc_miss(cache(), n)
 }
 
 /// C `free`.
@@ -149,12 +144,7 @@ fn malloc_slow(n: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: the caller's contract; invalid pointers crash in the heap's checks.
-    unsafe {
-        match cached() {
-            Some(tc) => HEAP.free_cached(tc, p.cast()),
-            None => free_slow(p),
-        }
-    }
+    unsafe { free_through(&HEAP, cached(), p, free_slow) }
 }
 
 /// `free` for a thread whose cache is not yet made, or that has none.
