@@ -525,7 +525,36 @@ pub unsafe fn all_zero(p: *const u8, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::canary;
+    use super::{AREA, CLASS_MMAP, NUM_CLASSES, REAL_CLASSES, UNIT, canary};
+
+    /// The decoder's one-comparison forms of the class and mapping-bound checks accept
+    /// exactly what the two-comparison forms (mallocng's) accept.
+    #[test]
+    fn the_decoders_folded_checks_match_their_plain_forms() {
+        for sc in 0..=u8::MAX as usize {
+            let plain = sc < NUM_CLASSES || sc == CLASS_MMAP as usize;
+            let folded = sc < 64 && REAL_CLASSES >> sc & 1 != 0;
+            assert_eq!(plain, folded, "class {sc}");
+        }
+        for maplen in [0usize, 1, 2, 3, 31, 4096, u32::MAX as usize] {
+            for offset in [
+                0usize,
+                1,
+                255,
+                256,
+                257,
+                511,
+                512,
+                0xffff,
+                1 << 20,
+                u32::MAX as usize,
+            ] {
+                let plain = maplen == 0 || offset < maplen * AREA / UNIT;
+                let folded = offset <= (maplen * (AREA / UNIT)).wrapping_sub(1);
+                assert_eq!(plain, folded, "maplen {maplen}, offset {offset}");
+            }
+        }
+    }
 
     /// Canaries are never 0 (what fresh memory and string overflows write) nor 0xff, and
     /// take every other value.

@@ -467,8 +467,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// `malloc` from the thread's cache when a bin can serve `n` at once; `None` when it
     /// cannot (a size without a bin, an empty bin), with nothing changed but the free
     /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
-    /// on `None`, so the pop saves and restores no registers (a call anywhere on the path,
-    /// even one taken only on a miss, made it save six).
+    /// on `None` with a tail call, so no call it does not make sets up a frame for the
+    /// pop (with the refill inline, it saved six registers; now four, for the framing's
+    /// own use: pair 365 -> 349 instructions with the same split of free).
     #[inline(always)]
     pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !cacheable(n) {
@@ -517,8 +518,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// `free` through the thread's cache. Validation and a push to a bin call nothing;
-    /// every other case is a tail call, so the path saves no registers it need not (as
-    /// [`Heap::malloc_fast`]).
+    /// every other case is a tail call, so no call it does not make sets up a frame for
+    /// the push (as [`Heap::malloc_fast`]).
     ///
     /// # Safety
     /// As [`Heap::free`].

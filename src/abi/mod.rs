@@ -33,8 +33,8 @@ pub(crate) fn or_enomem(
 }
 
 /// C `malloc` on `heap` for a thread whose cache `tc` is known: the cache's pop inline,
-/// calling nothing, and everything else a tail call out of line, so the path saves no
-/// registers for calls it does not make: `miss` (the export's refill and locked path, for
+/// calling nothing, and everything else a tail call out of line, so the pop sets up no
+/// frame for calls it does not make: `miss` (the export's refill and locked path, for
 /// the same cache) and `slow` (a thread with no cache known).
 #[inline(always)]
 pub(crate) fn malloc_through<O: crate::os::Os, L: crate::lock::RawLock>(
