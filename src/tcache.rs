@@ -469,7 +469,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
     /// on `None` with a tail call, so no call it does not make sets up a frame for the
     /// pop (with the refill inline, it saved six registers; now four, for the framing's
-    /// own use: pair 365 -> 349 instructions with the same split of free).
+    /// own use: pair 365 -> 349 instructions, with free split the same way).
     #[inline(always)]
     pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !cacheable(n) {
