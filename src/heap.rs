@@ -38,9 +38,8 @@ use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
 use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
 use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, Slot, all_zero, canary, enframe, find_host, find_meta, flag, idx_rsv,
-    mark_freed, retire, set_big_off, set_check_byte, set_flag, set_idx_rsv, set_off16, set_size,
-    slot_bounds, validate,
+    Key, Slot, all_zero, enframe, find_host, find_meta, frame, mark_freed, mark_nested, retire,
+    set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -367,6 +366,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let secret = st.secret;
         // SAFETY: the lock is held.
         let (g, idx) = unsafe { st.take_slot::<O>(size_to_class(n), n, secret)? };
+        st.cycle = st.cycle.wrapping_add(1);
         let ctr = st.cycle;
         drop(st);
         // SAFETY: slot `idx` of `g` was just taken from its avail mask and fits `n`.
@@ -754,7 +754,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let sc = (*g).sizeclass as usize;
             // only resize in place if the size class matches
             if n <= room && n < MMAP_THRESHOLD && size_to_class(n) + 1 >= sc {
-                set_size(p, s.end, n, secret);
+                set_size(p, &s, n);
                 return Resize::Done(NonNull::new(p));
             }
             // use mremap if old and new size are both mmap-worthy, and the guards are
@@ -781,25 +781,21 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             // cannot guard the tail: keep the block as it is (its leaves
                             // exist, so registering it again cannot fail)
                             pagemap::register::<O>(tail, tail_len);
-                            set_size(p, s.end, n, secret);
+                            set_size(p, &s, n);
                             return Resize::Done(NonNull::new(p));
                         }
                         set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                         set_large_guards(g, lead, trail + old_data - needed, false);
                     }
+                    // the data now ends before the new trailing guard
                     let end = mem.wrapping_add(needed - IB);
-                    // the new end's check byte (the old one is in the guard now)
-                    set_check_byte(end, canary(secret, end.addr()));
-                    set_size(p, end, n, secret);
+                    set_size(p, &Slot { end, ..s }, n);
                     return Resize::Done(NonNull::new(p));
                 } else if O::guard(mem.wrapping_add(old_data), trail, false) {
                     // grow: the whole trailing guard becomes data, then mremap (which may
                     // move the block, guards included) and a new trailing guard. (Had the
                     // guard stayed, the grown block would fault inside: copy instead.)
                     let old_len = lead + old_data + trail;
-                    // a pointer far into its block (a large alignment) keeps a 32-bit
-                    // offset, marked by the canary's complement: keep the marking
-                    let big = flag(p) != canary(secret, p.addr() - 4);
                     // the block may move: out of the page map until it has settled
                     pagemap::unregister::<O>(mem, old_data);
                     match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
@@ -814,13 +810,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                             set_large_guards(g, lead, guard, protnone);
                             let start = storage((*g).mem);
                             let p = start.wrapping_add(base);
-                            // canaries depend on their address: the move made the flags stale
-                            set_flag(start, canary(secret, start.addr() - 4));
-                            let check = canary(secret, p.addr() - 4);
-                            set_flag(p, if big { !check } else { check });
+                            // keys depend on the address: frame the moved block anew (the
+                            // redirect at its start moved with it)
                             let end = mem.wrapping_add(needed - IB);
-                            set_check_byte(end, canary(secret, end.addr()));
-                            set_size(p, end, n, secret);
+                            frame(p, Key::of(secret, p), 0, base / UNIT, end, n);
                             return Resize::Done(NonNull::new(p));
                         }
                         // the block stays as it was: put its trailing guard back (and the
@@ -853,29 +846,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let (s, _) = validate(p, secret);
             let adj = p.addr().wrapping_neg() & (align - 1);
             if adj == 0 {
-                set_size(p, s.end, len, secret);
+                set_size(p, &s, len);
                 return NonNull::new(p);
             }
+            // the first framing is no allocation any more
+            mark_freed(p, s.key);
             let p = p.wrapping_add(adj);
             let offset = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
-            let check = canary(secret, p.addr() - 4);
-            if offset <= 0xffff {
-                set_off16(p, offset);
-                set_flag(p, check);
-            } else {
-                // a 32-bit offset if 16 bits don't fit: then the 16-bit field is zero and
-                // the flag byte is the canary's complement.
-                set_off16(p, 0);
-                set_big_off(p, offset as u32);
-                set_flag(p, !check);
-            }
-            set_idx_rsv(p, s.idx as u8);
-            set_size(p, s.end, len, secret);
-            // store the offset to the aligned framing at the slot start: it keeps offset
-            // cycling going and lets heap walks find the data. For extreme over-alignment
-            // it doesn't fit, but those are single-slot mappings anyway.
-            set_off16(s.start, ((p.addr() - s.start.addr()) / UNIT) & 0xffff);
-            set_idx_rsv(s.start, RSV_REDIRECT << 5);
+            frame(p, Key::of(secret, p), s.idx, offset, s.end, len);
+            // the offset to the aligned framing at the slot start lets heap walks find the
+            // data (for an extreme over-alignment it does not fit: the walker scans)
+            set_redirect(s.start, (p.addr() - s.start.addr()) / UNIT);
             NonNull::new(p)
         }
     }
@@ -915,14 +896,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                         return;
                     };
                     let mem = start.with_addr(a);
+                    // a free slot (zeroed memory: no header decodes in it)
                     init_group(m, mem, 0, 0, sc as u8, 0, 0, 1);
                     (*m).freeable = 0;
-                    // a freed slot: header and end check byte as free leaves them
-                    let p = storage((*m).mem);
-                    set_flag(p, canary(secret, p.addr() - 4));
-                    set_idx_rsv(p, 0xff);
-                    let end = p.wrapping_add(class_size(sc) - IB);
-                    set_check_byte(end, canary(secret, end.addr()));
                     queue(&mut st.active[sc], m);
                 }
                 a += span;
@@ -970,6 +946,7 @@ unsafe fn init_group(
         (*m).freed_mask.store(freed, Relaxed);
         (*m).clean_mask = 0;
         (*m).swept_mask = 0;
+        (*m).hosts.store(0, Relaxed);
     }
 }
 
@@ -1356,7 +1333,8 @@ impl State {
                     };
                     let host = self.active[host_class];
                     let p = enframe(host, idx, class_size(host_class) - IB, self.cycle, secret);
-                    set_idx_rsv(p, (idx_rsv(p) & 31) | (RSV_NESTED << 5));
+                    mark_nested(p, secret);
+                    (*host).hosts.fetch_or(1 << idx, Relaxed);
                     self.stats.groups_nested += 1;
                     (p, cnt, cnt - 1, 0, Fresh::No)
                 }
@@ -1368,10 +1346,9 @@ impl State {
             init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
             match fresh {
                 Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
-                // Reused memory holds stale data: zero each slot's check byte and index
-                // byte, so headers read as fresh (enframe sets the canary) and offset
-                // cycling starts from `cycle`, not from old contents. The byte after the
-                // last slot may be the host slot's own end canary: it gets its canary.
+                // Reused memory holds stale data: an old allocation's header at a slot's
+                // start, keyed by the same secret and address, would still decode, so each
+                // is marked freed.
                 Fresh::No => {
                     let (st, base) = (stride(m), storage((*m).mem));
                     if ZERO_ON_FREE {
@@ -1379,13 +1356,8 @@ impl State {
                         base.write_bytes(0, cnt * st - IB);
                     }
                     for i in 0..cnt {
-                        *base.wrapping_add(i * st).wrapping_sub(4) = 0;
-                    }
-                    // (a check byte: the next host slot's owner may frame it meanwhile)
-                    let last = base.wrapping_add(cnt * st).wrapping_sub(4);
-                    set_check_byte(last, canary(secret, last.addr()));
-                    for i in 0..cnt {
-                        *base.wrapping_add(i * st).wrapping_sub(3) = 0;
+                        let p = base.wrapping_add(i * st);
+                        mark_freed(p, Key::of(secret, p));
                     }
                 }
             }
@@ -1479,15 +1451,14 @@ impl State {
             } else {
                 let p = (*g).mem.cast::<u8>();
                 let host = ok(find_host(p, secret));
-                let idx = crate::slot::slot_index(p);
                 (*(*g).mem).meta = null_mut();
                 // not checking size/reserved here; it's intentionally invalid
-                mark_freed(p);
+                mark_freed(p, host.key);
+                (*host.meta).hosts.fetch_and(!(1 << host.idx), Relaxed);
                 if ZERO_ON_FREE {
-                    let host_slot = ok(slot_bounds(host, idx));
-                    p.write_bytes(0, host_slot.end.addr() - p.addr());
+                    p.write_bytes(0, host.end.addr() - p.addr());
                 }
-                self.nontrivial_free::<O>(host, idx, secret)
+                self.nontrivial_free::<O>(host.meta, host.idx, secret)
             };
             self.free_meta(g);
             unmap

@@ -5,7 +5,7 @@
 //! +0  meta ----------------+    +0   check   = heap secret (validates every meta in the page)
 //! +8  active_idx (u8)      |    +8   next    -> next area
 //! +9  pad                  |    +16  nslots
-//! +12 slot 0 header (IB)   +--> +24  Meta[nslots] (48 bytes each)
+//! +12 slot 0 header (IB)   +--> +64  Meta[63] (64 bytes each: one cache line)
 //! +16 slot 0 ... slot n         
 //! ```
 //!
@@ -16,7 +16,8 @@
 //!   its class's active list (only the head hands out slots);
 //! - `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's active list, unless
 //!   it is a single-slot group (those are freed, never listed);
-//! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`.
+//! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`;
+//! - `hosts ⊆ all & !(avail_mask | freed_mask)`: a slot hosting a nested group is in use.
 //!
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
@@ -89,6 +90,9 @@ pub struct Meta {
     /// `enframe` need on every call, kept here so they read one field instead of
     /// deriving it from `last_idx`, `maplen` and the class table. Set by [`set_shape`].
     pub units: u32,
+    /// Slots that host a nested group (in use for this group; no user pointer resolves to
+    /// them). Changed under the heap lock, read by the decoder without it.
+    pub hosts: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Meta>() == 64);
@@ -110,6 +114,7 @@ impl Meta {
             clean_mask: 0,
             swept_mask: 0,
             units: 0,
+            hosts: AtomicU32::new(0),
         }
     }
 }

@@ -1,68 +1,113 @@
-//! The in-band slot header and the slot's tail, mallocng's layout drawn once.
+//! The in-band slot header and the slot's tail, mallocng's layout drawn once, with its
+//! fields keyed by the heap's secret.
 //!
 //! Every user pointer `p` is 16-aligned and preceded by 4 header bytes:
 //!
 //! ```text
-//!   p-8        p-4     p-3                 p-2        p
-//!   [big off ] [ flag ][ rsv:3 | idx:5    ][ off:16   ][ user bytes ... ][reserved][chk]
-//!    u32 when                                                             ^end-rsv  ^end
-//!    flag != 0
+//!   p-8          p-4       p-3                p-2          p
+//!   [big off ^ w][ (prev) ][ idx:5 | rsv:3    ][ off:16     ][ user bytes ... ][rsv bytes]
+//!    u32, only    not ours  `------- 24 bits XOR key.info --'                  ^p+n: check
+//!    when off is                                                                 byte
+//!    OFF_BIG
 //! ```
 //! - `off` is the distance from the group's storage to `p` in UNITs. When it does not fit
-//!   16 bits (over-aligned allocations), `off == 0`, `flag == !canary(p-4)` and the 32-bit
-//!   distance sits at `p-8`. Otherwise `flag` is a check byte: `canary(p-4)`.
+//!   16 bits (over-aligned allocations), `off == OFF_BIG` and the 32-bit distance, XORed
+//!   with [`Key::word`], sits at `p-8` (inside the slot: such a `p` lies deep in it).
 //! - `idx` is the slot index in the group.
 //! - `rsv` is the number of unused bytes at the end of the slot (0..=4), or one of the
-//!   codes below. With [`RSV_EXT`] the count is a `u32` at `end-4` and `end[-5]` is zero.
+//!   codes below. With [`RSV_EXT`] the count, XORed with [`Key::word`], is a `u32` at
+//!   `end-4`.
 //! - `end` is `start + stride - IB`: the last IB bytes of each stride belong to the next
-//!   slot's header. The byte at `end` (the next header's flag byte) and the byte at
-//!   `end - reserved` (the first byte after the data) hold their [`canary`]: an overflow
-//!   that changes them, even by writing a NUL, is caught at free and realloc.
+//!   slot's header.
+//! - The three bytes `p-3 .. p` hold the 24 bits `idx | rsv << 5 | off << 8` XORed with
+//!   [`Key::info`], a key derived from the heap's secret and `p` itself: a header cannot be
+//!   forged, nor moved to another address, without the secret; a stray write into it
+//!   (an underflow, a dangling pointer) makes it decode to fields that do not match the
+//!   group, and the free crashes.
+//! - The byte at `p+n`, the first after the data, is the *check byte*, [`Key::check`] of
+//!   `p`: never 0 (what fresh memory and string overflows write) and never 0xff. With no
+//!   reserved bytes it is the byte at `end`, the first byte of the next slot's header,
+//!   which that slot never reads nor writes (its header is `p-3 .. p`): the byte `p-4`
+//!   before every header belongs to whatever precedes it. An overflow that changes it, even
+//!   by writing a NUL, is caught at free and realloc.
 //!
-//! Canaries are mallocng's zero check bytes made secret: a byte derived from the heap's
-//! secret and the byte's own address, never 0 (what fresh memory and string overflows
-//! write) and never 0xff. Knowing one does not give another.
+//! One hash of the secret and `p` gives every key a call needs ([`Key::of`]): `malloc`
+//! computes it once to write the header and the check byte, `free` once to read them.
 //!
 //! A slot whose user data starts at an offset inside it (offset cycling, alignment) keeps
-//! a redirect header at its start: `rsv == 7` and `off` = distance to `p` in UNITs. A freed
-//! header reads `idx|rsv == 0xff`, `off == 0`.
+//! a redirect header at its start, in plain: `rsv == RSV_REDIRECT`, `idx == 0`, `off` =
+//! distance to `p` in UNITs (0 if it does not fit). It is what the walker follows; a stale
+//! pointer to the slot's start decodes it, keyed, to garbage. A freed header holds the
+//! 24 bits [`FREED`], keyed.
 
 use core::sync::atomic::AtomicU8;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{Corrupt, check, ensure, ok};
-use crate::config::{AREA, CLASS_MMAP, IB, NUM_CLASSES, UNIT, ZERO_ON_FREE};
+use crate::config::{AREA, CLASS_MMAP, IB, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::pagemap::{contains, contains_area};
 
-/// The size classes a meta record may carry, as a bit set: the real classes and the
-/// mapped marker (one test instead of two in the decoder).
-const REAL_CLASSES: u64 = ((1 << NUM_CLASSES) - 1) | (1 << CLASS_MMAP);
-const _: () = assert!(NUM_CLASSES < 64 && CLASS_MMAP < 64);
-
-/// `rsv` code: the reserved count is stored as a `u32` at `end - 4`.
+/// `rsv` code: the reserved count is stored as a keyed `u32` at `end - 4`.
 pub const RSV_EXT: u8 = 5;
 /// `rsv` code: the slot hosts a nested group.
 pub const RSV_NESTED: u8 = 6;
 /// `rsv` code: a slot-start header redirecting to user data at an offset.
 pub const RSV_REDIRECT: u8 = 7;
-/// `idx|rsv` byte of a freed header.
-pub const FREED: u8 = 0xff;
+/// The 24 header bits of a freed slot (before keying): `rsv == RSV_REDIRECT`, which no
+/// user pointer's header has.
+pub const FREED: u32 = 0xff_ffff;
+/// `off` value saying the offset is a 32-bit word at `p - 8`.
+const OFF_BIG: usize = 0xffff;
 
-/// The check byte expected at `addr`: 1..=254, from the secret and the address.
-#[inline(always)]
-pub fn canary(secret: u64, addr: usize) -> u8 {
-    let h = (secret ^ addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    // the hash scaled to 0..=253 by the high half of a widening multiply (a remainder
-    // costs several times the instructions, and this runs up to eight times per malloc
-    // and free), then 1..=254
-    ((h as u128 * 254) >> 64) as u8 + 1
+/// Multiplier of the frame hash (2^64 over the golden ratio, odd).
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The keys of the header and check byte of the user pointer `p`, from one hash of the
+/// heap's secret and `p`: a multiply folded to 64 bits (its high and low halves XORed, so
+/// every bit depends on every bit of the secret and the address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(u64);
+
+impl Key {
+    /// The keys of the frame at `p`.
+    #[inline(always)]
+    pub fn of(secret: u64, p: *const u8) -> Key {
+        let m = (secret ^ p.addr() as u64) as u128 * K as u128;
+        Key(m as u64 ^ (m >> 64) as u64)
+    }
+
+    /// XOR key of the header's 24 bits.
+    #[inline(always)]
+    fn info(self) -> u32 {
+        (self.0 >> 40) as u32
+    }
+
+    /// The check byte after the data: 1..=254.
+    #[inline(always)]
+    pub fn check(self) -> u8 {
+        // the byte scaled to 0..=253 by a multiply (a remainder costs several times the
+        // instructions), then 1..=254
+        ((((self.0 >> 32) & 0xff) * 254) >> 8) as u8 + 1
+    }
+
+    /// XOR key of the 32-bit words a header points to (an extended reserved count, a big
+    /// offset).
+    #[inline(always)]
+    fn word(self) -> u32 {
+        self.0 as u32
+    }
 }
 
-/// Read a check byte. The byte at a slot's end is also the next slot's header flag; with
-/// thread caches the two slots' owners frame and check them at once with no lock between
-/// them. Both write the same value (the canary of the byte's address), but only atomic
-/// accesses make that defined; relaxed byte accesses are plain byte moves.
+/// The check byte of an allocation at `p` (what the byte after its data holds).
+#[inline]
+pub fn canary(secret: u64, p: *const u8) -> u8 {
+    Key::of(secret, p).check()
+}
+
+/// Read a check byte. Atomic, relaxed (a plain byte move): a slot's last byte is the
+/// first of the next slot's header, which that slot leaves alone, but a byte any thread
+/// may come to read stays race-free whatever the layout.
 ///
 /// # Safety
 /// `p` is readable.
@@ -82,68 +127,131 @@ pub unsafe fn set_check_byte(p: *mut u8, v: u8) {
     unsafe { AtomicU8::from_ptr(p) }.store(v, Relaxed)
 }
 
-// Header reads and writes. `p` is always 16-aligned, so these are aligned accesses; the
-// callers vouch that `p - 8 .. p` lies in memory of the heap.
-
-/// # Safety
-/// `p - 4` is readable.
-#[inline(always)]
-pub unsafe fn flag(p: *const u8) -> u8 {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { check_byte(p.wrapping_sub(4)) }
-}
-/// # Safety
-/// `p - 3` is readable.
-#[inline(always)]
-pub unsafe fn idx_rsv(p: *const u8) -> u8 {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { *p.wrapping_sub(3) }
-}
-/// # Safety
-/// `p - 2 .. p` is readable.
-#[inline(always)]
-pub unsafe fn off16(p: *const u8) -> usize {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { p.wrapping_sub(2).cast::<u16>().read_unaligned() as usize }
-}
-/// # Safety
-/// `p - 4` is writable.
-#[inline(always)]
-pub unsafe fn set_flag(p: *mut u8, v: u8) {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { set_check_byte(p.wrapping_sub(4), v) }
-}
-/// # Safety
-/// `p - 3` is writable.
-#[inline(always)]
-pub unsafe fn set_idx_rsv(p: *mut u8, v: u8) {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { *p.wrapping_sub(3) = v }
-}
-/// # Safety
-/// `p - 2 .. p` is writable.
-#[inline(always)]
-pub unsafe fn set_off16(p: *mut u8, v: usize) {
-    debug_assert!(v <= 0xffff);
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { p.wrapping_sub(2).cast::<u16>().write_unaligned(v as u16) }
-}
-/// # Safety
-/// `p - 8 .. p - 4` is writable.
-#[inline(always)]
-pub unsafe fn set_big_off(p: *mut u8, v: u32) {
-    // SAFETY: the caller vouches for the header bytes.
-    unsafe { p.wrapping_sub(8).cast::<u32>().write_unaligned(v) }
-}
-
-/// Slot index recorded in the header of `p`.
+/// The header's 24 bits as stored (`p - 3 .. p`, the `u16` part aligned).
 ///
 /// # Safety
-/// `p - 3` is readable.
+/// `p - 3 .. p` is readable.
 #[inline(always)]
-pub unsafe fn slot_index(p: *const u8) -> usize {
+unsafe fn load_bits(p: *const u8) -> u32 {
+    // SAFETY: the caller vouches for the header bytes; `p` is 16-aligned, so `p - 2` is
+    // 2-aligned.
+    unsafe { *p.wrapping_sub(3) as u32 | (p.wrapping_sub(2).cast::<u16>().read() as u32) << 8 }
+}
+
+/// Store the header's 24 bits.
+///
+/// # Safety
+/// `p - 3 .. p` is writable and `p` 16-aligned.
+#[inline(always)]
+unsafe fn store_bits(p: *mut u8, x: u32) {
+    // SAFETY: as load_bits.
+    unsafe {
+        *p.wrapping_sub(3) = x as u8;
+        p.wrapping_sub(2).cast::<u16>().write((x >> 8) as u16);
+    }
+}
+
+/// The 24 header bits of slot `idx`, reserved code `rsv`, `off` units from storage.
+#[inline(always)]
+const fn bits(idx: usize, rsv: u8, off: usize) -> u32 {
+    idx as u32 | (rsv as u32) << 5 | (off as u32) << 8
+}
+
+/// Write the keyed header of `p`: slot `idx`, reserved code `rsv`, `off` units from the
+/// group's storage (a 32-bit word at `p - 8` if it does not fit 16 bits).
+///
+/// # Safety
+/// `p - 3 .. p` is writable (and `p - 8 .. p - 4` when `off >= OFF_BIG`), in the slot.
+#[inline(always)]
+pub unsafe fn set_header(p: *mut u8, key: Key, idx: usize, rsv: u8, off: usize) {
+    debug_assert!(idx < 32 && rsv < 8 && off <= u32::MAX as usize);
+    // SAFETY: the caller vouches for the bytes.
+    unsafe {
+        let off = if off >= OFF_BIG {
+            p.wrapping_sub(8)
+                .cast::<u32>()
+                .write_unaligned(off as u32 ^ key.word());
+            OFF_BIG
+        } else {
+            off
+        };
+        store_bits(p, bits(idx, rsv, off) ^ key.info());
+    }
+}
+
+/// The plain redirect header at a slot's `start` saying its data starts `off` units in.
+///
+/// # Safety
+/// `start - 3 .. start` is writable and the slot's.
+#[inline(always)]
+pub unsafe fn set_redirect(start: *mut u8, off: usize) {
+    let off = if off < OFF_BIG { off } else { 0 };
     // SAFETY: forwarded.
-    (unsafe { idx_rsv(p) } & 31) as usize
+    unsafe { store_bits(start, bits(0, RSV_REDIRECT, off)) }
+}
+
+/// The offset a plain redirect header at `start` gives, if it is one (the walker's).
+///
+/// # Safety
+/// `start - 3 .. start` is readable.
+pub unsafe fn redirect(start: *const u8) -> Option<usize> {
+    // SAFETY: forwarded.
+    let x = unsafe { load_bits(start) };
+    (x & 0xff == bits(0, RSV_REDIRECT, 0)).then_some((x >> 8) as usize)
+}
+
+/// The 24 header bits of `p`, unkeyed: `idx | rsv << 5 | off << 8` (the walker's cheap
+/// test before it decodes a candidate).
+///
+/// # Safety
+/// `p - 3 .. p` is readable.
+pub unsafe fn header_bits(p: *const u8, secret: u64) -> u32 {
+    // SAFETY: forwarded.
+    unsafe { load_bits(p) ^ Key::of(secret, p).info() }
+}
+
+/// Mark the header of `p` freed: a second free, a realloc or a stale pointer decodes a
+/// header no allocation has.
+///
+/// # Safety
+/// `p - 3 .. p` is writable.
+#[inline(always)]
+pub unsafe fn mark_freed(p: *mut u8, key: Key) {
+    // SAFETY: forwarded.
+    unsafe { store_bits(p, FREED ^ key.info()) }
+}
+
+/// Mark the slot of `p` (a live allocation, framed for its whole slot) as the host of a
+/// nested group: no user pointer resolves to it any more.
+///
+/// # Safety
+/// `p` is a live allocation of the heap with this secret.
+pub unsafe fn mark_nested(p: *mut u8, secret: u64) {
+    let key = Key::of(secret, p);
+    // SAFETY: forwarded.
+    unsafe {
+        let x = load_bits(p) ^ key.info();
+        store_bits(p, (x & !(7 << 5) | (RSV_NESTED as u32) << 5) ^ key.info());
+    }
+}
+
+/// The user pointer `p` resolved to its group: what free, realloc and the walker need.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// The meta record.
+    pub meta: *mut Meta,
+    /// Slot index.
+    pub idx: usize,
+    /// Slot stride.
+    pub stride: usize,
+    /// First byte of the slot.
+    pub start: *mut u8,
+    /// End of the slot's usable bytes (start of the next slot's header).
+    pub end: *mut u8,
+    /// The keys of the pointer the slot was found from.
+    pub key: Key,
+    /// The header's reserved code.
+    pub rsv: u8,
 }
 
 /// mallocng `get_meta`: follow the header of `p` to its group and meta record and check
@@ -158,26 +266,41 @@ pub unsafe fn slot_index(p: *const u8) -> usize {
 #[inline(always)]
 pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
     // SAFETY: forwarded.
-    Ok(unsafe { decode(p, secret) }?.0)
+    Ok(unsafe { decode::<false>(p, secret) }?.meta)
 }
 
-/// [`find_meta`] out of line, for the hosts of nested groups (cold paths: an inline copy
-/// of the decoder is half a KiB of text, which every program maps).
+/// [`find_slot`] of the pointer a nested group's memory is (its host slot's), out of line:
+/// the host lookups are cold paths, and an inline copy of the decoder is half a KiB of
+/// text, which every program maps.
 ///
 /// # Safety
 /// As [`find_meta`].
 #[inline(never)]
-pub unsafe fn find_host(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
+pub unsafe fn find_host(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     // SAFETY: forwarded.
-    unsafe { find_meta(p, secret) }
+    let s = unsafe { decode::<true>(p, secret) }?;
+    ensure!(s.rsv == RSV_NESTED, Corrupt::Reserved);
+    Ok(s)
 }
 
-/// [`find_meta`], with the slot index it validated.
+/// [`find_meta`] plus the slot's bounds, for a pointer a user may hold (never a slot that
+/// hosts a nested group: its header says so, and no allocation's does).
 ///
 /// # Safety
 /// As [`find_meta`].
 #[inline(always)]
-unsafe fn decode(p: *const u8, secret: u64) -> Result<(*mut Meta, usize), Corrupt> {
+pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe { decode::<false>(p, secret) }
+}
+
+/// The decoder: of a user pointer, or with `HOST` of a nested group's memory (the user
+/// pointer of its host slot, which then must be marked as a host).
+///
+/// # Safety
+/// As [`find_meta`].
+#[inline(always)]
+unsafe fn decode<const HOST: bool>(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     ensure!(p.addr() & (UNIT - 1) == 0, Corrupt::Misaligned);
     ensure!(secret != 0, Corrupt::Uninitialised);
     // the header (the unit before `p`, one page) must be heap memory before it is read
@@ -187,15 +310,22 @@ unsafe fn decode(p: *const u8, secret: u64) -> Result<(*mut Meta, usize), Corrup
     // heap memory before it is read, and what is read there is checked (secret first)
     // before it is trusted.
     unsafe {
-        let mut offset = off16(p);
-        let index = slot_index(p);
-        let check = canary(secret, p.addr() - 4);
-        let f = flag(p);
-        if f != check {
-            ensure!(f == !check, Corrupt::CheckByte);
-            ensure!(offset == 0, Corrupt::Offset);
-            offset = p.wrapping_sub(8).cast::<u32>().read_unaligned() as usize;
-            ensure!(offset > 0xffff, Corrupt::Offset);
+        let key = Key::of(secret, p);
+        let x = load_bits(p) ^ key.info();
+        let (index, rsv) = ((x & 31) as usize, (x >> 5 & 7) as u8);
+        let mut offset = (x >> 8) as usize;
+        // an allocation's header: a reserved count (RSV_NESTED only for the host lookup);
+        // a freed header, a redirect and a host are not one
+        if rsv > RSV_EXT && !(HOST && rsv == RSV_NESTED) {
+            return Err(if x == FREED {
+                Corrupt::DoubleFree
+            } else {
+                Corrupt::Reserved
+            });
+        }
+        if offset == OFF_BIG {
+            offset = (p.wrapping_sub(8).cast::<u32>().read_unaligned() ^ key.word()) as usize;
+            ensure!(offset >= OFF_BIG, Corrupt::Offset);
         }
         let base = p.wrapping_sub(UNIT * offset + UNIT).cast::<Group>();
         // a 16-byte group header lies in one page: the header's, already checked (most
@@ -215,128 +345,85 @@ unsafe fn decode(p: *const u8, secret: u64) -> Result<(*mut Meta, usize), Corrup
         let area = area_of(meta);
         ensure!(contains_area(area.addr()), Corrupt::Foreign);
         ensure!((*area).check == secret, Corrupt::Secret);
+        // From here `meta` is a genuine record of this heap (its area carries the secret)
+        // and, pointing back at `base`, a live one (a free record's `mem` is null): its
+        // class and shape are the heap's own, so the offset bound below also keeps the slot
+        // inside the mapping (mallocng's separate class and `maplen` checks).
         ensure!((*meta).mem == base.cast_mut(), Corrupt::GroupLink);
         ensure!(index <= (*meta).last_idx as usize, Corrupt::Index);
         let bit = 1u32 << index;
-        ensure!(
-            ((*meta).avail_mask.load(Relaxed) | (*meta).freed_mask.load(Relaxed)) & bit == 0,
-            Corrupt::DoubleFree
-        );
-        let sc = (*meta).sizeclass as usize;
-        ensure!(sc < 64 && REAL_CLASSES >> sc & 1 != 0, Corrupt::Class);
+        // a free slot, or one that hosts a nested group, holds no allocation: a pointer
+        // resolves to a host slot only in the hosts' own lookup
+        let hosts = (*meta).hosts.load(Relaxed);
+        let free = (*meta).avail_mask.load(Relaxed) | (*meta).freed_mask.load(Relaxed);
+        if HOST {
+            ensure!(hosts & bit != 0, Corrupt::Reserved);
+            ensure!(free & bit == 0, Corrupt::DoubleFree);
+        } else {
+            ensure!((free | hosts) & bit == 0, Corrupt::DoubleFree);
+        }
         // the offset must lie in slot `index` (its stride: the class's, or a single-slot
         // mapping's whole mapping, which a reused mapping makes larger than the class)
         let units = (*meta).units as usize;
         ensure!(offset.wrapping_sub(units * index) < units, Corrupt::Bounds);
-        // (`maplen == 0 || offset < maplen * AREA / UNIT`, in one comparison: with no
-        // mapping the bound wraps to the largest value)
-        let maplen = (*meta).maplen as usize;
-        ensure!(
-            offset <= (maplen * (AREA / UNIT)).wrapping_sub(1),
-            Corrupt::Bounds
-        );
-        Ok((meta, index))
+        let stride = units * UNIT;
+        let start = storage((*meta).mem).wrapping_add(stride * index);
+        Ok(Slot {
+            meta,
+            idx: index,
+            stride,
+            start,
+            end: start.wrapping_add(stride - IB),
+            key,
+            rsv,
+        })
     }
 }
 
-/// The user pointer `p` resolved to its group: what free, realloc and the walker need.
-#[derive(Clone, Copy, Debug)]
-pub struct Slot {
-    /// The meta record.
-    pub meta: *mut Meta,
-    /// Slot index.
-    pub idx: usize,
-    /// Slot stride.
-    pub stride: usize,
-    /// First byte of the slot.
-    pub start: *mut u8,
-    /// End of the slot's usable bytes (start of the next slot's header).
-    pub end: *mut u8,
-}
-
-/// [`find_meta`] plus the slot's bounds, for a pointer a user may hold (never a slot that
-/// hosts a nested group).
-///
-/// # Safety
-/// As [`find_meta`].
-#[inline(always)]
-pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
-    // SAFETY: forwarded; `meta` was validated by find_meta, the index with it; the byte
-    // read lies before the slot's start, in its group.
-    unsafe {
-        let (meta, idx) = decode(p, secret)?;
-        let s = slot_at(meta, idx);
-        // A slot hosting a nested group is in use, and a pointer into the nested group's
-        // slots lies inside it: a forged header could name the host slot and have it freed
-        // from under the nested group. No user pointer resolves to a host slot.
-        ensure!(idx_rsv(s.start) >> 5 != RSV_NESTED, Corrupt::Index);
-        Ok(s)
-    }
-}
-
-/// The bounds of slot `idx` of the validated record `meta` (for a slot whose header has
-/// been rewritten, such as a nested group's host).
+/// The bounds of slot `idx` of the validated record `meta`, for a slot whose header is
+/// not read (a slot leaving the quarantine, the cache's entries): its `key` and `rsv` are
+/// none (zero).
 ///
 /// # Safety
 /// `meta` is a live meta record.
 pub unsafe fn slot_bounds(meta: *mut Meta, idx: usize) -> Result<Slot, Corrupt> {
-    // SAFETY: forwarded.
-    unsafe {
-        ensure!(idx <= (*meta).last_idx as usize, Corrupt::Index);
-        Ok(slot_at(meta, idx))
-    }
-}
-
-/// Slot `idx` of the live record `meta`, `idx <= last_idx` already checked.
-///
-/// # Safety
-/// As stated.
-#[inline(always)]
-unsafe fn slot_at(meta: *mut Meta, idx: usize) -> Slot {
     // SAFETY: the caller vouches for `meta`.
     unsafe {
+        ensure!(idx <= (*meta).last_idx as usize, Corrupt::Index);
         let stride = stride(meta);
         let start = storage((*meta).mem).wrapping_add(stride * idx);
-        Slot {
+        Ok(Slot {
             meta,
             idx,
             stride,
             start,
             end: start.wrapping_add(stride - IB),
-        }
+            key: Key(0),
+            rsv: 0,
+        })
     }
 }
 
 /// mallocng `get_nominal_size`: the size the user asked for, checking the reserved count
-/// and both check bytes.
+/// and the check byte after the data.
 ///
 /// # Safety
-/// `p` and `end` come from a validated [`Slot`].
+/// `s` is the slot [`find_slot`] validated for `p`.
 #[inline(always)]
-pub unsafe fn nominal_size(p: *const u8, end: *const u8, secret: u64) -> Result<usize, Corrupt> {
-    // SAFETY: the bytes read lie between the header of `p` and `end`, inside the slot, or
-    // are the byte at `end`, the next header's flag byte, which is in the group too.
+pub unsafe fn nominal_size(p: *const u8, s: &Slot) -> Result<usize, Corrupt> {
+    // SAFETY: the bytes read lie between the header of `p` and `s.end`, inside the slot,
+    // or are the byte at `end`, the next header's first byte, which is in the group too.
     unsafe {
-        let mut reserved = (idx_rsv(p) >> 5) as usize;
-        if reserved >= RSV_EXT as usize {
-            ensure!(reserved == RSV_EXT as usize, Corrupt::Reserved);
-            reserved = end.wrapping_sub(4).cast::<u32>().read_unaligned() as usize;
+        let end = s.end;
+        let mut reserved = s.rsv as usize;
+        if reserved == RSV_EXT as usize {
+            reserved = (end.wrapping_sub(4).cast::<u32>().read_unaligned() ^ s.key.word()) as usize;
             ensure!(reserved >= RSV_EXT as usize, Corrupt::Reserved);
-            let at = end.wrapping_sub(5);
-            ensure!(
-                check_byte(at) == canary(secret, at.addr()),
-                Corrupt::CheckByte
-            );
         }
         let room = end.addr() - p.addr();
         ensure!(reserved <= room, Corrupt::Reserved);
-        let at = end.wrapping_sub(reserved);
         ensure!(
-            check_byte(at) == canary(secret, at.addr()),
-            Corrupt::CheckByte
-        );
-        ensure!(
-            check_byte(end) == canary(secret, end.addr()),
+            check_byte(end.wrapping_sub(reserved)) == s.key.check(),
             Corrupt::CheckByte
         );
         Ok(room - reserved)
@@ -355,40 +442,75 @@ pub unsafe fn validate(p: *const u8, secret: u64) -> (Slot, usize) {
     // SAFETY: forwarded.
     unsafe {
         let s = ok(find_slot(p, secret));
-        (s, ok(nominal_size(p, s.end, secret)))
+        (s, ok(nominal_size(p, &s)))
     }
 }
 
-/// mallocng `set_size`: record that `n` bytes from `p` are in use, the rest of the slot up
-/// to `end` reserved.
+/// mallocng `set_size` with `enframe`'s header: frame an `n`-byte allocation at `p`, in
+/// slot `idx` whose usable bytes end at `end`, `off` units from its group's storage:
+/// the keyed header, the check byte after the data and, past 4 reserved bytes, the
+/// reserved count.
 ///
 /// # Safety
-/// `p .. end` lies in one slot, `p`'s header is writable, and `n <= end - p`.
+/// `p .. end` lies in slot `idx`, `p`'s header is writable and the slot's, `n <= end - p`.
 #[inline(always)]
-pub unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize, secret: u64) {
-    let mut reserved = end.addr() - p.addr() - n;
-    // SAFETY: every byte written lies in `p - 3 ..= end`, which the caller vouches for.
+pub unsafe fn frame(p: *mut u8, key: Key, idx: usize, off: usize, end: *mut u8, n: usize) {
+    let reserved = end.addr() - p.addr() - n;
+    // SAFETY: every byte written lies in `p - 8 ..= end`, which the caller vouches for.
     unsafe {
-        // the first byte after the data (the next slot's flag when nothing is reserved)
-        let at = end.wrapping_sub(reserved);
-        set_check_byte(at, canary(secret, at.addr()));
-        if reserved >= RSV_EXT as usize {
+        set_check_byte(end.wrapping_sub(reserved), key.check());
+        let rsv = if reserved >= RSV_EXT as usize {
             debug_assert!(reserved <= u32::MAX as usize);
             end.wrapping_sub(4)
                 .cast::<u32>()
-                .write_unaligned(reserved as u32);
-            let at = end.wrapping_sub(5);
-            set_check_byte(at, canary(secret, at.addr()));
-            reserved = RSV_EXT as usize;
-        }
-        set_idx_rsv(p, (idx_rsv(p) & 31) | ((reserved as u8) << 5));
+                .write_unaligned(reserved as u32 ^ key.word());
+            RSV_EXT
+        } else {
+            reserved as u8
+        };
+        set_header(p, key, idx, rsv, off);
     }
 }
 
+/// [`frame`] the live allocation `p` of the validated slot `s` anew for `n` bytes (realloc
+/// in place).
+///
+/// # Safety
+/// `s` is the slot of `p`, `n <= s.end - p`.
+#[inline]
+pub unsafe fn set_size(p: *mut u8, s: &Slot, n: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        let off = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
+        frame(p, s.key, s.idx, off, s.end, n);
+    }
+}
+
+/// The offset at which the `ctr`-th framing of a slot with `slack` spare units starts:
+/// `ctr` folded into `0..=slack`.
+#[inline(always)]
+fn cycled(ctr: u32, slack: usize) -> usize {
+    let mut off = ctr as usize & 255;
+    if off > slack {
+        let mut m = slack;
+        m |= m >> 1;
+        m |= m >> 2;
+        m |= m >> 4;
+        off &= m;
+        if off > slack {
+            off -= slack + 1;
+        }
+    }
+    debug_assert!(off <= slack);
+    off
+}
+
 /// mallocng `enframe`: lay out slot `idx` of `g` for an `n`-byte allocation and return the
-/// user pointer. The start offset cycles on every reuse of the slot (increasing the interval
-/// before an address is reused, and making a stale pointer to a reused slot fail its header
-/// check); a fresh slot starts from `ctr`.
+/// user pointer. The start offset cycles with `ctr`, which the caller advances on every
+/// framing (mallocng keeps the last offset in the slot and adds one; a counter needs no
+/// read of it): a slot reused at once lands at another offset, lengthening the interval
+/// before an address is reused and making a stale pointer to the slot fail its header
+/// check.
 ///
 /// # Safety
 /// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
@@ -405,70 +527,40 @@ pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64)
 #[inline(always)]
 pub unsafe fn enframe_inline(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
     // SAFETY: the slot is ours; every byte written lies in its header or body, or is the
-    // check byte at `end` (the next slot's header flag, which must read zero anyway).
+    // check byte at `end` (the next slot's header's first byte, which that slot never uses).
     unsafe {
         let stride = stride(g);
         let slack = (stride - IB - n) / UNIT;
         let base = storage((*g).mem);
-        let mut p = base.wrapping_add(stride * idx);
-        let end = p.wrapping_add(stride - IB);
-        if ZERO_ON_FREE && (*g).sizeclass != CLASS_MMAP {
+        let start = base.wrapping_add(stride * idx);
+        let end = start.wrapping_add(stride - IB);
+        let mapped = (*g).sizeclass == CLASS_MMAP;
+        if ZERO_ON_FREE && !mapped {
             // as free left it: all zero, or something wrote through a dangling pointer
-            check!(all_zero(p, stride - IB));
+            check!(all_zero(start, stride - IB));
         }
-        let mut off = if idx_rsv(p) != 0 {
-            off16(p) + 1
+        // an individually mapped block ends right before its guard: data as far up as
+        // the slot allows, so an overflow reaches the guard within a few bytes.
+        let off = if mapped {
+            slack
+        } else if slack == 0 {
+            0
         } else {
-            ctr as usize
-        } & 255;
-        // the previous slot's overflow check: its end byte (our flag) is untouched or its
-        // canary; make it the canary either way.
-        let check = canary(secret, p.addr() - 4);
-        let f = flag(p);
-        check!(f == 0 || f == check);
-        set_flag(p, check);
-        if (*g).sizeclass == CLASS_MMAP {
-            // an individually mapped block ends right before its guard: data as far up as
-            // the slot allows, so an overflow reaches the guard within a few bytes.
-            off = slack;
-        } else if off > slack {
-            let mut m = slack;
-            m |= m >> 1;
-            m |= m >> 2;
-            m |= m >> 4;
-            off &= m;
-            if off > slack {
-                off -= slack + 1;
-            }
-            debug_assert!(off <= slack);
-        }
+            cycled(ctr, slack)
+        };
+        let p = start.wrapping_add(UNIT * off);
         if off != 0 {
-            // keep the offset in the slot-start header, then frame the data further in;
-            // with a nonzero offset there is no permanent check byte, so make one.
-            set_off16(p, off);
-            set_idx_rsv(p, RSV_REDIRECT << 5);
-            p = p.wrapping_add(UNIT * off);
-            set_flag(p, canary(secret, p.addr() - 4));
+            set_redirect(start, off);
         }
-        set_off16(p, (p.addr() - base.addr()) / UNIT);
-        set_idx_rsv(p, idx as u8);
-        set_check_byte(end, canary(secret, end.addr()));
-        set_size(p, end, n, secret);
+        frame(
+            p,
+            Key::of(secret, p),
+            idx,
+            (p.addr() - base.addr()) / UNIT,
+            end,
+            n,
+        );
         p
-    }
-}
-
-/// Mark the header of `p` freed: the slot index is invalid and the offset to the group
-/// is gone, so a second free or a stale pointer fails [`find_meta`].
-///
-/// # Safety
-/// `p`'s header is writable.
-#[inline(always)]
-pub unsafe fn mark_freed(p: *mut u8) {
-    // SAFETY: forwarded.
-    unsafe {
-        set_idx_rsv(p, FREED);
-        set_off16(p, 0);
     }
 }
 
@@ -482,7 +574,7 @@ pub unsafe fn mark_freed(p: *mut u8) {
 pub unsafe fn retire(p: *mut u8, s: &Slot) {
     // SAFETY: the slot is the caller's; the wipe stays inside it.
     unsafe {
-        mark_freed(p);
+        mark_freed(p, s.key);
         if ZERO_ON_FREE && (*s.meta).sizeclass != CLASS_MMAP {
             s.start.write_bytes(0, s.end.addr() - s.start.addr());
         }
@@ -525,36 +617,7 @@ pub unsafe fn all_zero(p: *const u8, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{AREA, CLASS_MMAP, NUM_CLASSES, REAL_CLASSES, UNIT, canary};
-
-    /// The decoder's one-comparison forms of the class and mapping-bound checks accept
-    /// exactly what the two-comparison forms (mallocng's) accept.
-    #[test]
-    fn the_decoders_folded_checks_match_their_plain_forms() {
-        for sc in 0..=u8::MAX as usize {
-            let plain = sc < NUM_CLASSES || sc == CLASS_MMAP as usize;
-            let folded = sc < 64 && REAL_CLASSES >> sc & 1 != 0;
-            assert_eq!(plain, folded, "class {sc}");
-        }
-        for maplen in [0usize, 1, 2, 3, 31, 4096, u32::MAX as usize] {
-            for offset in [
-                0usize,
-                1,
-                255,
-                256,
-                257,
-                511,
-                512,
-                0xffff,
-                1 << 20,
-                u32::MAX as usize,
-            ] {
-                let plain = maplen == 0 || offset < maplen * AREA / UNIT;
-                let folded = offset <= (maplen * (AREA / UNIT)).wrapping_sub(1);
-                assert_eq!(plain, folded, "maplen {maplen}, offset {offset}");
-            }
-        }
-    }
+    use super::{FREED, Key, RSV_EXT, RSV_NESTED, RSV_REDIRECT, bits, canary, cycled};
 
     /// Canaries are never 0 (what fresh memory and string overflows write) nor 0xff, and
     /// take every other value.
@@ -566,10 +629,61 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let c = canary(x | 1, i * 16 + 12);
+            let c = canary(x | 1, core::ptr::without_provenance(i * 16));
             assert!((1..=254).contains(&c), "canary {c}");
             seen[c as usize] = true;
         }
         assert_eq!(seen.iter().filter(|&&s| s).count(), 254);
+    }
+
+    /// A header's keys differ between neighbouring frames and between secrets: a header
+    /// copied 16 bytes on, or made under another secret, decodes to other fields.
+    #[test]
+    fn keys_depend_on_the_address_and_the_secret() {
+        let secret = 0x0123_4567_89ab_cdefu64;
+        let mut same_info = 0;
+        for i in 1..10_000usize {
+            let p = core::ptr::without_provenance::<u8>(0x7f00_0000_0000 + i * 16);
+            let (a, b) = (Key::of(secret, p), Key::of(secret, p.wrapping_add(16)));
+            let c = Key::of(secret ^ 1 << (i % 64), p);
+            same_info += (a.info() == b.info()) as u32 + (a.info() == c.info()) as u32;
+        }
+        assert!(
+            same_info < 4,
+            "24-bit keys collide {same_info} times in 20,000"
+        );
+    }
+
+    /// No user pointer's header bits are a freed header's, a redirect's or a host's.
+    #[test]
+    fn the_header_codes_are_distinct() {
+        for rsv in 0..=RSV_EXT {
+            for idx in 0..32 {
+                for off in [0, 1, 0xfffe, 0xffff] {
+                    let x = bits(idx, rsv, off);
+                    assert_ne!(x, FREED);
+                    assert_ne!(x >> 5 & 7, RSV_REDIRECT as u32);
+                    assert_ne!(x >> 5 & 7, RSV_NESTED as u32);
+                }
+            }
+        }
+        assert_eq!(FREED >> 5 & 7, RSV_REDIRECT as u32);
+    }
+
+    /// Offset cycling stays inside the slack and visits every offset.
+    #[test]
+    fn cycled_offsets_cover_the_slack() {
+        for slack in 1..300usize {
+            let mut seen = std::vec![false; slack + 1];
+            for ctr in 0..512u32 {
+                let off = cycled(ctr, slack);
+                assert!(off <= slack);
+                seen[off] = true;
+            }
+            assert!(
+                seen.iter().all(|&s| s) || slack > 255,
+                "slack {slack} not covered"
+            );
+        }
     }
 }

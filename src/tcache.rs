@@ -50,7 +50,9 @@ use crate::meta::{clear_zeroed, low_mask, nested};
 use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{Slot, enframe_inline, find_host, find_slot, nominal_size, retire, slot_bounds};
+use crate::slot::{
+    Key, Slot, enframe_inline, find_host, find_slot, nominal_size, retire, slot_bounds,
+};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Classes with a bin: slots up to 255 units (4080 bytes).
@@ -205,6 +207,7 @@ fn pop(tc: &mut ThreadCache, sc: usize, n: usize) -> NonNull<u8> {
     tc.count[sc] = k as u8;
     // (masked, not bounds-checked: see `push`)
     let (g, idx) = unpack(tc.ent[sc][k % TC_SLOTS]);
+    tc.cycle = tc.cycle.wrapping_add(1);
     // SAFETY: the entry is a slot of a live group, taken out of both masks (the cache
     // invariant) and of class `sc`, which fits `n + IB`; a user pointer is never null.
     unsafe { NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret)) }
@@ -533,11 +536,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: validated exactly as in free before anything is written.
         unsafe {
             let s = ok(find_slot(p, secret));
-            ok(nominal_size(p, s.end, secret));
+            ok(nominal_size(p, &s));
             let g = s.meta;
             let sc = (*g).sizeclass as usize;
             if sc >= TC_CLASSES {
-                return self.free_validated(tc, p, g, s.idx);
+                return self.free_validated(tc, p, g, s.idx, s.key);
             }
             // In a long run of frees with no malloc between (a thread freeing what it
             // built), a group whose other slots are all free or in this bin goes back
@@ -547,7 +550,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // their group in use, and the call cost more than the tests)
             if tc.streak >= FREE_STREAK {
                 if tc.streak == FREE_STREAK || group_may_go(tc, sc, g) {
-                    return self.free_validated(tc, p, g, s.idx);
+                    return self.free_validated(tc, p, g, s.idx, s.key);
                 }
                 return self.retire_in_run(tc, p, s, sc, secret);
             }
@@ -571,13 +574,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// already counts this free).
     ///
     /// # Safety
-    /// `p` is a live allocation, validated as slot `idx` of `g`.
+    /// `p` is a live allocation, validated as slot `idx` of `g`, with the keys `key`.
     #[inline(never)]
-    unsafe fn free_validated(&self, tc: &mut ThreadCache, p: *mut u8, g: *mut Meta, idx: usize) {
+    unsafe fn free_validated(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        g: *mut Meta,
+        idx: usize,
+        key: Key,
+    ) {
         let secret = tc.secret;
         // SAFETY: the caller's contract.
         unsafe {
-            let s = ok(slot_bounds(g, idx));
+            let s = Slot {
+                key,
+                ..ok(slot_bounds(g, idx))
+            };
             let sc = (*g).sizeclass as usize;
             if sc >= TC_CLASSES {
                 return self.free_slot(p, s, secret);
@@ -698,7 +711,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if !nested(g) {
                 return None;
             }
-            let h = ok(find_host((*g).mem.cast::<u8>(), secret));
+            let h = ok(find_host((*g).mem.cast::<u8>(), secret)).meta;
             let hsc = (*h).sizeclass as usize;
             (hsc < TC_CLASSES && tc.entries(hsc).any(|(m, _)| m == h)).then_some(h)
         }

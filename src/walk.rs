@@ -14,10 +14,7 @@ use crate::meta::{
 };
 use crate::os::Os;
 use crate::pagemap;
-use crate::slot::{
-    RSV_NESTED, RSV_REDIRECT, canary, find_meta, find_slot, flag, idx_rsv, nominal_size, off16,
-    slot_bounds, slot_index,
-};
+use crate::slot::{find_host, find_slot, header_bits, nominal_size, redirect};
 use crate::tcache::{TC_CLASSES, limit};
 
 /// What the walker found.
@@ -83,31 +80,55 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 }
 
-/// Find the user pointer of the in-use slot `i` of `m`, following a redirect header.
+/// What an in-use slot holds.
+enum InUse {
+    /// An allocation at this user pointer.
+    Block(*mut u8),
+    /// A nested group (its memory at the slot's start).
+    Host,
+}
+
+/// Find the user pointer of the in-use slot `i` of `m`: at the slot's start, or where its
+/// redirect header says, or (an extreme over-alignment, whose offset the redirect cannot
+/// hold) further in.
 ///
 /// # Safety
 /// `m` is live and slot `i` in use.
-unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<*mut u8, Violation> {
-    // SAFETY: all reads lie inside the group's memory.
+unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Violation> {
+    // SAFETY: all reads lie inside the group's memory, and every candidate's header is
+    // validated before it is believed.
     unsafe {
         let st = stride(m);
         let start = storage((*m).mem).wrapping_add(i * st);
         let end = start.wrapping_add(st - IB);
-        if idx_rsv(start) >> 5 != RSV_REDIRECT {
-            return Ok(start);
+        let names = |q: *mut u8| find_slot(q, secret).is_ok_and(|s| s.meta == m && s.idx == i);
+        if (*m).hosts.load(Relaxed) & 1 << i != 0 {
+            want!(
+                find_host(start, secret).is_ok_and(|s| s.meta == m && s.idx == i),
+                "host slot's header",
+                start
+            );
+            return Ok(InUse::Host);
         }
-        let p = start.wrapping_add(off16(start) * UNIT);
-        if p < end && slot_index(p) == i && find_slot(p, secret).is_ok_and(|s| s.meta == m) {
-            return Ok(p);
+        if names(start) {
+            return Ok(InUse::Block(start));
         }
-        // an extreme over-alignment whose offset didn't fit the slot-start header: scan.
+        if let Some(off) = redirect(start)
+            && off != 0
+        {
+            let p = start.wrapping_add(off * UNIT);
+            if p < end && names(p) {
+                return Ok(InUse::Block(p));
+            }
+        }
         let mut q = start.wrapping_add(UNIT);
         while q < end {
-            if flag(q) == !canary(secret, q.addr() - 4)
-                && slot_index(q) == i
-                && find_slot(q, secret).is_ok_and(|s| s.meta == m)
+            // (the unkeyed bits first: a big offset's marker and this slot's index)
+            if header_bits(q, secret) >> 8 == 0xffff
+                && header_bits(q, secret) & 31 == i as u32
+                && names(q)
             {
-                return Ok(q);
+                return Ok(InUse::Block(q));
             }
             q = q.wrapping_add(UNIT);
         }
@@ -417,6 +438,11 @@ unsafe fn walk_group(
         if sc != CLASS_MMAP {
             want!((*m).clean_mask & !freed == 0, "released slot not free", m);
             want!(
+                (*m).hosts.load(Relaxed) & (avail | freed | !all) == 0,
+                "a host slot is free",
+                m
+            );
+            want!(
                 (*m).swept_mask & !all == 0,
                 "swept bits beyond the last slot",
                 m
@@ -455,19 +481,12 @@ unsafe fn walk_group(
             }
             if nested(m) {
                 // nested: its memory is an in-use slot of a larger class marked as host
-                let gp = g.cast::<u8>();
-                let host = find_meta(gp, secret)
-                    .and_then(|hm| slot_bounds(hm, slot_index(gp)))
-                    .map_err(|e| Violation {
-                        what: "nested group's host slot",
-                        at: m.addr(),
-                        corrupt: Some(e),
-                    })?;
-                want!(
-                    idx_rsv(g.cast::<u8>()) >> 5 == RSV_NESTED,
-                    "host slot not marked",
-                    m
-                );
+                // (find_host checks the host slot is marked as one)
+                let host = find_host(g.cast::<u8>(), secret).map_err(|e| Violation {
+                    what: "nested group's host slot",
+                    at: m.addr(),
+                    corrupt: Some(e),
+                })?;
                 want!(
                     (*host.meta).sizeclass > sc && UNIT + (last + 1) * stride(m) <= host.stride,
                     "nested group overflows its host",
@@ -491,16 +510,19 @@ unsafe fn walk_group(
             if used & (1 << i) == 0 || st.quarantine.iter().any(|q| q.0 == m && q.1 == i) {
                 continue;
             }
-            let p = user_pointer(m, i, secret)?;
-            if idx_rsv(p) >> 5 == RSV_NESTED {
-                // a host slot: the nested group must exist (checked from its side)
-                want!(
-                    !(*p.cast::<crate::meta::Group>()).meta.is_null() || (*m).freeable == 0,
-                    "host slot without a group",
-                    p
-                );
-                continue;
-            }
+            let p = match user_pointer(m, i, secret)? {
+                InUse::Block(p) => p,
+                InUse::Host => {
+                    // the nested group must exist (checked from its side)
+                    let g = storage((*m).mem).wrapping_add(i * stride(m));
+                    want!(
+                        !(*g.cast::<crate::meta::Group>()).meta.is_null() || (*m).freeable == 0,
+                        "host slot without a group",
+                        g
+                    );
+                    continue;
+                }
+            };
             let slot = find_slot(p, secret).map_err(|e| Violation {
                 what: "in-use slot header",
                 at: p.addr(),
@@ -511,7 +533,7 @@ unsafe fn walk_group(
                 "header points elsewhere",
                 p
             );
-            let n = nominal_size(p, slot.end, secret).map_err(|e| Violation {
+            let n = nominal_size(p, &slot).map_err(|e| Violation {
                 what: "in-use slot size or check bytes",
                 at: p.addr(),
                 corrupt: Some(e),

@@ -586,15 +586,15 @@ fn corruption_crashes_at_once() {
         ),
         (
             // the decoder must not follow a forged 16-bit offset out of the heap (it would
-            // fault, or read whatever is mapped there): the page map rejects it
+            // fault, or read whatever is mapped there): the page map rejects it, even when
+            // the header is keyed right (as by an attacker who knows the secret)
             "forged offset out of the heap",
             Box::new(|| {
                 let h = heap();
                 let p = h.malloc(100).unwrap().as_ptr();
-                let check = ngmalloc::slot::canary(h.secret(), p.addr() - 4);
+                let key = ngmalloc::slot::Key::of(h.secret(), p);
                 unsafe {
-                    *p.sub(4) = check;
-                    p.sub(2).cast::<u16>().write_unaligned(0xffff);
+                    ngmalloc::slot::set_header(p, key, 0, 1, 0xfffe);
                     h.free(p)
                 };
             }),
@@ -604,11 +604,9 @@ fn corruption_crashes_at_once() {
             Box::new(|| {
                 let h = heap();
                 let p = h.malloc(100).unwrap().as_ptr();
-                let check = ngmalloc::slot::canary(h.secret(), p.addr() - 4);
+                let key = ngmalloc::slot::Key::of(h.secret(), p);
                 unsafe {
-                    *p.sub(4) = !check;
-                    p.sub(2).cast::<u16>().write_unaligned(0);
-                    p.sub(8).cast::<u32>().write_unaligned(0x4000_0000);
+                    ngmalloc::slot::set_header(p, key, 0, 1, 0x4000_0000);
                     h.free(p)
                 };
             }),

@@ -302,7 +302,7 @@ pub fn headers(data: &[u8]) {
             d.start <= q && q <= d.end,
             "decoded slot does not hold the pointer"
         );
-        if let Ok(len) = unsafe { nominal_size(q, d.end, secret) } {
+        if let Ok(len) = unsafe { nominal_size(q, &d) } {
             assert!(
                 q.addr() + len <= d.end.addr(),
                 "decoded size overruns the slot"
