@@ -55,10 +55,10 @@ test: lib sysroot
 # The benchmark harness (bench/README.md): every workload on ngmalloc, stock musl, glibc,
 # mimalloc and jemalloc in one run. bench-publish copies the last full report into
 # bench/results/ and its summary into the README.
-bench: lib sysroot
+bench: lib sysroot sysroot-stock
 	python3 bench/harness.py --build $(BUILD) --out $(BUILD)/bench
 
-bench-quick: lib sysroot
+bench-quick: lib sysroot sysroot-stock
 	python3 bench/harness.py --quick --build $(BUILD) --out $(BUILD)/bench-quick
 
 bench-publish:

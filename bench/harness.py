@@ -13,10 +13,12 @@ Exit status: 0 when every run succeeded, ran on the allocator it names, and ever
 computed the same check value for a workload; non-zero otherwise (the report says what).
 """
 import argparse
+import collections
 import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,7 +52,19 @@ WORKLOADS = [
     ("8-frag", "8 fragmentation, 10% kept live", "workloads", ["frag"], []),
     ("9-lua", "9 Lua 5.4 interpreter (real program)", "lua", [os.path.join(ROOT, "bench/lua/bench.lua")], []),
 ]
-PAIR_SIZES = [16, 64, 256, 1024, 4096]
+PAIR_SIZES = [16, 64, 256, 1024, 4096, 16384, 65536]
+# The heap lock of each allocator built on musl: ngmalloc's glue lock (its call returns at
+# once while the process has one thread), and musl's internal lock, which mallocng takes
+# on every malloc and on every free that is not lock-free, once the process has threads
+# (other internal locks use it too, rarely in these workloads).
+LOCK_FUNCTION = {"ngmalloc": "__ngm_lock", "musl": "__lock"}
+# The calls a program makes into either malloc (musl's internal interface).
+ALLOC_FUNCTIONS = ("__libc_malloc_impl", "__libc_free", "__libc_realloc")
+# Scale of the counting runs (under callgrind and strace), quick runs included: large
+# enough that start-up (the first groups, each thread's cache) does not dominate the
+# counts that bench/limits.json bounds.
+COUNT_SCALE = 0.1
+LIMITS = os.path.join(ROOT, "bench", "limits.json")
 
 
 def die(msg):
@@ -94,9 +108,13 @@ def flavours(build):
         die(f"{ngcc} is missing: run make first")
     if not shutil.which("musl-gcc"):
         die("musl-gcc is missing. Run: sudo apt-get install -y musl-tools")
+    # stock musl of the same version, built the same way (--malloc mallocng)
+    stockcc = os.path.join(build, "sysroot-musl-1.2.5-mallocng", "bin", "ngmalloc-cc")
+    if not os.path.exists(stockcc):
+        die(f"{stockcc} is missing. Run: make sysroot-stock")
     return {
         "ngmalloc": [ngcc, "-static"],
-        "musl": ["musl-gcc", "-static"],
+        "musl": [stockcc, "-static"],
         "glibc": ["gcc"],
     }
 
@@ -283,6 +301,91 @@ def callgrind_pairs(bindir, allocs, n):
     return res, threaded
 
 
+def callgrind_calls(cmd, env):
+    """Calls made to each function in one run of `cmd` under callgrind (exact counts)."""
+    with tempfile.NamedTemporaryFile("r") as f:
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={f.name}", *cmd],
+                           env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            return None
+        names, counts, callee = {}, collections.Counter(), None
+
+        def name(tok):
+            # callgrind compresses names: "(12) name" the first time, "(12)" after
+            m = re.match(r"\((\d+)\)(?: (.*))?", tok)
+            if not m:
+                return tok
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            return names.get(m.group(1))
+
+        for line in f:
+            if line.startswith("fn="):
+                name(line[3:].strip())
+            elif line.startswith("cfn="):
+                callee = name(line[4:].strip())
+            elif line.startswith("calls=") and callee:
+                counts[callee] += int(line[6:].split()[0])
+        return counts
+
+
+def futex_calls(cmd, env):
+    """futex system calls made by one run of `cmd`, all threads (strace -c)."""
+    with tempfile.NamedTemporaryFile("r") as f:
+        r = subprocess.run(["strace", "-f", "-qq", "-c", "-e", "trace=futex", "-o", f.name, *cmd],
+                           env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            return None
+        for line in f:
+            w = line.split()
+            if w and w[-1] == "futex":
+                return int(w[3])
+        return 0
+
+
+def contention(bindir, allocs, work, scale):
+    """Per workload, for the allocators built on musl: heap-lock calls and futex calls
+    per 1,000 calls into malloc (malloc, free, realloc), from one run at `scale`: the
+    locks counted exactly under callgrind (which runs one thread at a time), the futex
+    calls under strace (real threads)."""
+    if not shutil.which("strace"):
+        die("strace is missing. Run: sudo apt-get install -y strace")
+    res = {}
+    for wid, _, prog, pre, post in work:
+        res[wid] = {}
+        for name, lockfn in LOCK_FUNCTION.items():
+            if name not in allocs:
+                continue
+            fl, env, _ = allocs[name]
+            cmd = [os.path.join(bindir, f"{prog}-{fl}"), *pre, f"{scale:g}", *post]
+            e = dict(os.environ, **env)
+            calls, futex = callgrind_calls(cmd, e), futex_calls(cmd, e)
+            if calls is None or futex is None:
+                res[wid][name] = {"error": "the counting run failed"}
+                continue
+            ops = sum(calls.get(f, 0) for f in ALLOC_FUNCTIONS)
+            per = lambda n: round(1000 * n / ops, 2) if ops else None  # noqa: E731
+            res[wid][name] = {"ops": ops, "locks": calls.get(lockfn, 0), "futex": futex,
+                              "locks_per_1000": per(calls.get(lockfn, 0)), "futex_per_1000": per(futex)}
+    return res
+
+
+def check_limits(pairs, counts, limits):
+    """The ceilings of bench/limits.json that ngmalloc's figures exceed (none: [])."""
+    bad = []
+    for size, most in limits.get("pairs", {}).items():
+        got = pairs.get("ngmalloc", {}).get(int(size))
+        if got is not None and got > most:
+            bad.append(f"ngmalloc's {size}-byte malloc+free pair takes {got} instructions, above its "
+                       f"ceiling of {most} (bench/limits.json)")
+    for wid, most in limits.get("locks_per_1000", {}).items():
+        got = counts.get(wid, {}).get("ngmalloc", {}).get("locks_per_1000")
+        if got is not None and got > most:
+            bad.append(f"ngmalloc takes the heap lock {got} times per 1,000 calls in {wid}, above its "
+                       f"ceiling of {most} (bench/limits.json)")
+    return bad
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -315,7 +418,7 @@ def machine():
         "commit": commit,
         "versions": {
             "ngmalloc": f"commit {commit}, musl 1.2.5 (static) / standalone library",
-            "musl": f"Debian musl-tools {deb('musl-tools')} (mallocng, static)",
+            "musl": "musl 1.2.5, mallocng (toolchain/build-sysroot.sh --malloc mallocng), static",
             "glibc": out(["ldd", "--version"]).splitlines()[0] if out(["ldd", "--version"]) else "?",
             "mimalloc": f"Debian libmimalloc2.0 {deb('libmimalloc2.0')}",
             "jemalloc": f"Debian libjemalloc2 {deb('libjemalloc2')}",
@@ -400,6 +503,11 @@ def main():
     run_seconds = time.time() - started
     print("bench: counting instructions per malloc+free pair (callgrind)", file=sys.stderr)
     pairs, pairs_threaded = callgrind_pairs(bindir, allocs, pairs_n)
+    count_scale = COUNT_SCALE if a.scale is None else a.scale
+    print(f"bench: counting lock and futex calls (callgrind, strace; scale {count_scale:g})", file=sys.stderr)
+    counts = contention(bindir, allocs, work, count_scale)
+    limits = json.load(open(LIMITS))
+    errors += check_limits(pairs, counts, limits)
 
     # every allocator must have computed the same thing
     for wid in samples:
@@ -423,6 +531,9 @@ def main():
         "pairs": pairs,
         "pairs_threaded": pairs_threaded,
         "pairs_n": pairs_n,
+        "counts": counts,
+        "count_scale": count_scale,
+        "limits": limits,
         "errors": errors,
     }
     with open(os.path.join(out, "results.json"), "w") as f:

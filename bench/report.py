@@ -15,7 +15,7 @@ ORDER = ["ngmalloc", "ngmalloc-preload", "musl", "glibc", "mimalloc", "jemalloc"
 LABEL = {
     "ngmalloc": "ngmalloc (musl, static)",
     "ngmalloc-preload": "ngmalloc (LD_PRELOAD)",
-    "musl": "stock musl 1.2.3",
+    "musl": "stock musl 1.2.5",
     "glibc": "glibc",
     "mimalloc": "mimalloc",
     "jemalloc": "jemalloc",
@@ -202,6 +202,8 @@ def write(res, out):
     if "7-return" in t.wids:
         rows.append(["7: RSS after freeing everything (MiB)"] + [
             fmt((t.median("7-return", a, "rss_after_free_kib") or 0) / 1024, 1) for a in t.allocs])
+        rows.append(["7: RSS 1.1 s later, after one more malloc and free (MiB)"] + [
+            fmt((t.median("7-return", a, "rss_settled_kib") or 0) / 1024, 1) for a in t.allocs])
         rows.append(["7: RSS with everything allocated (MiB)"] + [
             fmt((t.median("7-return", a, "rss_full_kib") or 0) / 1024, 1) for a in t.allocs])
     if "8-frag" in t.wids:
@@ -227,6 +229,10 @@ def write(res, out):
         "multithreaded machinery (locks, atomic operations) costs a pair once a program has "
         "threads; a single-threaded program pays the other columns.",
         "",
+        "## Heap-lock and futex calls per 1,000 calls into malloc",
+        "",
+        contention_table(t),
+        "",
         "## Noise",
         "",
         "Largest spread of the time samples in a cell, (max - min) / median: "
@@ -238,6 +244,29 @@ def write(res, out):
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(lines))
     chart(t, out)
+
+
+def contention_table(t):
+    """Per workload: heap-lock calls and futex calls per 1,000 malloc/free/realloc calls,
+    for the allocators built on musl."""
+    counts = t.res.get("counts")
+    if not counts:
+        return "(not counted)"
+    names = [a for a in t.allocs if any(a in counts[w] for w in counts)]
+    header = ["workload"] + [f"{LABEL[a]}: {k}" for a in names for k in ("locks", "futex")]
+    rows = []
+    for w in t.wids:
+        cells = []
+        for a in names:
+            c = counts.get(w, {}).get(a, {})
+            cells += [fmt(c.get("locks_per_1000")), fmt(c.get("futex_per_1000"))]
+        rows.append([t.titles[w]] + cells)
+    return ("Counted in one run of each workload at scale " + f"{t.res['count_scale']:g}: calls to the "
+            "heap lock (ngmalloc's `__ngm_lock`, which returns at once while a process has one "
+            "thread; musl's `__lock`, which mallocng calls only once there are threads) counted "
+            "exactly under callgrind (one thread at a time), futex system calls under strace (real "
+            "threads), each per 1,000 calls to `__libc_malloc_impl`, `__libc_free` and "
+            "`__libc_realloc`.\n\n" + md_table(header, rows))
 
 
 def headline(res):

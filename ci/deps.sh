@@ -19,7 +19,8 @@ need patch patch
 need file file
 need bindgen bindgen            # the C/Rust boundary check (tests only)
 need musl-gcc musl-tools        # stock musl, for the attack suite's comparison (tests only)
-need valgrind valgrind          # instruction counts (benchmark harness)
+need valgrind valgrind          # instruction and lock counts (benchmark harness)
+need strace strace              # futex counts (benchmark harness)
 need gnuplot gnuplot-nox        # the benchmark chart
 need g++ g++                    # libFuzzer, built by cargo-fuzz (tests only)
 need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu   # the aarch64 sysroot (tests only)
