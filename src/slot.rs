@@ -200,14 +200,24 @@ pub unsafe fn redirect(start: *const u8) -> Option<usize> {
     (x & 0xff == bits(0, RSV_REDIRECT, 0)).then_some((x >> 8) as usize)
 }
 
-/// The 24 header bits of `p`, unkeyed: `idx | rsv << 5 | off << 8` (the walker's cheap
-/// test before it decodes a candidate).
+/// The fields the header of `p` holds, unkeyed: slot index, reserved code and offset in
+/// units from the group's storage (a big offset read from its word). The walker's test
+/// before it decodes a candidate: a header whose offset is not the candidate's own would
+/// send the decoder into another mapping.
 ///
 /// # Safety
-/// `p - 3 .. p` is readable.
-pub unsafe fn header_bits(p: *const u8, secret: u64) -> u32 {
+/// `p - 8 .. p` is readable.
+pub unsafe fn header_fields(p: *const u8, secret: u64) -> (usize, u8, usize) {
+    let key = Key::of(secret, p);
     // SAFETY: forwarded.
-    unsafe { load_bits(p) ^ Key::of(secret, p).info() }
+    unsafe {
+        let x = load_bits(p) ^ key.info();
+        let mut off = (x >> 8) as usize;
+        if off == OFF_BIG {
+            off = (p.wrapping_sub(8).cast::<u32>().read_unaligned() ^ key.word()) as usize;
+        }
+        ((x & 31) as usize, (x >> 5 & 7) as u8, off)
+    }
 }
 
 /// Mark the header of `p` freed: a second free, a realloc or a stale pointer decodes a

@@ -14,7 +14,7 @@ use crate::meta::{
 };
 use crate::os::Os;
 use crate::pagemap;
-use crate::slot::{find_host, find_slot, header_bits, nominal_size, redirect};
+use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
 use crate::tcache::{TC_CLASSES, limit};
 
 /// What the walker found.
@@ -101,7 +101,15 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
         let st = stride(m);
         let start = storage((*m).mem).wrapping_add(i * st);
         let end = start.wrapping_add(st - IB);
-        let names = |q: *mut u8| find_slot(q, secret).is_ok_and(|s| s.meta == m && s.idx == i);
+        // (the fields first: the decoder follows the header's offset, and only one that
+        // leads to this group keeps it inside the group's mapping)
+        let names = |q: *mut u8| {
+            let (idx, rsv, off) = header_fields(q, secret);
+            idx == i
+                && rsv <= RSV_EXT
+                && off == (q.addr() - storage((*m).mem).addr()) / UNIT
+                && find_slot(q, secret).is_ok_and(|s| s.meta == m && s.idx == i)
+        };
         if (*m).hosts.load(Relaxed) & 1 << i != 0 {
             want!(
                 find_host(start, secret).is_ok_and(|s| s.meta == m && s.idx == i),
@@ -123,11 +131,7 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
         }
         let mut q = start.wrapping_add(UNIT);
         while q < end {
-            // (the unkeyed bits first: a big offset's marker and this slot's index)
-            if header_bits(q, secret) >> 8 == 0xffff
-                && header_bits(q, secret) & 31 == i as u32
-                && names(q)
-            {
+            if names(q) {
                 return Ok(InUse::Block(q));
             }
             q = q.wrapping_add(UNIT);
