@@ -36,8 +36,9 @@
 //!
 //! A slot whose user data starts at an offset inside it (offset cycling, alignment) keeps
 //! a redirect header at its start, in plain: `rsv == RSV_REDIRECT`, `idx == 0`, `off` =
-//! distance to `p` in UNITs (0 if it does not fit). It is what the walker follows; a stale
-//! pointer to the slot's start decodes it, keyed, to garbage. A freed header holds the
+//! distance to `p` in UNITs (`OFF_BIG`, and the distance in the slot's first 4 bytes, if it
+//! does not fit). It is what the walker follows; a stale pointer to the slot's start
+//! decodes it, keyed, to garbage. A freed header holds the
 //! 24 bits [`FREED`], keyed.
 
 use core::sync::atomic::AtomicU8;
@@ -179,25 +180,42 @@ pub unsafe fn set_header(p: *mut u8, key: Key, idx: usize, rsv: u8, off: usize) 
     }
 }
 
-/// The plain redirect header at a slot's `start` saying its data starts `off` units in.
+/// The plain redirect header at a slot's `start` saying its data starts `off` units in
+/// (an offset of 16 bits or more, over-aligned data deep in a single-slot mapping, also
+/// in the slot's first four bytes, which such data leaves unused).
 ///
 /// # Safety
-/// `start - 3 .. start` is writable and the slot's.
+/// `start - 3 .. start` is writable and the slot's, and so is `start .. start + 4` when
+/// `off >= OFF_BIG`.
 #[inline(always)]
 pub unsafe fn set_redirect(start: *mut u8, off: usize) {
-    let off = if off < OFF_BIG { off } else { 0 };
     // SAFETY: forwarded.
-    unsafe { store_bits(start, bits(0, RSV_REDIRECT, off)) }
+    unsafe {
+        if off >= OFF_BIG {
+            start.cast::<u32>().write(off as u32);
+        }
+        store_bits(start, bits(0, RSV_REDIRECT, off.min(OFF_BIG)));
+    }
 }
 
 /// The offset a plain redirect header at `start` gives, if it is one (the walker's).
 ///
 /// # Safety
-/// `start - 3 .. start` is readable.
+/// `start - 3 .. start + 4` is readable.
 pub unsafe fn redirect(start: *const u8) -> Option<usize> {
     // SAFETY: forwarded.
-    let x = unsafe { load_bits(start) };
-    (x & 0xff == bits(0, RSV_REDIRECT, 0)).then_some((x >> 8) as usize)
+    unsafe {
+        let x = load_bits(start);
+        if x & 0xff != bits(0, RSV_REDIRECT, 0) {
+            return None;
+        }
+        let off = (x >> 8) as usize;
+        Some(if off == OFF_BIG {
+            start.cast::<u32>().read() as usize
+        } else {
+            off
+        })
+    }
 }
 
 /// The fields the header of `p` holds, unkeyed: slot index, reserved code and offset in

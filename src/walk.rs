@@ -89,8 +89,7 @@ enum InUse {
 }
 
 /// Find the user pointer of the in-use slot `i` of `m`: at the slot's start, or where its
-/// redirect header says, or (an extreme over-alignment, whose offset the redirect cannot
-/// hold) further in.
+/// redirect header says.
 ///
 /// # Safety
 /// `m` is live and slot `i` in use.
@@ -128,13 +127,6 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
             if p < end && names(p) {
                 return Ok(InUse::Block(p));
             }
-        }
-        let mut q = start.wrapping_add(UNIT);
-        while q < end {
-            if names(q) {
-                return Ok(InUse::Block(q));
-            }
-            q = q.wrapping_add(UNIT);
         }
         fail("in-use slot has no valid header", start.addr())
     }
