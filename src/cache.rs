@@ -32,13 +32,10 @@ pub const LARGE_CACHE_MAX_LEN: usize = 64 << 20;
 /// `live / GROUP_CACHE_FULL` below that, and never less than `len`.
 ///
 /// Why scaled: the cached mappings are dirty memory, in RSS until reused. In a small
-/// program they were most of what ngmalloc used beyond mallocng: with a fixed floor of
-/// 64 KiB, the expression-tree workload (180 KiB of groups) peaked with 56 KiB of freed
-/// groups cached, 408 KiB against mallocng's 312. A small heap churns few groups, so
-/// the system calls this adds cost little next to mallocng's own (that workload: 2,900
-/// memory calls become 22,000, mallocng makes 47,000; system time 0.03 s becomes 0.15 s
-/// of a run of about 1 s; peak 368 KiB); a large heap keeps the full share, and a churn
-/// of medium blocks stays at about one call in eight frees.
+/// program they were most of what ngmalloc used beyond mallocng. A small heap churns few
+/// groups, so the system calls this adds cost little next to mallocng's own; a large
+/// heap keeps the full share, and a churn of medium blocks stays at about one call in
+/// eight frees (the figures: docs/decisions.md).
 ///
 /// Why at least `len`: the newest mapping always fits (evicting older ones), so a program
 /// that frees and allocates one medium block over and over reuses its mapping whatever

@@ -131,9 +131,8 @@ pub struct Region {
     /// Reached only with the lock held.
     state: UnsafeCell<State>,
     /// The first thread's cache place (a single-threaded program's only one): in the
-    /// state's page, which is guarded as a cache page is, instead of a page of its own.
-    /// Every process paid that page: 4 KiB of the 64 by which a two-thread program of
-    /// small blocks peaked above mallocng.
+    /// state's page, which is guarded as a cache page is, instead of a page of its own,
+    /// which every process paid.
     home: UnsafeCell<ThreadCache>,
 }
 

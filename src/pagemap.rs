@@ -67,8 +67,8 @@ pub fn contains(addr: usize) -> bool {
 /// pages`, oldest first), not in the map: they are never unregistered (no heap gives its
 /// areas back) and come in few runs (the program break, or one run per reservation, whose
 /// sizes double), and the break lies far from the mappings. Listing them in the map
-/// touched a top-array page and a leaf page for the break's addresses alone: 8 KiB in every
-/// process, a twentieth of what a small two-thread program uses. The decoder checks every
+/// touched a top-array page and a leaf page for the break's addresses alone, in every
+/// process. The decoder checks every
 /// record's area, on every free; the newest run answers that with a subtraction and a
 /// compare. An entry is one word, so a reader never pairs one run's start with another's
 /// length; 0 is no run (an entry claimed and not yet written). When the table is full,

@@ -11,10 +11,9 @@
 //!   `nominal_size`), marks the header freed and pushes the slot;
 //! - an empty bin is refilled under one lock acquisition: 2 slots the first time, twice as
 //!   many each time after, up to half its limit (a thread that uses a class a little takes
-//!   little of it: eight threads each pulling 8 slots of 14 classes held 100 KiB more
-//!   than mallocng at peak); a full bin gives its older half back to the groups
+//!   little of it); a full bin gives its older half back to the groups
 //!   ([`Heap::release_slot`]: lock-free where mallocng's free is), or, in a long run of
-//!   frees ([`FREE_STREAK`]), the slot being freed (producer/consumer -7% instructions);
+//!   frees ([`FREE_STREAK`]), the slot being freed;
 //!   in such a run a class the thread never refilled keeps no slots at all.
 //!
 //! A cached slot is *in use* for its group (its bit is in neither `avail_mask` nor
@@ -58,18 +57,16 @@ use core::sync::atomic::Ordering::Relaxed;
 /// Classes with a bin: slots up to 255 units (4080 bytes).
 pub const TC_CLASSES: usize = 28;
 /// Entries per bin at most. Every cached slot keeps its group alive, and a thread-heavy
-/// program of small blocks holds a bin for each class in each thread: with 16, eight
-/// threads allocating 16-256 B in batches of 8 peaked at 308 KiB (mallocng: 164); with
-/// 8, at 292, for 0.6% more instructions in the server workload and 2.7% in
-/// producer/consumer (more, smaller drains). It also halves the cache, to under 2 KiB.
+/// program of small blocks holds a bin for each class in each thread: 8 peaks lower than
+/// 16 for a little more work in drains, and keeps the cache under 2 KiB.
 pub const TC_SLOTS: usize = 8;
 /// Frees in a row, with no malloc between, after which a thread is taken to be freeing
 /// what it built: until its next malloc, a free that leaves its group with nothing in use
 /// but slots in this bin gives the group back whole, if the thread ever refilled that bin
 /// (it built slots of the class). A consumer, which frees what other threads built, gives
-/// no group back whole (that made its producer map a new one at once: producer/consumer,
-/// 2 threads, 0.38 s against 0.32 s) and keeps no slots of classes it never refilled:
-/// each goes to its group, where the producers take it again.
+/// no group back whole (that made its producer map a new one at once) and keeps no slots
+/// of classes it never refilled: each goes to its group, where the producers take it
+/// again.
 pub const FREE_STREAK: u32 = 256;
 /// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
 /// group alive, so what a thread can hold back is about this per class, plus the rest
@@ -298,8 +295,8 @@ pub(crate) unsafe fn unregister(head: &mut *mut ThreadCache, tc: *mut ThreadCach
 }
 
 /// A page of thread caches, above a guard page of its own: this header, then as many
-/// caches as fit (two in a 4 KiB page). A page each cost eight threads of small blocks
-/// 16 KiB more than two to a page. The first cache of a heap is in its region instead.
+/// caches as fit (two in a 4 KiB page: a page each cost thread-heavy programs more). The
+/// first cache of a heap is in its region instead.
 #[repr(C)]
 struct CachePage {
     /// Caches of this page that threads hold: the others are spare. The page is unmapped
@@ -471,8 +468,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// cannot (a size without a bin, an empty bin), with nothing changed but the free
     /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
     /// on `None` with a tail call, so no call it does not make sets up a frame for the
-    /// pop (with the refill inline, it saved six registers; now four, for the framing's
-    /// own use: pair 365 -> 349 instructions, with free split the same way).
+    /// pop (the registers it still saves are the framing's own).
     #[inline(always)]
     pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !cacheable(n) {
@@ -624,8 +620,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// (draining the bin to push it would only give back older slots instead). And a
     /// class this thread never refilled (a consumer's, which frees what others built)
     /// keeps no slots: they would be out of its producers' reach for as long as the
-    /// thread lives, and their groups with them (producer/consumer, 8 threads: peak 1660
-    /// -> 1560 KiB, and a third of the mmap calls).
+    /// thread lives, and their groups with them.
     ///
     /// # Safety
     /// As [`Heap::retire_to_bin`].
