@@ -65,6 +65,12 @@ ALLOC_FUNCTIONS = ("__libc_malloc_impl", "__libc_free", "__libc_realloc")
 # counts that bench/limits.json bounds.
 COUNT_SCALE = 0.1
 LIMITS = os.path.join(ROOT, "bench", "limits.json")
+# Allocators that do not start under valgrind (snmalloc: "Failed to initialise snmalloc";
+# Scudo: "internal map failure": their address-space reservations are refused), and this
+# machine has no hardware counters for perf: no instruction counts for them.
+NO_VALGRIND = {"snmalloc", "scudo"}
+# Scudo, the standalone build LLVM ships (Debian's libclang-rt-19-dev)
+SCUDO = "/usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so"
 
 
 def die(msg):
@@ -91,6 +97,12 @@ def allocators(build):
     ngso = os.path.join(build, "libngmalloc.so")
     if not os.path.exists(ngso):
         die(f"{ngso} is missing: run make first")
+    if not os.path.exists(SCUDO):
+        die(f"{SCUDO} is missing. Run: sudo apt-get install -y libclang-rt-19-dev")
+    # the hardened anchors built from their crates (bench/anchors.sh)
+    run([os.path.join(ROOT, "bench", "anchors.sh"), build])
+    anchors = os.path.join(build, "anchors")
+    mis, snc = os.path.join(anchors, "libmimalloc-secure.so"), os.path.join(anchors, "libsnmalloc-checks.so")
     return {
         "ngmalloc": ("ngmalloc", {}, "symbols"),
         "ngmalloc-preload": ("glibc", preload(ngso), "ngmalloc-report"),
@@ -98,6 +110,9 @@ def allocators(build):
         "glibc": ("glibc", {}, "glibc"),
         "mimalloc": ("glibc", preload(mim), "mimalloc-stats"),
         "jemalloc": ("glibc", preload(jem), "jemalloc-stats"),
+        "mimalloc-secure": ("glibc", preload(mis), "mimalloc-secure"),
+        "snmalloc": ("glibc", preload(snc), "binds-malloc"),
+        "scudo": ("glibc", preload(SCUDO), "binds-malloc"),
     }
 
 
@@ -266,6 +281,16 @@ def served_by(name, how, binary, env):
         e["MIMALLOC_SHOW_STATS"] = "1"
         r = subprocess.run(cmd, env=e, capture_output=True, text=True)
         return "heap stats" in r.stderr or "heap stats" in r.stdout
+    if how == "mimalloc-secure":
+        e["MIMALLOC_VERBOSE"] = "1"
+        r = subprocess.run(cmd, env=e, capture_output=True, text=True)
+        return "secure level: 4" in r.stderr + r.stdout
+    if how == "binds-malloc":
+        # the dynamic linker's own account: the program's malloc bound to the preload
+        e["LD_DEBUG"] = "bindings"
+        r = subprocess.run(cmd, env=e, capture_output=True, text=True)
+        lib = env["LD_PRELOAD"]
+        return any(f"to {lib} " in ln and "symbol `malloc'" in ln and binary in ln for ln in r.stderr.splitlines())
     if how == "jemalloc-stats":
         e["MALLOC_CONF"] = "stats_print:true"
         r = subprocess.run(cmd, env=e, capture_output=True, text=True)
@@ -296,6 +321,8 @@ def callgrind_pairs(bindir, allocs, n):
         die("valgrind is missing. Run: sudo apt-get install -y valgrind")
     res, threaded = {}, {}
     for name, (fl, env, _) in allocs.items():
+        if name in NO_VALGRIND:
+            continue
         res[name] = {size: callgrind_pair(bindir, name, fl, env, size, n) for size in PAIR_SIZES}
         threaded[name] = callgrind_pair(bindir, name, fl, env, 64, n, threaded=True)
     return res, threaded
@@ -422,6 +449,10 @@ def machine():
             "glibc": out(["ldd", "--version"]).splitlines()[0] if out(["ldd", "--version"]) else "?",
             "mimalloc": f"Debian libmimalloc2.0 {deb('libmimalloc2.0')}",
             "jemalloc": f"Debian libjemalloc2 {deb('libjemalloc2')}",
+            "mimalloc-secure": "mimalloc, secure mode (MI_SECURE=4), crates.io libmimalloc-sys 0.1.49 (bench/anchors.sh)",
+            "snmalloc": "snmalloc with every client check (SNMALLOC_CHECK_CLIENT), crates.io snmalloc-sys 0.3.8 "
+                        "sources (bench/anchors.sh)",
+            "scudo": f"Scudo standalone, Debian libclang-rt-19-dev {deb('libclang-rt-19-dev')}",
             "gcc": out(["gcc", "-dumpfullversion"]),
         },
     }

@@ -11,7 +11,8 @@ import statistics
 import subprocess
 import sys
 
-ORDER = ["ngmalloc", "ngmalloc-preload", "musl", "glibc", "mimalloc", "jemalloc"]
+ORDER = ["ngmalloc", "ngmalloc-preload", "musl", "glibc", "mimalloc", "jemalloc", "mimalloc-secure", "snmalloc",
+         "scudo"]
 LABEL = {
     "ngmalloc": "ngmalloc (musl, static)",
     "ngmalloc-preload": "ngmalloc (LD_PRELOAD)",
@@ -19,10 +20,16 @@ LABEL = {
     "glibc": "glibc",
     "mimalloc": "mimalloc",
     "jemalloc": "jemalloc",
+    "mimalloc-secure": "mimalloc (secure)",
+    "snmalloc": "snmalloc (checks)",
+    "scudo": "Scudo",
 }
 SHORT = {"ngmalloc": "ngmalloc", "ngmalloc-preload": "ngm-preload", "musl": "musl",
-         "glibc": "glibc", "mimalloc": "mimalloc", "jemalloc": "jemalloc"}
+         "glibc": "glibc", "mimalloc": "mimalloc", "jemalloc": "jemalloc", "mimalloc-secure": "mi-secure",
+         "snmalloc": "snmalloc", "scudo": "scudo"}
 MULTITHREADED = ("2-", "3-", "4-")
+# one colour per allocator in the chart (gnuplot's default set repeats after eight)
+COLOURS = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10", "#000000", "#a0a0a0"]
 
 
 def geomean(xs):
@@ -140,7 +147,7 @@ def chart(t, out):
         "set key top left horizontal font ',8'",
         "set xtics font ',8'",
         "set yrange [*:*]",
-    ]
+    ] + [f"set linetype {i + 1} lc rgb '{c}'" for i, c in enumerate(COLOURS)]
     for i, (what, _, base) in enumerate(panels):
         script.append(f"set title '{what} / {LABEL[base]} (workload 1-9, gm = geometric mean)'")
         script.append("plot " + ", ".join(
@@ -225,7 +232,9 @@ def write(res, out):
                   + ([str(res["pairs_threaded"][a])] if "pairs_threaded" in res else [])
                   for a in t.allocs if a in res["pairs"]]),
         "",
-        "The last column runs the same loop while a second thread sleeps: what an allocator's "
+        ("snmalloc and Scudo are not counted: neither starts under valgrind (their "
+         "address-space reservations are refused). " if "snmalloc" in t.allocs or "scudo" in t.allocs else "")
+        + "The last column runs the same loop while a second thread sleeps: what an allocator's "
         "multithreaded machinery (locks, atomic operations) costs a pair once a program has "
         "threads; a single-threaded program pays the other columns.",
         "",

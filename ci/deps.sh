@@ -34,6 +34,9 @@ need cpio cpio                  # packs the rootfs's initramfs
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
 have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
 have_lib libjemalloc.so.2 || need_pkgs+=(libjemalloc2)
+# the benchmark harness preloads Scudo, which LLVM's compiler-rt package ships
+[ -f /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so ] ||
+  need_pkgs+=(libclang-rt-19-dev)
 # bindgen loads libclang at run time
 ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 || need_pkgs+=(libclang1)
 if ! command -v cargo >/dev/null 2>&1; then
