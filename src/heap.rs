@@ -1,5 +1,9 @@
-//! The heap: the one context that owns all global state, and the malloc/free/realloc
-//! paths (mallocng's `malloc.c`, `free.c`, `realloc.c`, `aligned_alloc.c`, `donate.c`).
+//! The heap: the one context that owns all global state, the groups' lists, and the
+//! malloc/free/realloc paths (mallocng's `malloc.c`, `free.c`, `realloc.c`,
+//! `aligned_alloc.c`). Its other parts each have a module: individually mapped blocks
+//! ([`crate::large`]), meta areas ([`crate::meta_area`]), the release of cold pages
+//! ([`crate::release`]), donated memory ([`crate::donate`]), `harden-zero-size`
+//! ([`crate::zero_size`]), and the threads' caches ([`crate::tcache`]).
 //!
 //! State split, so a future per-thread fast path needs no rewrite:
 //! - [`State`]: everything mutable, only touched with the heap lock held (a [`Guard`]);
@@ -26,29 +30,25 @@ use crate::config::{
     AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE,
     RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
 };
-use crate::list::{checked_links, dequeue, dequeue_head, queue};
+use crate::large::GUARD_UNTRIED;
+use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast, free_locked, free_slots};
 use crate::meta::{
-    AREA_SLOTS, Group, Meta, MetaArea, activate_group, area_slots, clear_zeroed, large_guards,
-    low_mask, set_large_guards, set_shape, storage, stride,
+    Group, Meta, MetaArea, activate_group, clear_zeroed, large_guards, low_mask, set_shape,
+    storage, stride,
 };
+use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
 use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
-use crate::size_class::{SIZE_CLASSES, class_size, size_to_class};
+use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
     Key, Slot, all_zero, enframe, find_host, find_meta, frame, mark_freed, mark_nested, retire,
     set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
-
-/// Frees of multi-page slots between two release sweeps.
-const SWEEP_INTERVAL: u32 = 256;
-/// Groups one sweep looks at, at most, so its cost stays bounded in a large heap.
-const SWEEP_GROUPS: usize = 128;
-/// `State::brk` once the break is known to be unusable.
-const BRK_FAILED: usize = usize::MAX;
+use crate::zero_size::ZERO_SLOTS;
 
 /// Counters of slow-path events, for reports and tests. Updated under the lock only.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub struct State {
 ///
 /// # Safety
 /// The range is one the heap mapped and holds nothing live.
-unsafe fn unmap<O: Os>(p: *mut u8, len: usize) {
+pub(crate) unsafe fn unmap<O: Os>(p: *mut u8, len: usize) {
     pagemap::unregister::<O>(p, len);
     // SAFETY: forwarded.
     unsafe { O::munmap(p, len) }
@@ -155,38 +155,23 @@ pub enum Resize {
 /// `O` is the OS backend, `L` the lock. The standalone library and musl each have one
 /// static instance; tests make as many as they like.
 pub struct Heap<O: Os, L: RawLock> {
-    lock: L,
+    pub(crate) lock: L,
     /// The region, made by the first allocation (null before).
-    region: AtomicPtr<Region>,
+    pub(crate) region: AtomicPtr<Region>,
     /// Frees of multi-page slots, counted lock-free, to schedule release sweeps.
-    medium_frees: AtomicU32,
+    pub(crate) medium_frees: AtomicU32,
     /// How guards are made: `GUARD_UNTRIED`, `GUARD_MADVISE` or `GUARD_PROTNONE`. The
     /// first large allocation tries `MADV_GUARD_INSTALL` and checks that the marker really
     /// faults (an emulator may accept the call and install nothing); that failing, or any
     /// later failure (EINVAL before Linux 6.13, or on a locked mapping after `mlockall`),
     /// turns it to PROT_NONE sub-mappings for good.
-    guard_mode: AtomicU8,
+    pub(crate) guard_mode: AtomicU8,
     /// `harden-zero-size`: the never-accessible region `malloc(0)` points into (null
     /// until the first zero-size allocation).
-    zero_region: AtomicPtr<u8>,
+    pub(crate) zero_region: AtomicPtr<u8>,
     _os: PhantomData<fn() -> O>,
 }
 
-/// The first PROT_NONE reservation for meta areas is `2 << FIRST_META_SHIFT` pages (15
-/// areas), each next one twice the last. mallocng starts at 2 pages (one area); with 63
-/// records an area, a program with 2000 large blocks then went through five reservations,
-/// each a VMA or two of its own. Untouched reservation costs address space, no memory.
-const FIRST_META_SHIFT: u32 = 3;
-
-/// Distinct pointers in the zero-size region (16 bytes apart: 64 KiB). Without the
-/// option the region is never made, and the state keeps one word of it, not 512 bytes:
-/// the state and the first thread's cache share one page ([`Region`]).
-const ZERO_SLOTS: usize = if ZERO_SIZE { 4096 } else { 64 };
-
-/// [`Heap::guard_mode`]'s states.
-const GUARD_UNTRIED: u8 = 0;
-const GUARD_MADVISE: u8 = 1;
-const GUARD_PROTNONE: u8 = 2;
 /// Freed small and medium slots held back by `harden-quarantine` (0 without it).
 pub(crate) const QUARANTINE_SLOTS: usize = if QUARANTINE != 0 { 64 } else { 1 };
 
@@ -224,7 +209,7 @@ impl<L: RawLock> Drop for Guard<'_, L> {
 }
 
 /// Ranges to unmap once the lock is dropped.
-type Unmap = crate::cache::Evicted;
+pub(crate) type Unmap = crate::cache::Evicted;
 
 /// Nothing to unmap.
 const KEEP: Unmap = [None, None];
@@ -370,179 +355,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         drop(st);
         // SAFETY: slot `idx` of `g` was just taken from its avail mask and fits `n`.
         NonNull::new(unsafe { enframe(g, idx, n, ctr, secret) })
-    }
-
-    /// An individually mapped allocation: `[guard][group header, data][guard]`, the data
-    /// ending right before the trailing guard (see `enframe`), so an overflow faults
-    /// within a few bytes and an underflow past the header faults too.
-    fn malloc_large(&self, n: usize) -> Option<NonNull<u8>> {
-        let ps = self.page_size();
-        let data = round_up(n + IB + UNIT, ps);
-        let guard = GUARD_PAGES * ps;
-        if data / AREA > u32::MAX as usize {
-            return None;
-        }
-        let (mem, lead, protnone) = match self.reuse_large(data) {
-            Some((mem, lead)) => (mem, lead, false),
-            None => {
-                let len = data + 2 * guard;
-                // SAFETY: a fresh anonymous mapping, ours.
-                let map = || unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false) };
-                let base = map()
-                    .or_else(|| {
-                        // SAFETY: the lock is held (the guard is a temporary, dropped before
-                        // the retry); the caches' mappings are unused.
-                        let flushed = unsafe { self.locked()?.flush_map_caches::<O>() };
-                        if flushed { map() } else { None }
-                    })?
-                    .as_ptr();
-                let mem = base.wrapping_add(guard);
-                // SAFETY: both guard ranges are ours and hold nothing.
-                let protnone = unsafe {
-                    let a = self.install_guard(base, guard);
-                    let b = self.install_guard(mem.wrapping_add(data), guard);
-                    a | b
-                };
-                (mem, guard, protnone)
-            }
-        };
-        let base = mem.wrapping_sub(lead);
-        let len = lead + data + guard;
-        // SAFETY: the data is mapped readable and ours; the mapping is unused on failure.
-        unsafe {
-            if !pagemap::register::<O>(mem, data) {
-                unmap::<O>(base, len);
-                return None;
-            }
-        }
-        let Some(mut st) = self.locked() else {
-            // SAFETY: the mapping is ours and unused.
-            unsafe { unmap::<O>(base, len) };
-            return None;
-        };
-        let secret = st.secret;
-        st.bounce.step_seq();
-        // SAFETY: the lock is held.
-        let Some(g) = (unsafe { st.alloc_meta::<O>(secret) }) else {
-            drop(st);
-            // SAFETY: the mapping is ours and unused.
-            unsafe { unmap::<O>(base, len) };
-            return None;
-        };
-        // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours.
-        unsafe {
-            init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
-            (*g).zeroed = 1;
-            set_large_guards(g, lead, guard, protnone);
-        }
-        st.stats.large_mapped += 1;
-        st.cycle = st.cycle.wrapping_add(1);
-        let ctr = st.cycle;
-        drop(st);
-        // SAFETY: the only slot of a fresh group, which holds `n` bytes.
-        NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
-    }
-
-    /// `harden-zero-size`: a distinct pointer into the never-accessible region, or `None`
-    /// (then `malloc(0)` takes a normal slot) if all are live or the region can't be mapped.
-    fn zero_size(&self) -> Option<NonNull<u8>> {
-        let mut st = self.locked()?;
-        let mut zr = self.zero_region.load(Relaxed);
-        if zr.is_null() {
-            // SAFETY: a fresh reservation, never made accessible.
-            zr = unsafe { O::mmap(null_mut(), ZERO_SLOTS * UNIT, Prot::None, false)? }.as_ptr();
-            self.zero_region.store(zr, Release);
-        }
-        let (w, word) = st
-            .zero_live
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != u64::MAX)?;
-        let b = (!*word).trailing_zeros() as usize;
-        st.zero_live[w] |= 1 << b;
-        NonNull::new(zr.wrapping_add((w * 64 + b) * UNIT))
-    }
-
-    /// If `p` points into the zero-size region: its index there, after checking it is a
-    /// live one (anything else there is a double or invalid free: crash).
-    pub(crate) fn zero_index(&self, p: *mut u8) -> Option<usize> {
-        if !ZERO_SIZE {
-            return None;
-        }
-        let zr = self.zero_region.load(Acquire);
-        let off = p.addr().wrapping_sub(zr.addr());
-        if zr.is_null() || off >= ZERO_SLOTS * UNIT {
-            return None;
-        }
-        check!(off.is_multiple_of(UNIT));
-        let i = off / UNIT;
-        let Some(st) = self.locked() else {
-            crate::check::crash()
-        };
-        check!(st.zero_live[i / 64] & (1 << (i % 64)) != 0);
-        Some(i)
-    }
-
-    /// Free a zero-size pointer (`harden-zero-size`); `false` if `p` is not one.
-    fn free_zero_size(&self, p: *mut u8) -> bool {
-        let Some(i) = self.zero_index(p) else {
-            return false;
-        };
-        if let Some(mut st) = self.locked() {
-            st.zero_live[i / 64] &= !(1 << (i % 64));
-        }
-        true
-    }
-
-    /// A cached large block of at least `span` bytes (at most twice), made accessible
-    /// again: its last `span` bytes become the new block's memory (reading as zero), the
-    /// surplus before them stays guarded as a longer leading guard, so the data still ends
-    /// right before the trailing guard and starts right after the leading one. Returns the
-    /// new `mem` and its leading guard; `None` if there is none or it cannot be reopened.
-    fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
-        let (old, len) = self.locked()?.large_cache.take(span, QUARANTINE)?;
-        let guard = GUARD_PAGES * self.page_size();
-        let mem = old.wrapping_add(len - span);
-        // SAFETY: the block left the cache: it is ours alone.
-        unsafe {
-            if O::guard(mem, span, false) {
-                return Some((mem, guard + len - span));
-            }
-            unmap::<O>(old.wrapping_sub(guard), len + 2 * guard);
-        }
-        None
-    }
-
-    /// Make `p .. p + len` a guard; returns whether it had to be a PROT_NONE sub-mapping.
-    /// A failure of both leaves the range accessible rather than fail the allocation.
-    ///
-    /// # Safety
-    /// The range is the heap's and holds nothing live.
-    pub(crate) unsafe fn install_guard(&self, p: *mut u8, len: usize) -> bool {
-        // SAFETY: forwarded.
-        unsafe {
-            let mode = self.guard_mode.load(Relaxed);
-            if mode != GUARD_PROTNONE {
-                if O::guard(p, len, true) {
-                    if mode == GUARD_MADVISE || O::guard_faults(p) {
-                        // (a failure elsewhere meanwhile keeps PROT_NONE)
-                        let _ = self.guard_mode.compare_exchange(
-                            GUARD_UNTRIED,
-                            GUARD_MADVISE,
-                            Relaxed,
-                            Relaxed,
-                        );
-                        return false;
-                    }
-                    // a marker that does not fault does not zap pages either: the cache of
-                    // freed large blocks would hand out stale data as zeroed
-                    O::guard(p, len, false);
-                }
-                self.guard_mode.store(GUARD_PROTNONE, Relaxed);
-            }
-            O::mprotect(p, len, Prot::None);
-        }
-        true
     }
 
     /// `malloc` whose memory reads as zero.
@@ -691,17 +503,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
-    fn after_free(&self, medium: bool) {
-        if medium
-            && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
-            && let Some(mut st) = self.locked()
-        {
-            // SAFETY: the lock is held.
-            unsafe { st.sweep::<O>() };
-        }
-    }
-
     /// Resize `p` to `n` bytes: in place when the class allows, by `mremap` for large
     /// blocks, else by copying. `None` (with `p` untouched) when out of memory.
     ///
@@ -759,72 +560,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // use mremap if old and new size are both mmap-worthy, and the guards are
             // MADV_GUARD_INSTALL markers, which move with the pages (PROT_NONE guards are
             // separate mappings that mremap cannot take along: those blocks are copied).
-            if sc >= NUM_CLASSES && n >= MMAP_THRESHOLD && !large_guards(g).2 {
-                check!(sc == CLASS_MMAP as usize);
-                let ps = self.page_size();
-                let base = p.addr() - s.start.addr();
-                let needed = round_up(n + base + UNIT + IB, ps);
-                let old_data = (*g).maplen as usize * AREA;
-                let (lead, trail, _) = large_guards(g);
-                let guard = GUARD_PAGES * ps;
-                let mem = (*g).mem.cast::<u8>();
-                if needed / AREA > u32::MAX as usize {
-                    // fall through to the copy, which fails the same way
-                } else if needed <= old_data {
-                    // Shrink in place: the tail becomes trailing guard (its pages zapped).
-                    // No mremap, so no hole in the address space.
-                    if needed < old_data {
-                        let (tail, tail_len) = (mem.wrapping_add(needed), old_data - needed);
-                        pagemap::unregister::<O>(tail, tail_len);
-                        if !O::guard(tail, tail_len, true) {
-                            // cannot guard the tail: keep the block as it is (its leaves
-                            // exist, so registering it again cannot fail)
-                            pagemap::register::<O>(tail, tail_len);
-                            set_size(p, &s, n);
-                            return Resize::Done(NonNull::new(p));
-                        }
-                        set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
-                        set_large_guards(g, lead, trail + old_data - needed, false);
-                    }
-                    // the data now ends before the new trailing guard
-                    let end = mem.wrapping_add(needed - IB);
-                    set_size(p, &Slot { end, ..s }, n);
-                    return Resize::Done(NonNull::new(p));
-                } else if O::guard(mem.wrapping_add(old_data), trail, false) {
-                    // grow: the whole trailing guard becomes data, then mremap (which may
-                    // move the block, guards included) and a new trailing guard. (Had the
-                    // guard stayed, the grown block would fault inside: copy instead.)
-                    let old_len = lead + old_data + trail;
-                    // the block may move: out of the page map until it has settled
-                    pagemap::unregister::<O>(mem, old_data);
-                    match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
-                        Some(new) => {
-                            let mem = new.as_ptr().wrapping_add(lead);
-                            // A new 64 GiB window needs a new page-map leaf; with no memory
-                            // even for that the block could never be freed: stop now.
-                            check!(pagemap::register::<O>(mem, needed));
-                            (*g).mem = mem.cast::<Group>();
-                            set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
-                            let protnone = self.install_guard(mem.wrapping_add(needed), guard);
-                            set_large_guards(g, lead, guard, protnone);
-                            let start = storage((*g).mem);
-                            let p = start.wrapping_add(base);
-                            // keys depend on the address: frame the moved block anew (the
-                            // redirect at its start moved with it)
-                            let end = mem.wrapping_add(needed - IB);
-                            frame(p, Key::of(secret, p), 0, base / UNIT, end, n);
-                            return Resize::Done(NonNull::new(p));
-                        }
-                        // the block stays as it was: put its trailing guard back (and the
-                        // block in the map: its leaves exist, that cannot fail)
-                        None => {
-                            pagemap::register::<O>(mem, old_data);
-                            if self.install_guard(mem.wrapping_add(old_data), trail) {
-                                set_large_guards(g, lead, trail, true);
-                            }
-                        }
-                    }
-                }
+            if sc >= NUM_CLASSES
+                && n >= MMAP_THRESHOLD
+                && !large_guards(g).2
+                && let Some(r) = self.resize_large(p, &s, n, secret)
+            {
+                return r;
             }
             Resize::Copy(old)
         }
@@ -860,52 +601,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Give the heap a range of otherwise unused memory (musl's dynamic linker donates the
-    /// gaps in loaded segments). Bad ranges are ignored; the memory is never unmapped.
-    ///
-    /// # Safety
-    /// `start .. end` is writable memory that nothing else uses, now or later.
-    pub unsafe fn donate(&self, start: *mut u8, end: *mut u8) {
-        if start.is_null() || end.addr() <= start.addr() {
-            return;
-        }
-        let mut a = round_up(start.addr(), UNIT);
-        let b = end.addr() & !(UNIT - 1);
-        if b <= a {
-            return;
-        }
-        // SAFETY: the caller gives us the whole range, readable for good.
-        unsafe {
-            start.write_bytes(0, end.addr() - start.addr());
-            if !pagemap::register::<O>(start, end.addr() - start.addr()) {
-                return;
-            }
-        }
-        let Some(mut st) = self.locked() else {
-            return;
-        };
-        let secret = st.secret;
-        let mut sc = NUM_CLASSES - 1;
-        while sc > 0 && b > a {
-            let span = (SIZE_CLASSES[sc] as usize + 1) * UNIT;
-            if b - a >= span {
-                // SAFETY: the lock is held; `a .. a + span` is donated, zeroed memory.
-                unsafe {
-                    let Some(m) = st.alloc_meta::<O>(secret) else {
-                        return;
-                    };
-                    let mem = start.with_addr(a);
-                    // a free slot (zeroed memory: no header decodes in it)
-                    init_group(m, mem, 0, 0, sc as u8, 0, 0, 1);
-                    (*m).freeable = 0;
-                    queue(&mut st.active[sc], m);
-                }
-                a += span;
-            }
-            sc = sc.saturating_sub(4);
-        }
-    }
-
     /// musl's fork hook: `who < 0` before fork (take the lock), `0` in the parent
     /// afterwards (release it), `> 0` in the child (the lock's holder is gone: reset).
     pub fn atfork(&self, who: i32) {
@@ -922,7 +617,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 /// # Safety
 /// `m` is a fresh record, `mem` the group's writable memory; the lock is held.
 #[allow(clippy::too_many_arguments)]
-unsafe fn init_group(
+pub(crate) unsafe fn init_group(
     m: *mut Meta,
     mem: *mut u8,
     last_idx: usize,
@@ -977,101 +672,6 @@ impl State {
             caches: null_mut(),
             spare_caches: null_mut(),
             stats: Stats::default(),
-        }
-    }
-
-    /// mallocng `alloc_meta`: a record from the free list, else from the current meta
-    /// area, else from a new area: taken from the program break (first with a guard page
-    /// below it), or carved from a PROT_NONE reservation that doubles each time, so that
-    /// every area has an inaccessible page or area-sized gap below the first.
-    ///
-    /// # Safety
-    /// The lock is held.
-    unsafe fn alloc_meta<O: Os>(&mut self, secret: u64) -> Option<*mut Meta> {
-        // SAFETY: free and area records are ours under the lock; new areas are fresh.
-        unsafe {
-            if let Some(m) = dequeue_head(&mut self.free_meta_head) {
-                return Some(m);
-            }
-            if self.avail_meta_count == 0 {
-                let pagesize = self.pagesize;
-                let mut need_unprotect = true;
-                if self.avail_meta_area_count == 0 && O::USE_BRK && self.brk != BRK_FAILED {
-                    let mut new = self.brk + pagesize;
-                    let mut need_guard = false;
-                    if self.brk == 0 {
-                        need_guard = true;
-                        let b = O::brk(0);
-                        // some ancient kernels returned _ebss instead of the next page.
-                        self.brk = round_up(b, pagesize);
-                        new = self.brk + 2 * pagesize;
-                    }
-                    if self.brk == 0 || O::brk(new) != new {
-                        self.brk = BRK_FAILED;
-                    } else {
-                        if need_guard {
-                            let at = core::ptr::with_exposed_provenance_mut(self.brk);
-                            O::mmap(at, pagesize, Prot::None, true);
-                        }
-                        self.brk = new;
-                        self.avail_meta_areas =
-                            core::ptr::with_exposed_provenance_mut(new - pagesize);
-                        self.avail_meta_area_count = pagesize / AREA;
-                        self.stats.brk_areas += 1;
-                        need_unprotect = false;
-                    }
-                }
-                if self.avail_meta_area_count == 0 {
-                    let n = 2usize << self.meta_alloc_shift;
-                    let p = O::mmap(null_mut(), n * pagesize, Prot::None, false)?.as_ptr();
-                    self.avail_meta_areas = p.wrapping_add(pagesize);
-                    self.avail_meta_area_count = (n - 1) * (pagesize / AREA);
-                    self.meta_alloc_shift = (self.meta_alloc_shift + 1).min(20);
-                }
-                let p = self.avail_meta_areas;
-                if p.addr() & (pagesize - 1) != 0 {
-                    need_unprotect = false;
-                }
-                if need_unprotect && !O::mprotect(p, pagesize, Prot::ReadWrite) {
-                    return None;
-                }
-                // the decoder reads a record's area only if the page map lists it
-                if !pagemap::note_area(p) && !pagemap::register::<O>(p, AREA) {
-                    return None;
-                }
-                self.avail_meta_area_count -= 1;
-                self.avail_meta_areas = p.wrapping_add(AREA);
-                let area = p.cast::<MetaArea>();
-                if self.meta_area_tail.is_null() {
-                    self.meta_area_head = area;
-                } else {
-                    (*self.meta_area_tail).next = area;
-                }
-                self.meta_area_tail = area;
-                (*area).check = secret;
-                (*area).nslots = AREA_SLOTS;
-                self.avail_meta_count = AREA_SLOTS;
-                self.avail_meta = area_slots(area);
-                self.stats.meta_areas += 1;
-            }
-            self.avail_meta_count -= 1;
-            let m = self.avail_meta;
-            self.avail_meta = m.wrapping_add(1);
-            (*m).prev = null_mut();
-            (*m).next = null_mut();
-            Some(m)
-        }
-    }
-
-    /// Return a record to the free list, wiped.
-    ///
-    /// # Safety
-    /// `m` is live and unlisted; the lock is held.
-    unsafe fn free_meta(&mut self, m: *mut Meta) {
-        // SAFETY: forwarded.
-        unsafe {
-            m.write(Meta::empty());
-            queue(&mut self.free_meta_head, m);
         }
     }
 
@@ -1235,7 +835,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn flush_map_caches<O: Os>(&mut self) -> bool {
+    pub(crate) unsafe fn flush_map_caches<O: Os>(&mut self) -> bool {
         let guard = GUARD_PAGES * self.pagesize;
         let mut any = false;
         // SAFETY: cached mappings are the heap's and hold nothing live; a large block is
@@ -1257,7 +857,12 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn alloc_slot<O: Os>(&mut self, sc: usize, req: usize, secret: u64) -> Option<usize> {
+    pub(crate) unsafe fn alloc_slot<O: Os>(
+        &mut self,
+        sc: usize,
+        req: usize,
+        secret: u64,
+    ) -> Option<usize> {
         // SAFETY: forwarded; the new group is fresh and ours.
         unsafe {
             let first = self.try_avail(sc);
@@ -1423,29 +1028,7 @@ impl State {
                     self.cache
                         .put_within(mem, len, group_budget(self.group_bytes, len))
                 } else {
-                    // Keep the block, guards and all, with its data made a guard too: the
-                    // pages are zapped (no memory), any use after free faults, and the
-                    // address range is reused whole instead of unmapped and remapped
-                    // (which fragments the address space into ever more VMAs). Blocks
-                    // with PROT_NONE guards, or whose data cannot be guarded, are unmapped.
-                    let (lead, trail, protnone) = large_guards(g);
-                    let guard = GUARD_PAGES * self.pagesize;
-                    let whole = (mem.wrapping_sub(lead), lead + len + trail);
-                    // its data is no longer heap memory to the decoder (then guarded, or
-                    // unmapped with the rest)
-                    pagemap::unregister::<O>(mem, len);
-                    if !protnone && O::guard(mem, len, true) {
-                        // cached as a span with the configured guard on each side: the
-                        // surplus guards are part of the span (already guarded)
-                        let (span_at, span) = (whole.0.wrapping_add(guard), whole.1 - 2 * guard);
-                        let guard_of = |e: Option<(*mut u8, usize)>| {
-                            e.map(|(p, l)| (p.wrapping_sub(guard), l + 2 * guard))
-                        };
-                        let [a, b] = self.large_cache.put(span_at, span);
-                        [guard_of(a), guard_of(b)]
-                    } else {
-                        [Some(whole), None]
-                    }
+                    self.retire_large::<O>(g, mem, len)
                 }
             } else {
                 let p = (*g).mem.cast::<u8>();
@@ -1503,84 +1086,6 @@ impl State {
             }
             // otherwise, keep the last group in a bouncing class.
             false
-        }
-    }
-
-    /// Give back the whole pages of free slots that stayed free for a full sweep
-    /// interval. mallocng 1.2.1–1.2.3 released pages on *every* free of a multi-page slot
-    /// and a churn of medium sizes became a storm of `madvise` calls (1.2.4 turned it
-    /// off, never releasing). Here a slot is released only if it was free at the previous
-    /// sweep and still is: slots reused within an interval (every churn loop) cost
-    /// nothing, and adjacent cold slots are released in one call.
-    ///
-    /// DONTNEED rather than FREE, on purpose: only cold memory gets here, so the cheap
-    /// reuse MADV_FREE offers hardly matters, while MADV_FREE pages stay in RSS (and in a
-    /// container's memory charge) until the kernel feels pressure, which is what a user
-    /// watching RSS after a large free would see as a leak.
-    ///
-    /// # Safety
-    /// The lock is held.
-    pub(crate) unsafe fn sweep<O: Os>(&mut self) {
-        self.stats.sweeps += 1;
-        let mut budget = SWEEP_GROUPS;
-        for _ in 0..NUM_CLASSES {
-            let sc = self.sweep_class;
-            self.sweep_class = (sc + 1) % NUM_CLASSES;
-            let head = self.active[sc];
-            if head.is_null() || class_size(sc) < self.pagesize + IB {
-                continue;
-            }
-            let mut m = head;
-            loop {
-                // SAFETY: listed records are live; the lock is held.
-                unsafe {
-                    self.release_cold::<O>(m);
-                    m = ok(checked_links(m)).1;
-                }
-                budget -= 1;
-                if m == head || budget == 0 {
-                    break;
-                }
-            }
-            if budget == 0 {
-                break;
-            }
-        }
-    }
-
-    /// # Safety
-    /// `m` is live; the lock is held.
-    unsafe fn release_cold<O: Os>(&mut self, m: *mut Meta) {
-        // SAFETY: freed slots cannot be handed out without the lock, which we hold; only
-        // whole pages strictly inside slots are released, never a header.
-        unsafe {
-            if (*m).last_idx == 0 {
-                return;
-            }
-            let freed = (*m).freed_mask.load(Relaxed);
-            // slots never activated are untouched pages: nothing to give back
-            let touched = low_mask((*(*m).mem).active_idx as usize);
-            let cold = freed & (*m).swept_mask & !(*m).clean_mask & touched;
-            (*m).swept_mask = freed;
-            if cold == 0 {
-                return;
-            }
-            let ps = self.pagesize;
-            let st = stride(m);
-            let base = storage((*m).mem);
-            let mut rest = cold;
-            while rest != 0 {
-                let i = rest.trailing_zeros() as usize;
-                let run = (rest >> i).trailing_ones() as usize;
-                let lo = round_up(base.addr() + i * st, ps);
-                let hi = (base.addr() + (i + run) * st - IB) & !(ps - 1);
-                if hi > lo {
-                    O::release(base.with_addr(lo), hi - lo);
-                    self.stats.releases += 1;
-                }
-                rest &= !(low_mask(i + run - 1));
-            }
-            (*m).clean_mask |= cold;
         }
     }
 }

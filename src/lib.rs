@@ -20,18 +20,23 @@ extern crate std;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod donate;
 pub mod heap;
+pub mod large;
 pub mod list;
 pub mod lock;
 pub mod masks;
 pub mod meta;
+pub mod meta_area;
 pub mod os;
 pub mod pagemap;
 pub mod policy;
+pub mod release;
 pub mod size_class;
 pub mod slot;
 pub mod tcache;
 pub mod walk;
+pub mod zero_size;
 
 #[cfg(any(feature = "standalone", feature = "musl"))]
 pub mod abi;

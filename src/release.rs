@@ -1,0 +1,112 @@
+//! Giving back the whole pages of free slots that stayed free for a sweep interval.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::check::ok;
+use crate::config::{IB, NUM_CLASSES};
+use crate::heap::{Heap, State};
+use crate::list::checked_links;
+use crate::lock::RawLock;
+use crate::meta::{Meta, low_mask, storage, stride};
+use crate::os::Os;
+use crate::policy::round_up;
+use crate::size_class::class_size;
+
+/// Frees of multi-page slots between two release sweeps.
+pub(crate) const SWEEP_INTERVAL: u32 = 256;
+
+/// Groups one sweep looks at, at most, so its cost stays bounded in a large heap.
+pub(crate) const SWEEP_GROUPS: usize = 128;
+
+impl<O: Os, L: RawLock> Heap<O, L> {
+    /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
+    pub(crate) fn after_free(&self, medium: bool) {
+        if medium
+            && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
+            && let Some(mut st) = self.locked()
+        {
+            // SAFETY: the lock is held.
+            unsafe { st.sweep::<O>() };
+        }
+    }
+}
+
+impl State {
+    /// Give back the whole pages of free slots that stayed free for a full sweep
+    /// interval. mallocng 1.2.1–1.2.3 released pages on *every* free of a multi-page slot
+    /// and a churn of medium sizes became a storm of `madvise` calls (1.2.4 turned it
+    /// off, never releasing). Here a slot is released only if it was free at the previous
+    /// sweep and still is: slots reused within an interval (every churn loop) cost
+    /// nothing, and adjacent cold slots are released in one call.
+    ///
+    /// DONTNEED rather than FREE, on purpose: only cold memory gets here, so the cheap
+    /// reuse MADV_FREE offers hardly matters, while MADV_FREE pages stay in RSS (and in a
+    /// container's memory charge) until the kernel feels pressure, which is what a user
+    /// watching RSS after a large free would see as a leak.
+    ///
+    /// # Safety
+    /// The lock is held.
+    pub(crate) unsafe fn sweep<O: Os>(&mut self) {
+        self.stats.sweeps += 1;
+        let mut budget = SWEEP_GROUPS;
+        for _ in 0..NUM_CLASSES {
+            let sc = self.sweep_class;
+            self.sweep_class = (sc + 1) % NUM_CLASSES;
+            let head = self.active[sc];
+            if head.is_null() || class_size(sc) < self.pagesize + IB {
+                continue;
+            }
+            let mut m = head;
+            loop {
+                // SAFETY: listed records are live; the lock is held.
+                unsafe {
+                    self.release_cold::<O>(m);
+                    m = ok(checked_links(m)).1;
+                }
+                budget -= 1;
+                if m == head || budget == 0 {
+                    break;
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+    }
+
+    /// # Safety
+    /// `m` is live; the lock is held.
+    pub(crate) unsafe fn release_cold<O: Os>(&mut self, m: *mut Meta) {
+        // SAFETY: freed slots cannot be handed out without the lock, which we hold; only
+        // whole pages strictly inside slots are released, never a header.
+        unsafe {
+            if (*m).last_idx == 0 {
+                return;
+            }
+            let freed = (*m).freed_mask.load(Relaxed);
+            // slots never activated are untouched pages: nothing to give back
+            let touched = low_mask((*(*m).mem).active_idx as usize);
+            let cold = freed & (*m).swept_mask & !(*m).clean_mask & touched;
+            (*m).swept_mask = freed;
+            if cold == 0 {
+                return;
+            }
+            let ps = self.pagesize;
+            let st = stride(m);
+            let base = storage((*m).mem);
+            let mut rest = cold;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                let run = (rest >> i).trailing_ones() as usize;
+                let lo = round_up(base.addr() + i * st, ps);
+                let hi = (base.addr() + (i + run) * st - IB) & !(ps - 1);
+                if hi > lo {
+                    O::release(base.with_addr(lo), hi - lo);
+                    self.stats.releases += 1;
+                }
+                rest &= !(low_mask(i + run - 1));
+            }
+            (*m).clean_mask |= cold;
+        }
+    }
+}
