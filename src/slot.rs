@@ -12,15 +12,15 @@
 //! ```
 //! - `off` is the distance from the group's storage to `p` in UNITs. When it does not fit
 //!   16 bits (over-aligned allocations), `off == OFF_BIG` and the 32-bit distance, XORed
-//!   with [`Key::word`], sits at `p-8` (inside the slot: such a `p` lies deep in it).
+//!   with `Key::word`, sits at `p-8` (inside the slot: such a `p` lies deep in it).
 //! - `idx` is the slot index in the group.
 //! - `rsv` is the number of unused bytes at the end of the slot (0..=4), or one of the
-//!   codes below. With [`RSV_EXT`] the count, XORed with [`Key::word`], is a `u32` at
+//!   codes below. With [`RSV_EXT`] the count, XORed with `Key::word`, is a `u32` at
 //!   `end-4`.
 //! - `end` is `start + stride - IB`: the last IB bytes of each stride belong to the next
 //!   slot's header.
 //! - The three bytes `p-3 .. p` hold the 24 bits `idx | rsv << 5 | off << 8` XORed with
-//!   [`Key::info`], a key derived from the heap's secret and `p` itself: a header cannot be
+//!   `Key::info`, a key derived from the heap's secret and `p` itself: a header cannot be
 //!   forged, nor moved to another address, without the secret; a stray write into it
 //!   (an underflow, a dangling pointer) makes it decode to fields that do not match the
 //!   group, and the free crashes.
