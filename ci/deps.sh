@@ -63,7 +63,7 @@ rustup_add() { # what, rustup arguments...
 }
 cargo fmt --version >/dev/null 2>&1 || rustup_add rustfmt component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup_add clippy component add clippy
-for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl aarch64-unknown-linux-gnu; do
   [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"
 done
 # the reliability checks of `make test`: nightly Rust with rust-src (ThreadSanitizer

@@ -84,6 +84,8 @@ step "aarch64 (qemu-user): guards (the fallback, detected) and mlockall" env ARC
   ci/hardening-tests.sh "$BUILD" "$a64"
 step "aarch64 (qemu-user): attack suite (stock aarch64 musl for the record)" env ARCH=aarch64 \
   ci/attacks.sh "$BUILD" "$a64" "$a64-mallocng"
+step "aarch64 (qemu-user): the standalone library preloaded on glibc, with thread caches" \
+  ci/aarch64-standalone.sh "$BUILD"
 # real software: BusyBox's and gawk's own test suites, ngmalloc against stock musl; the
 # test image (BusyBox, C tests, attack suite) booted on Debian's 6.1 kernel under qemu
 step "real test suites: BusyBox and gawk, the same tests pass as on stock musl" \

@@ -61,6 +61,8 @@ pub struct Stats {
     pub large_mapped: u64,
     /// Meta areas set up.
     pub meta_areas: u64,
+    /// Thread caches made.
+    pub caches: u64,
     /// Meta areas that came from the program break.
     pub brk_areas: u64,
     /// Release sweeps run.

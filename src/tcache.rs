@@ -384,6 +384,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
             register(&mut st.caches, tc);
+            st.stats.caches += 1;
             tc
         }
     }

@@ -317,7 +317,7 @@ extern "C" fn init() {
 }
 
 /// At exit, with `NGMALLOC_REPORT=path`, append one line proving which allocator served
-/// this process: `ngmalloc pid=.. groups=.. nested=.. large=.. areas=..`.
+/// this process: `ngmalloc pid=.. groups=.. nested=.. large=.. areas=.. caches=..`.
 extern "C" fn fini() {
     // SAFETY: written once in `init`, read here at exit.
     let path = unsafe { &*core::ptr::addr_of!(REPORT_PATH) };
@@ -331,6 +331,7 @@ extern "C" fn fini() {
     line.push(b" nested=").num(s.groups_nested);
     line.push(b" large=").num(s.large_mapped);
     line.push(b" areas=").num(s.meta_areas);
+    line.push(b" caches=").num(s.caches);
     line.push(b"\n");
     append_file(path, line.bytes());
 }

@@ -183,9 +183,12 @@ pub unsafe fn set_thread_value(key: u32, v: *mut core::ffi::c_void) -> bool {
 
 // The calling thread's word of initial-exec TLS: the standalone library's thread-cache
 // state. Defined in assembly because `#[thread_local]` is not stable Rust; initial-exec,
-// so an access is two instructions and no call (the library is loaded at start-up, by
+// so an access is a few instructions and no call (the library is loaded at start-up, by
 // LD_PRELOAD or as a dependency, where static TLS is available).
-#[cfg(all(feature = "standalone", target_arch = "x86_64"))]
+#[cfg(all(
+    feature = "standalone",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 core::arch::global_asm!(
     ".pushsection .tbss,\"awT\",@nobits",
     ".p2align 3",
@@ -198,8 +201,8 @@ core::arch::global_asm!(
     ".popsection",
 );
 
-/// Read the calling thread's TLS word (0 in a new thread). Elsewhere than x86_64, where
-/// there is no TLS word yet, always 1: "no cache", the locked paths.
+/// Read the calling thread's TLS word (0 in a new thread). Elsewhere than x86_64 and
+/// aarch64, where there is no TLS word yet, always 1: "no cache", the locked paths.
 #[cfg(feature = "standalone")]
 #[inline(always)]
 pub fn tls_get() -> usize {
@@ -217,7 +220,25 @@ pub fn tls_get() -> usize {
         }
         v
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: usize;
+        // SAFETY: reads this thread's own TLS word: its offset from the thread pointer
+        // through the GOT (initial-exec), the thread pointer from tpidr_el0.
+        unsafe {
+            core::arch::asm!(
+                "adrp {v}, :gottprel:__ngmalloc_tls",
+                "ldr {v}, [{v}, #:gottprel_lo12:__ngmalloc_tls]",
+                "mrs {tp}, tpidr_el0",
+                "ldr {v}, [{tp}, {v}]",
+                v = out(reg) v,
+                tp = out(reg) _,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+        v
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     1
 }
 
@@ -236,7 +257,21 @@ pub fn tls_set(v: usize) {
             options(nostack, preserves_flags)
         );
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: writes this thread's own TLS word (as tls_get finds it).
+    unsafe {
+        core::arch::asm!(
+            "adrp {t}, :gottprel:__ngmalloc_tls",
+            "ldr {t}, [{t}, #:gottprel_lo12:__ngmalloc_tls]",
+            "mrs {tp}, tpidr_el0",
+            "str {v}, [{tp}, {t}]",
+            t = out(reg) _,
+            tp = out(reg) _,
+            v = in(reg) v,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = v;
 }
 
