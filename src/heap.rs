@@ -262,6 +262,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     fn make_region() -> *mut Region {
         let ps = O::page_size().max(AREA);
         let span = round_up(core::mem::size_of::<Region>(), ps);
+        // the decoder's page-map lookup takes the top array for granted once a secret exists
+        if !pagemap::ensure_top::<O>() {
+            return null_mut();
+        }
         // SAFETY: a fresh mapping; the middle is made writable before it is written.
         unsafe {
             let Some(base) = O::mmap(null_mut(), span + 2 * ps, Prot::None, false) else {

@@ -63,6 +63,33 @@ pub fn contains(addr: usize) -> bool {
     }
 }
 
+/// [`contains`] for a process that has a heap: the top array exists (every heap makes it
+/// before it publishes its secret, [`ensure_top`]), so it is not tested for null.
+#[inline(always)]
+pub fn contains_live(addr: usize) -> bool {
+    if addr >> VA_BITS != 0 {
+        return false;
+    }
+    let top = TOP.load(Acquire);
+    debug_assert!(!top.is_null());
+    // SAFETY: as in `contains`; the top array exists once any heap does.
+    unsafe {
+        let leaf = (*top.add(addr >> LEAF_SHIFT)).load(Acquire);
+        if leaf.is_null() {
+            return false;
+        }
+        let page = (addr >> PAGE_SHIFT) & ((1 << (LEAF_SHIFT - PAGE_SHIFT)) - 1);
+        (*leaf.add(page / 64)).load(Relaxed) >> (page % 64) & 1 != 0
+    }
+}
+
+/// Make the top array if there is none yet; false if it cannot be mapped. A heap calls it
+/// before it publishes its secret, so a pointer validated against a secret never meets a
+/// missing top array ([`contains_live`]).
+pub fn ensure_top<O: Os>() -> bool {
+    !install::<O, AtomicPtr<AtomicU64>>(&TOP, TOP_BYTES).is_null()
+}
+
 /// Meta areas are listed here, as runs of consecutive pages (`first page << RUN_BITS |
 /// pages`, oldest first), not in the map: they are never unregistered (no heap gives its
 /// areas back) and come in few runs (the program break, or one run per reservation, whose

@@ -47,7 +47,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::check::{Corrupt, check, ensure, ok};
 use crate::config::{AREA, CLASS_MMAP, IB, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
-use crate::pagemap::{contains, contains_area};
+use crate::pagemap::{contains_area, contains_live};
 
 /// `rsv` code: the reserved count is stored as a keyed `u32` at `end - 4`.
 pub const RSV_EXT: u8 = 5;
@@ -294,7 +294,7 @@ pub struct Slot {
 #[inline(always)]
 pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt> {
     // SAFETY: forwarded.
-    Ok(unsafe { decode::<false>(p, secret) }?.meta)
+    Ok(unsafe { decode::<false, false>(p, secret) }?.meta)
 }
 
 /// [`find_slot`] of the pointer a nested group's memory is (its host slot's), out of line:
@@ -306,7 +306,7 @@ pub unsafe fn find_meta(p: *const u8, secret: u64) -> Result<*mut Meta, Corrupt>
 #[inline(never)]
 pub unsafe fn find_host(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     // SAFETY: forwarded.
-    let s = unsafe { decode::<true>(p, secret) }?;
+    let s = unsafe { decode::<true, false>(p, secret) }?;
     ensure!(s.rsv == RSV_NESTED, Corrupt::Reserved);
     Ok(s)
 }
@@ -319,7 +319,18 @@ pub unsafe fn find_host(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
 #[inline(always)]
 pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
     // SAFETY: forwarded.
-    unsafe { decode::<false>(p, secret) }
+    unsafe { decode::<false, false>(p, secret) }
+}
+
+/// [`find_slot`] with the secret of a heap that exists (a thread cache's copy): no test
+/// for the uninitialised heap.
+///
+/// # Safety
+/// As [`find_meta`]; `secret` is a live heap's.
+#[inline(always)]
+pub unsafe fn find_slot_live(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe { decode::<false, true>(p, secret) }
 }
 
 /// The decoder: of a user pointer, or with `HOST` of a nested group's memory (the user
@@ -328,12 +339,17 @@ pub unsafe fn find_slot(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
 /// # Safety
 /// As [`find_meta`].
 #[inline(always)]
-unsafe fn decode<const HOST: bool>(p: *const u8, secret: u64) -> Result<Slot, Corrupt> {
+unsafe fn decode<const HOST: bool, const LIVE: bool>(
+    p: *const u8,
+    secret: u64,
+) -> Result<Slot, Corrupt> {
     ensure!(p.addr() & (UNIT - 1) == 0, Corrupt::Misaligned);
-    ensure!(secret != 0, Corrupt::Uninitialised);
+    // (a live heap's secret is never 0, and its page map has a top array)
+    debug_assert!(!LIVE || secret != 0);
+    ensure!(LIVE || secret != 0, Corrupt::Uninitialised);
     // the header (the unit before `p`, one page) must be heap memory before it is read
     let hdr = p.addr().wrapping_sub(UNIT);
-    ensure!(contains(hdr), Corrupt::Foreign);
+    ensure!(contains_live(hdr), Corrupt::Foreign);
     // SAFETY: the header is heap memory; every address derived from it is checked to be
     // heap memory before it is read, and what is read there is checked (secret first)
     // before it is trusted.
@@ -359,7 +375,7 @@ unsafe fn decode<const HOST: bool>(p: *const u8, secret: u64) -> Result<Slot, Co
         // a 16-byte group header lies in one page: the header's, already checked (most
         // small slots), or one to look up
         ensure!(
-            (base.addr() ^ hdr) < AREA || contains(base.addr()),
+            (base.addr() ^ hdr) < AREA || contains_live(base.addr()),
             Corrupt::Foreign
         );
         let meta = (*base).meta;

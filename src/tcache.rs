@@ -50,7 +50,7 @@ use crate::os::{Os, Prot};
 use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
-    Key, Slot, enframe_inline, find_host, find_slot, nominal_size, retire, slot_bounds,
+    Key, Slot, enframe_inline, find_host, find_slot_live, nominal_size, retire, slot_bounds,
 };
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -532,7 +532,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
         unsafe {
-            let s = ok(find_slot(p, secret));
+            let s = ok(find_slot_live(p, secret));
             ok(nominal_size(p, &s));
             let g = s.meta;
             let sc = (*g).sizeclass as usize;
