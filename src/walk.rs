@@ -100,14 +100,16 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
         let st = stride(m);
         let start = storage((*m).mem).wrapping_add(i * st);
         let end = start.wrapping_add(st - IB);
-        // (the fields first: the decoder follows the header's offset, and only one that
-        // leads to this group keeps it inside the group's mapping)
+        // A candidate must validate whole, header and check byte. (The fields first: the
+        // decoder follows the header's offset, and only one that leads to this group keeps
+        // it inside the group's mapping.)
         let names = |q: *mut u8| {
             let (idx, rsv, off) = header_fields(q, secret);
             idx == i
                 && rsv <= RSV_EXT
                 && off == (q.addr() - storage((*m).mem).addr()) / UNIT
-                && find_slot(q, secret).is_ok_and(|s| s.meta == m && s.idx == i)
+                && find_slot(q, secret)
+                    .is_ok_and(|s| s.meta == m && s.idx == i && nominal_size(q, &s).is_ok())
         };
         if (*m).hosts.load(Relaxed) & 1 << i != 0 {
             want!(
@@ -117,9 +119,9 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
             );
             return Ok(InUse::Host);
         }
-        if names(start) {
-            return Ok(InUse::Block(start));
-        }
+        // The redirect first: its plain bits, read as a keyed header at the slot's start,
+        // name this slot by chance about once in three million slots (index, offset and
+        // reserved code all fitting), which a walk of every slot after every step meets.
         if let Some(off) = redirect(start)
             && off != 0
         {
@@ -127,6 +129,9 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
             if p < end && names(p) {
                 return Ok(InUse::Block(p));
             }
+        }
+        if names(start) {
+            return Ok(InUse::Block(start));
         }
         fail("in-use slot has no valid header", start.addr())
     }
