@@ -100,16 +100,17 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
         let st = stride(m);
         let start = storage((*m).mem).wrapping_add(i * st);
         let end = start.wrapping_add(st - IB);
-        // A candidate must validate whole, header and check byte. (The fields first: the
-        // decoder follows the header's offset, and only one that leads to this group keeps
-        // it inside the group's mapping.)
-        let names = |q: *mut u8| {
+        // Whether `q`'s header names this slot, and (`whole`) its check byte validates too.
+        // (The fields first: the decoder follows the header's offset, and only one that
+        // leads to this group keeps it inside the group's mapping.)
+        let names = |q: *mut u8, whole: bool| {
             let (idx, rsv, off) = header_fields(q, secret);
             idx == i
                 && rsv <= RSV_EXT
                 && off == (q.addr() - storage((*m).mem).addr()) / UNIT
-                && find_slot(q, secret)
-                    .is_ok_and(|s| s.meta == m && s.idx == i && nominal_size(q, &s).is_ok())
+                && find_slot(q, secret).is_ok_and(|s| {
+                    s.meta == m && s.idx == i && (!whole || nominal_size(q, &s).is_ok())
+                })
         };
         if (*m).hosts.load(Relaxed) & 1 << i != 0 {
             want!(
@@ -119,19 +120,26 @@ unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Vio
             );
             return Ok(InUse::Host);
         }
-        // The redirect first: its plain bits, read as a keyed header at the slot's start,
-        // name this slot by chance about once in three million slots (index, offset and
-        // reserved code all fitting), which a walk of every slot after every step meets.
-        if let Some(off) = redirect(start)
-            && off != 0
-        {
-            let p = start.wrapping_add(off * UNIT);
-            if p < end && names(p) {
+        // The redirect's target first, and a whole validation before a header's: a
+        // redirect's plain bits, read as a keyed header at the slot's start, name this slot
+        // by chance about once in three million slots (index, offset and reserved code all
+        // fitting), which a walk of every slot after every step meets. A header alone is
+        // the fallback, so a corrupted check byte is reported as what it is.
+        let target = match redirect(start) {
+            Some(off) if off != 0 && start.wrapping_add(off * UNIT) < end => {
+                Some(start.wrapping_add(off * UNIT))
+            }
+            _ => None,
+        };
+        for whole in [true, false] {
+            if let Some(p) = target
+                && names(p, whole)
+            {
                 return Ok(InUse::Block(p));
             }
-        }
-        if names(start) {
-            return Ok(InUse::Block(start));
+            if names(start, whole) {
+                return Ok(InUse::Block(start));
+            }
         }
         fail("in-use slot has no valid header", start.addr())
     }
