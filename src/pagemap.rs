@@ -44,35 +44,27 @@ static TOP: AtomicPtr<AtomicPtr<AtomicU64>> = AtomicPtr::new(null_mut());
 /// Whether the page holding `addr` is heap memory.
 #[inline(always)]
 pub fn contains(addr: usize) -> bool {
-    if addr >> VA_BITS != 0 {
-        return false;
-    }
     let top = TOP.load(Acquire);
-    if top.is_null() {
-        return false;
-    }
-    // SAFETY: the top array has TOP_LEN entries and `addr >> LEAF_SHIFT < TOP_LEN`; a
-    // non-null leaf has LEAF_WORDS words and the word index is below that.
-    unsafe {
-        let leaf = (*top.add(addr >> LEAF_SHIFT)).load(Acquire);
-        if leaf.is_null() {
-            return false;
-        }
-        let page = (addr >> PAGE_SHIFT) & ((1 << (LEAF_SHIFT - PAGE_SHIFT)) - 1);
-        (*leaf.add(page / 64)).load(Relaxed) >> (page % 64) & 1 != 0
-    }
+    !top.is_null() && in_map(top, addr)
 }
 
 /// [`contains`] for a process that has a heap: the top array exists (every heap makes it
 /// before it publishes its secret, [`ensure_top`]), so it is not tested for null.
 #[inline(always)]
 pub fn contains_live(addr: usize) -> bool {
+    let top = TOP.load(Acquire);
+    debug_assert!(!top.is_null());
+    in_map(top, addr)
+}
+
+/// The lookup of [`contains`] in the non-null top array `top`.
+#[inline(always)]
+fn in_map(top: *mut AtomicPtr<AtomicU64>, addr: usize) -> bool {
     if addr >> VA_BITS != 0 {
         return false;
     }
-    let top = TOP.load(Acquire);
-    debug_assert!(!top.is_null());
-    // SAFETY: as in `contains`; the top array exists once any heap does.
+    // SAFETY: the top array has TOP_LEN entries and `addr >> LEAF_SHIFT < TOP_LEN`; a
+    // non-null leaf has LEAF_WORDS words and the word index is below that.
     unsafe {
         let leaf = (*top.add(addr >> LEAF_SHIFT)).load(Acquire);
         if leaf.is_null() {
