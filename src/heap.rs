@@ -108,6 +108,10 @@ pub struct State {
     /// Cache places no thread holds, zeroed, linked through `next` and `prev`
     /// (`tcache.rs`: the region's own, and the free places of cache pages).
     pub(crate) spare_caches: *mut crate::tcache::ThreadCache,
+    /// Caches whose threads exited while they still owned groups with slots in use,
+    /// linked through `next` and `prev`: the next thread to make a cache adopts one, groups
+    /// and all (`tcache.rs`). Their lists change only under the lock.
+    pub(crate) abandoned: *mut crate::tcache::ThreadCache,
     pub(crate) stats: Stats,
 }
 
@@ -302,16 +306,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe { (*r).pagesize }
     }
 
-    /// The region's cache place (null before the region is made).
-    pub(crate) fn home_cache(&self) -> *mut ThreadCache {
-        let r = self.region.load(Acquire);
-        if r.is_null() {
-            return null_mut();
-        }
-        // SAFETY: a published region is never unmapped.
-        unsafe { (*r).home.get() }
-    }
-
     /// The heap's secret (0 before the first allocation).
     pub fn secret(&self) -> u64 {
         let r = self.region.load(Acquire);
@@ -463,6 +457,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub(crate) unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
         // SAFETY: the caller vouches for the slot; the group outlives it.
         unsafe {
+            let owner = (*g).owner.load(Relaxed);
+            if !owner.is_null() {
+                return self.free_remote(owner, g, idx);
+            }
             let bit = 1u32 << idx;
             let all = low_mask((*g).last_idx as usize);
             // atomic free without locking if this is neither the first freed slot (the
@@ -647,6 +645,7 @@ pub(crate) unsafe fn init_group(
         (*m).clean_mask = 0;
         (*m).swept_mask = 0;
         (*m).hosts.store(0, Relaxed);
+        (*m).owner.store(null_mut(), Relaxed);
     }
 }
 
@@ -677,6 +676,7 @@ impl State {
             quarantine_next: 0,
             caches: null_mut(),
             spare_caches: null_mut(),
+            abandoned: null_mut(),
             stats: Stats::default(),
         }
     }
@@ -883,6 +883,44 @@ impl State {
         }
     }
 
+    /// A new group of class `sc` for the thread cache `owner` (`tcache.rs`): every slot
+    /// in `avail_mask` (the owner hands them out lowest first, so untouched pages stay
+    /// untouched without mallocng's progressive activation), unlisted.
+    ///
+    /// # Safety
+    /// The lock is held; `owner` is a live cache of this heap.
+    pub(crate) unsafe fn own_group<O: Os>(
+        &mut self,
+        sc: usize,
+        req: usize,
+        secret: u64,
+        owner: *mut ThreadCache,
+    ) -> Option<*mut Meta> {
+        // SAFETY: the new group is fresh and unreachable from any other thread.
+        unsafe {
+            let m = self.alloc_group::<O>(sc, req, secret)?;
+            let last = (*m).last_idx;
+            (*m).avail_mask.store(low_mask(last as usize), Relaxed);
+            (*m).freed_mask.store(0, Relaxed);
+            (*(*m).mem).active_idx = last;
+            (*m).owner.store(owner, Relaxed);
+            Some(m)
+        }
+    }
+
+    /// Tear down the empty, unlisted group `g` its owner gives up.
+    ///
+    /// # Safety
+    /// The lock is held; `g` is live, owned, off its owner's list, with every slot in
+    /// `avail_mask` and none freed by another thread after it was collected.
+    pub(crate) unsafe fn retire_owned<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+        // SAFETY: the caller's contract: nothing can reach the group's slots any more.
+        unsafe {
+            (*g).owner.store(null_mut(), Relaxed);
+            self.free_group::<O>(g, secret)
+        }
+    }
+
     /// mallocng `alloc_group`: a new group for `sc`, sized from usage by [`plan_group`].
     ///
     /// # Safety
@@ -1018,7 +1056,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held; `g` is live, unlisted and empty.
-    unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+    pub(crate) unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
         // SAFETY: the lock is held; the host slot of a nested group is validated.
         unsafe {
             let sc = (*g).sizeclass as usize;

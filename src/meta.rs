@@ -26,12 +26,13 @@
 //! lock (the free fast path) and loses them only under it, by `activate_group`.
 
 use core::ptr::null_mut;
-use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicPtr, AtomicU32};
 
 use crate::check::check;
 use crate::config::{AREA, UNIT};
 use crate::size_class::SIZE_CLASSES;
+use crate::tcache::ThreadCache;
 
 /// Header of a group's memory. Slot 0's in-band header overlaps bytes 12..16.
 #[repr(C)]
@@ -93,6 +94,12 @@ pub struct Meta {
     /// Slots that host a nested group (in use for this group; no user pointer resolves to
     /// them). Changed under the heap lock, read by the decoder without it.
     pub hosts: AtomicU32,
+    /// The thread cache that owns the group (`tcache.rs`), or null: an owned group is on
+    /// its owner's list of its class, never on the heap's, and only the owner takes its
+    /// slots or changes `avail_mask`. Set when the group is made for a cache and cleared
+    /// when it is retired empty; an abandoned cache (its thread exited) keeps its groups
+    /// until another thread adopts it.
+    pub owner: AtomicPtr<ThreadCache>,
 }
 
 const _: () = assert!(core::mem::size_of::<Meta>() == 64);
@@ -115,6 +122,7 @@ impl Meta {
             swept_mask: 0,
             units: 0,
             hosts: AtomicU32::new(0),
+            owner: AtomicPtr::new(null_mut()),
         }
     }
 }

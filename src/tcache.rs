@@ -1,258 +1,146 @@
-//! Per-thread caches of free small slots: the path that takes no lock.
+//! Threads own groups: the path that takes no lock.
 //!
 //! mallocng takes the heap lock on every `malloc`; under threads that lock is the cost
-//! (stock musl is 4-90x slower than glibc there). A [`ThreadCache`] keeps, for each small
-//! class, a short stack of free slots (group record and index) that its thread hands out
-//! and takes back without the lock and without atomic operations:
+//! (stock musl is 4-90x slower than glibc there). Here each thread's [`ThreadCache`] owns,
+//! for each small class, a list of groups ([`Meta::owner`]), and allocates from the head
+//! of the list (its *active* group) with no lock and no atomic read-modify-write:
 //!
-//! - `malloc` pops a slot and frames it with [`crate::slot::enframe`] exactly as the locked
-//!   path does (offset cycling, canaries, zero-on-free check);
+//! - `malloc` takes the lowest slot of the active group's `avail_mask` and frames it with
+//!   [`crate::slot::enframe`] exactly as the locked path does (offset cycling, canaries,
+//!   zero-on-free check);
 //! - `free` validates the pointer with every check of the locked path (`find_slot`,
-//!   `nominal_size`), marks the header freed and pushes the slot;
-//! - an empty bin is refilled under one lock acquisition: 2 slots the first time, twice as
-//!   many each time after, up to half its limit (a thread that uses a class a little takes
-//!   little of it); a full bin gives its older half back to the groups
-//!   ([`Heap::release_slot`]: lock-free where mallocng's free is), or, in a long run of
-//!   frees ([`FREE_STREAK`]), the slot being freed;
-//!   in such a run a class the thread never refilled keeps no slots at all.
+//!   `nominal_size`); the owner puts the slot back in `avail_mask`, any other thread
+//!   ORs it into `freed_mask` ([`crate::masks::free_remote`]), never taking the lock;
+//! - when the active group runs dry, the owner collects what other threads freed into it
+//!   ([`crate::masks::collect`]) and walks on along its list, looking at [`WALK`] groups
+//!   at most, before it makes a new group under the lock. The walk goes round the list
+//!   from where it stopped, so a group that other threads emptied is found within a few
+//!   misses, and groups with no free slot cost one look each.
 //!
-//! A cached slot is *in use* for its group (its bit is in neither `avail_mask` nor
-//! `freed_mask`) and carries a *freed* header: a second `free`, a `realloc` or a
-//! `malloc_usable_size` of it crashes as for any freed slot, and its group cannot be freed
-//! nor its pages released while the slot is cached.
+//! The heap lock is taken to make a group, to retire a group its owner emptied (not the
+//! active one, which is kept for the next malloc), and when a thread makes its cache or
+//! exits. At exit the empty groups go and a cache still owning groups with slots in use
+//! is *abandoned* whole; the next thread that makes a cache adopts it, groups and all, so
+//! a program that starts threads again and again takes no lock for their groups. A free
+//! that empties a group of an abandoned cache retires it (under the lock), so memory comes
+//! back as it did before ownership.
 //!
-//! The entries live in the cache, never in the freed memory: a write through a dangling
-//! pointer cannot make `malloc` return an address of the attacker's choosing (what poisons
-//! glibc's tcache).
+//! Ownership changes only between two states a remote free need not tell apart: a group
+//! is made for its owner before any of its slots exists for another thread, and becomes
+//! unowned only when it is empty, when no slot of it can legitimately be freed. So a
+//! remote free never needs to know whether the owner is running, gone or replaced.
 //!
-//! Bounds: classes up to [`TC_CLASSES`] (slots up to 4080 bytes), at most [`limit`] slots
-//! per class (about [`BIN_BYTES`] of slots, 2 to 8): a thread holds at most about 76 KiB
-//! of free slots, usually a few KiB. In a long run of frees (a thread freeing what it
-//! built, [`FREE_STREAK`]) a group whose slots are all free or cached goes back whole, so
-//! freeing everything returns memory as it would without caches. A cache is given back
-//! whole when its thread exits.
-//!
-//! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
-//! `secret` is the heap's; `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` (the record's address with
-//! `i` in its top byte, [`IDX_SHIFT`]) is slot `i` of a live group
-//! `g`, `i <= g.last_idx`, bit `i` in neither mask of `g`, `g.sizeclass < TC_CLASSES`; no
-//! slot appears twice in all caches.
+//! Invariants, for every cache registered with the heap, live or abandoned (checked by
+//! [`crate::walk`]): `secret` is the heap's; for each class `sc < TC_CLASSES`, `active[sc]`
+//! is null or the head of a circular list (through `prev`/`next`) of live groups `g` with
+//! `g.sizeclass == sc`, `g.owner == cache`, `g.mem.active_idx == g.last_idx`; every owned
+//! group is on its owner's list; an abandoned cache owns at least one group.
 
 use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::AtomicBool;
+use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
 use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
-use crate::heap::Heap;
+use crate::heap::{Heap, State, Unmap};
+use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
-use crate::meta::Meta;
-use crate::meta::{clear_zeroed, low_mask, nested};
+use crate::masks::{collect, free_owned, free_remote, take_owned};
+use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
-use crate::policy::round_up;
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{
-    Key, Slot, enframe_inline, find_host, find_slot_live, nominal_size, retire, slot_bounds,
-};
-use core::sync::atomic::Ordering::Relaxed;
+use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
 
-/// Classes with a bin: slots up to 255 units (4080 bytes).
+/// Classes a thread owns groups of: slots up to 255 units (4080 bytes).
 pub const TC_CLASSES: usize = 28;
-/// Entries per bin at most. Every cached slot keeps its group alive, and a thread-heavy
-/// program of small blocks holds a bin for each class in each thread: 8 peaks lower than
-/// 16 for a little more work in drains, and keeps the cache under 2 KiB.
-pub const TC_SLOTS: usize = 8;
-/// Frees in a row, with no malloc between, after which a thread is taken to be freeing
-/// what it built: until its next malloc, a free that leaves its group with nothing in use
-/// but slots in this bin gives the group back whole, if the thread ever refilled that bin
-/// (it built slots of the class). A consumer, which frees what other threads built, gives
-/// no group back whole (that made its producer map a new one at once) and keeps no slots
-/// of classes it never refilled: each goes to its group, where the producers take it
-/// again.
-pub const FREE_STREAK: u32 = 256;
-/// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
-/// group alive, so what a thread can hold back is about this per class, plus the rest
-/// of those groups.
-pub const BIN_BYTES: usize = 4096;
+/// Groups a miss looks at, at most, before it makes a new one: a bound on a miss's work
+/// in a thread owning many full groups. A full group it passes costs one look; the
+/// memory a bounded walk can leave unseen is a fraction of what the thread holds (a new
+/// group is made only after this many were found without a free slot).
+pub const WALK: usize = 8;
+/// Empty groups a thread keeps of each class (besides its active group) for its next
+/// mallocs: more would hold memory a program freed, fewer made thread-local churn of
+/// several classes retire and remake groups (4-local-8t: 1.5 lock acquisitions per 1,000
+/// calls with one kept).
+pub const KEPT_EMPTY: usize = 2;
 /// Whether caches are used at all: not with the options whose point is the order of
 /// reuse (random slots; quarantine, which holds frees back itself).
 pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
 
-/// Slots bin `sc` holds at most: about [`BIN_BYTES`] of slots, between 2 and [`TC_SLOTS`].
-#[inline]
-pub const fn limit(sc: usize) -> usize {
-    LIMITS[sc] as usize
-}
-
-/// Slots a refill of bin `sc` takes after `fills` earlier refills: 2, 4, 8, ... up to half
-/// the bin's limit.
-#[inline]
-pub const fn refill_count(sc: usize, fills: u8) -> usize {
-    let half = limit(sc).div_ceil(2);
-    let want = 2usize << fills;
-    if want < half { want } else { half }
-}
-
-/// Refills after which [`refill_count`] stops growing: the fewest with
-/// `2 << MAX_FILLS >= TC_SLOTS / 2` (derived, so it follows [`TC_SLOTS`]).
-const MAX_FILLS: u8 = {
-    let mut n = 0;
-    while 2 << n < TC_SLOTS / 2 {
-        n += 1;
-    }
-    n
-};
-const _: () = assert!(2 << MAX_FILLS >= TC_SLOTS / 2);
-
-/// Where an entry keeps its slot index: the top byte of the record's address, which is 0:
-/// meta areas are heap memory, and the page map holds none above 2^48.
-pub const IDX_SHIFT: u32 = 56;
-
-/// [`limit`] by class, computed at compile time: the free path reads it on every call,
-/// and a division there costs more than the rest of the push.
-const LIMITS: [u8; TC_CLASSES] = {
-    let mut t = [0; TC_CLASSES];
-    let mut sc = 0;
-    while sc < TC_CLASSES {
-        let n = BIN_BYTES / class_size(sc);
-        t[sc] = if n < 2 {
-            2
-        } else if n > TC_SLOTS {
-            TC_SLOTS as u8
-        } else {
-            n as u8
-        };
-        sc += 1;
-    }
-    t
-};
-
-/// One thread's cache. Only its thread touches the bins; the list links belong to the
-/// heap's registry and are changed with the heap lock held.
+/// One thread's cache: the groups it owns. Only its thread touches the lists while it
+/// is live; the registry links, and everything of an abandoned cache, change under the
+/// heap lock.
 ///
 /// Aligned to cache lines: caches share pages (and the first one the heap state's page),
-/// and a line of one thread's counts must not be written by another thread or under the
+/// and a line of one thread's heads must not be written by another thread or under the
 /// lock.
 #[repr(C, align(64))]
 pub struct ThreadCache {
-    /// Entries in each bin (counts first: a thread using few classes touches few lines).
-    pub(crate) count: [u8; TC_CLASSES],
-    /// The heap's offset-cycling counter at the last refill (seeds fresh slots).
-    pub(crate) cycle: u32,
-    /// Frees since this thread's last malloc (see [`FREE_STREAK`]).
-    pub(crate) streak: u32,
-    /// Refills of each bin so far, up to [`MAX_FILLS`] (see [`refill_count`]).
-    pub(crate) fills: [u8; TC_CLASSES],
+    /// The head of each class's list of owned groups: the group `malloc` takes from.
+    pub(crate) active: [*mut Meta; TC_CLASSES],
     /// The heap's secret, copied here so the fast paths read it from the line they
     /// already touch instead of through the heap's region pointer.
     pub(crate) secret: u64,
+    /// Offset cycling's counter, ticked by every slot this thread frames.
+    pub(crate) cycle: u32,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
-    /// The entries: a group record with the slot index in its top byte (one load a pop).
-    pub(crate) ent: [[*mut Meta; TC_SLOTS]; TC_CLASSES],
+    /// Set when the thread exits, cleared when another adopts the cache (both under the
+    /// lock); read by remote frees. On a line of its own: every remote free reads it, and
+    /// the owner's heads change on every miss.
+    pub(crate) abandoned: Abandoned,
 }
 
-/// The slots of `g` in use (for the group: cached slots count as in use).
-///
-/// # Safety
-/// `g` is a live group.
-#[inline(always)]
-unsafe fn used_slots(g: *mut Meta) -> u32 {
-    // SAFETY: the caller's contract.
-    unsafe {
-        low_mask((*g).last_idx as usize)
-            & !((*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(Relaxed))
-    }
-}
+/// [`ThreadCache::abandoned`], aligned to a line of its own.
+#[repr(C, align(64))]
+pub(crate) struct Abandoned(pub(crate) AtomicBool);
 
-/// Whether freeing a slot of `g`, of class `sc`, may leave the group with nothing in use
-/// but slots in this cache's bin, and the bin was ever refilled (the thread built slots of
-/// the class): `free_in_run`'s cheap tests, before it compares the bin's entries.
-///
-/// # Safety
-/// `g` is a live group.
-#[inline(always)]
-unsafe fn group_may_go(tc: &ThreadCache, sc: usize, g: *mut Meta) -> bool {
-    // SAFETY: the caller's contract.
-    tc.fills[sc] != 0 && unsafe { used_slots(g) }.count_ones() as usize <= tc.count[sc] as usize + 1
-}
-
-/// An entry for slot `idx` of `g`.
-#[inline(always)]
-fn entry(g: *mut Meta, idx: usize) -> *mut Meta {
-    g.map_addr(|a| a | idx << IDX_SHIFT)
-}
-
-/// The group and slot index of an entry.
-#[inline(always)]
-fn unpack(e: *mut Meta) -> (*mut Meta, usize) {
-    (
-        e.map_addr(|a| a & ((1 << IDX_SHIFT) - 1)),
-        e.addr() >> IDX_SHIFT,
-    )
-}
-
-/// Whether `malloc(n)` may be served by a bin: a cached class, and no zero-size block.
+/// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
+/// block.
 #[inline(always)]
 fn cacheable(n: usize) -> bool {
     CACHE && n <= class_size(TC_CLASSES - 1) - IB && !(ZERO_SIZE && n == 0)
 }
 
-/// Take the newest entry of the non-empty bin `sc` and frame it for `n` bytes.
+/// Take the lowest free slot of `g` (the owner's, `avail` its nonempty mask) and frame it
+/// for `n` bytes.
 #[inline(always)]
-fn pop(tc: &mut ThreadCache, sc: usize, n: usize) -> NonNull<u8> {
-    debug_assert!(tc.count[sc] != 0 && cacheable(n) && size_to_class(n) <= sc);
-    let k = tc.count[sc] as usize - 1;
-    tc.count[sc] = k as u8;
-    // (masked, not bounds-checked: see `push`)
-    let (g, idx) = unpack(tc.ent[sc][k % TC_SLOTS]);
-    tc.cycle = tc.cycle.wrapping_add(1);
-    // SAFETY: the entry is a slot of a live group, taken out of both masks (the cache
-    // invariant) and of class `sc`, which fits `n + IB`; a user pointer is never null.
-    unsafe { NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret)) }
-}
-
-/// What every free through a cache does to a validated slot first: [`retire`], and the
-/// group loses its all-zero mark (the slot comes back dirty).
-///
-/// # Safety
-/// As [`retire`].
-#[inline(always)]
-unsafe fn retire_slot(p: *mut u8, s: &Slot) {
-    // SAFETY: forwarded.
+fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> {
+    // SAFETY: `g` is a live group this cache owns, of a class that fits `n + IB`; the
+    // slot taken is free and becomes in use; a user pointer is never null.
     unsafe {
-        retire(p, s);
-        clear_zeroed(s.meta);
+        let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
+        tc.cycle = tc.cycle.wrapping_add(1);
+        NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret))
     }
 }
 
-/// Put `e` on bin `sc`, which holds `k < limit(sc)` entries.
-#[inline(always)]
-fn push(tc: &mut ThreadCache, sc: usize, k: usize, e: *mut Meta) {
-    debug_assert!(k < limit(sc));
-    // (the index is masked, not bounds-checked: a bounds check is a call to the panic
-    // handler, and a call on the path makes it save registers)
-    tc.ent[sc][k % TC_SLOTS] = e;
-    tc.count[sc] = k as u8 + 1;
-}
-
-const _: () = assert!(TC_SLOTS.is_power_of_two());
-const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
-// every cached class is below a page, so a cached slot is never "medium" (sweep)
+const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
+// every owned class is below a page, so an owned slot is never "medium" (sweep)
 const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
 
 impl ThreadCache {
-    /// The entries of bin `sc`, for the walker.
-    pub(crate) fn entries(&self, sc: usize) -> impl Iterator<Item = (*mut Meta, usize)> + '_ {
-        (0..self.count[sc] as usize).map(move |k| unpack(self.ent[sc][k]))
+    /// The groups this cache owns of class `sc`, head first.
+    pub fn groups(&self, sc: usize) -> impl Iterator<Item = *mut Meta> + '_ {
+        let head = self.active[sc];
+        let mut m = head;
+        core::iter::from_fn(move || {
+            if m.is_null() {
+                return None;
+            }
+            let here = m;
+            // SAFETY: listed records are live (the cache invariant)
+            m = unsafe { (*m).next };
+            if m == head {
+                m = null_mut();
+            }
+            Some(here)
+        })
     }
 
-    /// Slots bin `sc` holds.
-    pub fn held(&self, sc: usize) -> usize {
-        self.count[sc] as usize
-    }
-
-    /// Slots the next refill of bin `sc` takes.
-    pub fn refill_size(&self, sc: usize) -> usize {
-        refill_count(sc, self.fills[sc])
+    /// Whether the cache owns no group.
+    pub fn owns_nothing(&self) -> bool {
+        self.active.iter().all(|g| g.is_null())
     }
 }
 
@@ -294,34 +182,24 @@ pub(crate) unsafe fn unregister(head: &mut *mut ThreadCache, tc: *mut ThreadCach
     }
 }
 
-/// A page of thread caches, above a guard page of its own: this header, then as many
-/// caches as fit (two in a 4 KiB page: a page each cost thread-heavy programs more). The
-/// first cache of a heap is in its region instead.
-#[repr(C)]
-struct CachePage {
-    /// Caches of this page that threads hold: the others are spare. The page is unmapped
-    /// when this drops to 0.
-    live: usize,
+/// Cache place `k` of a cache page: a page of caches above a guard page of its own
+/// (as many as fit: a page each cost thread-heavy programs more). The first cache of a
+/// heap is in its region instead. Cache pages are never unmapped (see
+/// `give_place_back`): a program that once ran many threads keeps a page per
+/// `AREA / size_of::<ThreadCache>()` of them.
+fn place(page: *mut u8, k: usize) -> *mut ThreadCache {
+    page.wrapping_add(k * size_of::<ThreadCache>()).cast()
 }
 
-/// Where the first cache of a page starts.
-const FIRST_CACHE: usize = round_up(size_of::<CachePage>(), align_of::<ThreadCache>());
-// two caches and the page's header fit a 4 KiB page
-const _: () = assert!(FIRST_CACHE + 2 * size_of::<ThreadCache>() <= AREA);
-
-/// Cache place `k` of the cache page `page`.
-fn place(page: *mut CachePage, k: usize) -> *mut ThreadCache {
-    page.cast::<u8>()
-        .wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>())
-        .cast()
-}
+// several caches fit a 4 KiB page
+const _: () = assert!(8 * size_of::<ThreadCache>() <= AREA);
 
 /// Put the zeroed cache place `tc` on the heap's spare list.
 ///
 /// # Safety
 /// The heap lock is held (or the region is not yet published); `tc` is a cache place of
 /// this heap, zeroed, on no list.
-pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache) {
+pub(crate) unsafe fn add_spare(st: &mut State, tc: *mut ThreadCache) {
     // SAFETY: the caller's contract.
     unsafe { register(&mut st.spare_caches, tc) }
 }
@@ -329,20 +207,15 @@ pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// Caches in one cache page.
     fn places_per_page(&self) -> usize {
-        (self.page_size() - FIRST_CACHE) / size_of::<ThreadCache>()
-    }
-
-    /// The cache page holding `tc` (not the region's place).
-    fn page_of(&self, tc: *mut ThreadCache) -> *mut CachePage {
-        let ps = self.page_size();
-        tc.map_addr(|a| a & !(ps - 1)).cast()
+        self.page_size() / size_of::<ThreadCache>()
     }
 
     /// A new cache for the calling thread, registered with the heap; null when out of
-    /// memory (the caller then uses the locked paths).
+    /// memory (the caller then uses the locked paths). An abandoned cache is adopted
+    /// first, with its groups.
     ///
     /// A cache is never in a heap slot: it is in the heap's region or in a cache page,
-    /// each with a guard page below it, so a heap overflow cannot reach the entries,
+    /// each with a guard page below it, so a heap overflow cannot reach its list heads,
     /// which `malloc` trusts.
     pub fn cache_create(&self) -> *mut ThreadCache {
         if !CACHE {
@@ -351,9 +224,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let Some(mut st) = self.locked() else {
             return null_mut();
         };
-        // SAFETY: spare places are zeroed caches of this heap, and a fresh page is ours;
-        // the lists are changed under the lock.
+        // SAFETY: abandoned caches are changed under the lock, which is held; spare
+        // places are zeroed caches of this heap, and a fresh page is ours.
         unsafe {
+            if !st.abandoned.is_null() {
+                let tc = st.abandoned;
+                unregister(&mut st.abandoned, tc);
+                (*tc).abandoned.0.store(false, Relaxed);
+                register(&mut st.caches, tc);
+                st.stats.caches += 1;
+                return tc;
+            }
             let tc = if st.spare_caches.is_null() {
                 drop(st);
                 let ps = self.page_size();
@@ -361,14 +242,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     return null_mut();
                 };
                 self.install_guard(base.as_ptr(), ps);
-                let page = base.as_ptr().wrapping_add(ps).cast::<CachePage>();
+                let page = base.as_ptr().wrapping_add(ps);
                 let Some(g) = self.locked() else {
                     O::munmap(base.as_ptr(), 2 * ps);
                     return null_mut();
                 };
                 st = g;
-                // take the first place of this page, so that a page another thread mapped
-                // meanwhile is no reason for this one to stay mapped with none in use
                 for k in 1..self.places_per_page() {
                     add_spare(&mut st, place(page, k));
                 }
@@ -378,9 +257,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 unregister(&mut st.spare_caches, tc);
                 tc
             };
-            if tc != self.home_cache() {
-                (*self.page_of(tc)).live += 1;
-            }
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
             register(&mut st.caches, tc);
@@ -389,8 +265,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Give everything in `tc` back to the groups and its place to the heap (unmapping
-    /// its page if no other cache there is held): at thread exit.
+    /// At thread exit: retire the empty groups of `tc`, and abandon it to the next
+    /// thread if it still owns any; else give its place back to the heap (unmapping its
+    /// page if no other cache there is held).
     ///
     /// # Safety
     /// `tc` came from [`Heap::cache_create`] of this heap and no thread uses it any more.
@@ -399,32 +276,60 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if tc.is_null() {
             return;
         }
-        // SAFETY: the caller's contract; the lists are changed under the lock, and a page
-        // is unmapped only when none of its places is held.
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = st.secret;
+        // SAFETY: the caller's contract; the cache's lists are ours under the lock, as
+        // is the registry.
         unsafe {
-            self.drain_all(&mut *tc);
-            let Some(mut st) = self.locked() else { crash() };
             unregister(&mut st.caches, tc);
-            tc.write_bytes(0, 1);
-            if tc == self.home_cache() {
-                return add_spare(&mut st, tc);
-            }
-            let page = self.page_of(tc);
-            check!((*page).live != 0);
-            (*page).live -= 1;
-            if (*page).live != 0 {
-                return add_spare(&mut st, tc);
-            }
-            // every other place of the page is spare
-            for k in 0..self.places_per_page() {
-                let other = place(page, k);
-                if other != tc {
-                    unregister(&mut st.spare_caches, other);
+            // marked first, then `freed` read: a remote free that empties a group either
+            // is seen here or sees the mark (`free_remote`)
+            (*tc).abandoned.0.store(true, SeqCst);
+            // (no fence: nothing for the real atomics, see `Mask::sc_order`)
+            for sc in 0..TC_CLASSES {
+                let mut left = (*tc).groups(sc).count();
+                while left != 0 {
+                    left -= 1;
+                    let g = (*tc).active[sc];
+                    // (read, not collected: a remote free judges emptiness from `avail`,
+                    // which must not change once the cache is marked)
+                    let free = (*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(SeqCst);
+                    if free != low_mask((*g).last_idx as usize) {
+                        (*tc).active[sc] = (*g).next;
+                        continue;
+                    }
+                    dequeue(&mut (*tc).active[sc], g);
+                    self.unmap_now(st.retire_owned::<O>(g, secret));
                 }
             }
-            drop(st);
-            let ps = self.page_size();
-            O::munmap(page.cast::<u8>().wrapping_sub(ps), 2 * ps);
+            if (*tc).owns_nothing() {
+                return self.give_place_back(&mut st, tc);
+            }
+            register(&mut st.abandoned, tc);
+        }
+    }
+
+    /// Unmap what a retired group left to unmap (under the lock: at thread exit, where a
+    /// batch of groups goes at once, and the group cache usually keeps them anyway).
+    fn unmap_now(&self, unmap: Unmap) {
+        for (base, len) in unmap.into_iter().flatten() {
+            // SAFETY: a retired group's mapping holds nothing live.
+            unsafe { crate::heap::unmap::<O>(base, len) };
+        }
+    }
+
+    /// Zero the unregistered cache `tc`, which owns nothing, and make its place spare.
+    /// Cache pages are never unmapped: a remote free reads its group's owner after its
+    /// slot is free, when the owner may give up its last group at once.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); `tc` is a cache place of this heap on no list, owning
+    /// nothing.
+    unsafe fn give_place_back(&self, st: &mut State, tc: *mut ThreadCache) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            tc.write_bytes(0, 1);
+            add_spare(st, tc);
         }
     }
 
@@ -437,15 +342,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// What `malloc` does when [`Heap::malloc_fast`] could not serve `n` or did not run
-    /// (no cache known to the caller): a refill, or the locked path.
+    /// (no cache known to the caller): the walk to another group, a new group, or the
+    /// locked path.
     pub fn malloc_miss(&self, tc: Option<&mut ThreadCache>, n: usize) -> Option<NonNull<u8>> {
         match tc {
             Some(tc) if cacheable(n) => {
                 let sc = size_to_class(n);
-                if tc.count[sc] == 0 && !self.refill(tc, sc, n) {
-                    return self.malloc(n);
+                match self.next_group(tc, sc, n) {
+                    Some((g, avail)) => Some(pop(tc, g, avail, n)),
+                    None => self.malloc(n),
                 }
-                Some(pop(tc, sc, n))
             }
             _ => self.malloc(n),
         }
@@ -465,26 +371,31 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// `malloc` from the thread's cache when a bin can serve `n` at once; `None` when it
-    /// cannot (a size without a bin, an empty bin), with nothing changed but the free
-    /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
-    /// on `None` with a tail call, so no call it does not make sets up a frame for the
-    /// pop (the registers it still saves are the framing's own).
+    /// `malloc` from the thread's active group of the class of `n` when it has a free
+    /// slot; `None` when not (a size without owned groups, an exhausted group), with
+    /// nothing changed. It calls nothing: the exports run it first and go to
+    /// [`Heap::malloc_miss`] on `None` with a tail call, so no call it does not make sets
+    /// up a frame (the registers it still saves are the framing's own).
     #[inline(always)]
     pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !cacheable(n) {
             return None;
         }
-        let sc = size_to_class(n);
-        tc.streak = 0;
-        if tc.count[sc] == 0 {
+        let g = tc.active[size_to_class(n)];
+        if g.is_null() {
             return None;
         }
-        Some(pop(tc, sc, n))
+        // SAFETY: a listed group is live and owned by this cache, whose thread alone
+        // changes its `avail_mask`.
+        let avail = unsafe { (*g).avail_mask.load(Relaxed) };
+        if avail == 0 {
+            return None;
+        }
+        Some(pop(tc, g, avail, n))
     }
 
-    /// `malloc` through the thread's cache: [`Heap::malloc_fast`], else a refill, else
-    /// the locked path.
+    /// `malloc` through the thread's cache: [`Heap::malloc_fast`], else
+    /// [`Heap::malloc_miss`].
     pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         match self.malloc_fast(tc, n) {
             Some(p) => Some(p),
@@ -492,34 +403,44 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Take [`refill_count`] slots from the groups, under one lock acquisition. False when
-    /// none could be had (out of memory).
-    fn refill(&self, tc: &mut ThreadCache, sc: usize, n: usize) -> bool {
-        let Some(mut st) = self.locked() else {
-            return false;
-        };
-        let secret = st.secret;
-        let want = tc.refill_size(sc);
-        tc.fills[sc] = (tc.fills[sc] + 1).min(MAX_FILLS);
-        let mut k = 0;
-        while k < want {
-            // SAFETY: the lock is held.
-            let Some((g, idx)) = (unsafe { st.take_slot_of::<O>(sc, n, secret, false) }) else {
-                break;
-            };
-            tc.ent[sc][k] = entry(g, idx);
-            k += 1;
+    /// A group of class `sc` with a free slot, made the head of the class's list, and its
+    /// `avail_mask`: the first of [`WALK`] groups along the list that has one once
+    /// collected, else a new group. `None` when out of memory.
+    fn next_group(&self, tc: &mut ThreadCache, sc: usize, n: usize) -> Option<(*mut Meta, u32)> {
+        let head = tc.active[sc];
+        let mut g = head;
+        // SAFETY: listed groups are live and this cache's; their links are checked
+        // before they are followed.
+        unsafe {
+            for _ in 0..WALK {
+                if g.is_null() {
+                    break;
+                }
+                let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                if avail != 0 {
+                    tc.active[sc] = g;
+                    return Some((g, avail));
+                }
+                g = ok(checked_links(g)).1;
+                if g == head {
+                    break;
+                }
+            }
+            let mut st = self.locked()?;
+            let secret = st.secret;
+            let g = st.own_group::<O>(sc, n, secret, tc)?;
+            tc.cycle = tc.cycle.wrapping_add(st.cycle);
+            drop(st);
+            // first in the list: the walk goes on after it
+            queue(&mut tc.active[sc], g);
+            tc.active[sc] = g;
+            Some((g, (*g).avail_mask.load(Relaxed)))
         }
-        // taken in order: hand out the first-taken (lowest) slot first
-        tc.ent[sc][..k].reverse();
-        tc.count[sc] = k as u8;
-        tc.cycle = st.cycle;
-        k != 0
     }
 
-    /// `free` through the thread's cache. Validation and a push to a bin call nothing;
-    /// every other case is a tail call, so no call it does not make sets up a frame for
-    /// the push (as [`Heap::malloc_fast`]).
+    /// `free` through the thread's cache. Validation and a free into an owned group call
+    /// nothing; every other case is a tail call, so no call it does not make sets up a
+    /// frame (as [`Heap::malloc_fast`]).
     ///
     /// # Safety
     /// As [`Heap::free`].
@@ -535,23 +456,20 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let s = ok(find_slot_live(p, secret));
             ok(nominal_size(p, &s));
             let g = s.meta;
-            let sc = (*g).sizeclass as usize;
-            if sc >= TC_CLASSES {
-                return self.free_validated(tc, p, g, s.idx, s.key);
+            if !core::ptr::eq((*g).owner.load(Relaxed), tc) {
+                return self.free_not_mine(p, s, secret);
             }
-            // In a long run of frees with no malloc between (a thread freeing what it
-            // built), a group whose other slots are all free or in this bin goes back
-            // whole (see `free_in_run`).
-            tc.streak = tc.streak.saturating_add(1);
-            // (free_in_run's cheap tests first, here: most frees of a run leave slots of
-            // their group in use, and the call cost more than the tests)
-            if tc.streak >= FREE_STREAK {
-                if tc.streak == FREE_STREAK || group_may_go(tc, sc, g) {
-                    return self.free_validated(tc, p, g, s.idx, s.key);
+            retire(p, &s);
+            clear_zeroed(g);
+            let Some(free) = free_owned(&(*g).freed_mask, &(*g).avail_mask, 1 << s.idx) else {
+                crash()
+            };
+            if free == low_mask((*g).last_idx as usize) {
+                let sc = (*g).sizeclass as usize;
+                if tc.active[sc] != g {
+                    self.emptied(tc, sc, g);
                 }
-                return self.retire_in_run(tc, p, s, sc, secret);
             }
-            self.retire_to_bin(tc, p, s, sc)
         }
     }
 
@@ -566,222 +484,114 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe { self.free(p) }
     }
 
-    /// The rest of [`Heap::free_cached`] after validating `p` as slot `idx` of `g`: a
-    /// class without a bin, or a free in a run that may give the group back (the streak
-    /// already counts this free).
+    /// The rest of [`Heap::free_cached`] for a slot of a group this cache does not own.
     ///
     /// # Safety
-    /// `p` is a live allocation, validated as slot `idx` of `g`, with the keys `key`.
+    /// `p` is a live allocation, validated as `s`.
     #[inline(never)]
-    unsafe fn free_validated(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        g: *mut Meta,
-        idx: usize,
-        key: Key,
-    ) {
-        let secret = tc.secret;
-        // SAFETY: the caller's contract.
-        unsafe {
-            let s = Slot {
-                key,
-                ..ok(slot_bounds(g, idx))
-            };
-            let sc = (*g).sizeclass as usize;
-            if sc >= TC_CLASSES {
-                return self.free_slot(p, s, secret);
-            }
-            if !self.free_in_run(tc, p, s, secret) {
-                self.retire_in_run(tc, p, s, sc, secret);
-            }
-        }
+    unsafe fn free_not_mine(&self, p: *mut u8, s: crate::slot::Slot, secret: u64) {
+        // SAFETY: forwarded.
+        unsafe { self.free_slot(p, s, secret) }
     }
 
-    /// Retire the validated allocation `p` (slot `s`, of the cached class `sc`) and put
-    /// its slot in the bin, making room if it is full.
+    /// The owner freed the last slot in use of `g`, which is not its active group. Up to
+    /// [`KEPT_EMPTY`] empty groups a class are kept, next after the active one, where the
+    /// walk looks first (a thread whose use of a class goes up and down by a few blocks
+    /// would otherwise retire a group and make another, two lock acquisitions, each
+    /// time); one more is retired, so what a thread holds empty stays bounded.
     ///
     /// # Safety
-    /// `s` is the validated slot of the live allocation `p`, of class `sc < TC_CLASSES`.
-    #[inline(always)]
-    unsafe fn retire_to_bin(&self, tc: &mut ThreadCache, p: *mut u8, s: Slot, sc: usize) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            retire_slot(p, &s);
-            let k = tc.count[sc] as usize;
-            if k == limit(sc) {
-                return self.push_full(tc, sc, entry(s.meta, s.idx));
-            }
-            push(tc, sc, k, entry(s.meta, s.idx));
-        }
-    }
-
-    /// [`Heap::retire_to_bin`] in a run of frees, where no malloc takes a slot back. A
-    /// full bin stays full until the next malloc: the slot goes to its group at once
-    /// (draining the bin to push it would only give back older slots instead). And a
-    /// class this thread never refilled (a consumer's, which frees what others built)
-    /// keeps no slots: they would be out of its producers' reach for as long as the
-    /// thread lives, and their groups with them.
-    ///
-    /// # Safety
-    /// As [`Heap::retire_to_bin`].
-    #[inline(always)]
-    unsafe fn retire_in_run(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        s: Slot,
-        sc: usize,
-        secret: u64,
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            retire_slot(p, &s);
-            let k = tc.count[sc] as usize;
-            if k == limit(sc) || tc.fills[sc] == 0 {
-                return self.release_slot(s.meta, s.idx, false, secret);
-            }
-            push(tc, sc, k, entry(s.meta, s.idx));
-        }
-    }
-
-    /// Push `e` to the full bin `sc`, after giving its older half back to the groups.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant; `e` is a retired slot of class `sc`, in use for
-    /// its group.
+    /// `g` is a group of class `sc` on `tc`'s list, not its head, with no slot in use.
     #[cold]
     #[inline(never)]
-    unsafe fn push_full(&self, tc: &mut ThreadCache, sc: usize, e: *mut Meta) {
-        // SAFETY: the caller's contract.
-        unsafe { self.drain(tc, sc, limit(sc).div_ceil(2)) };
-        push(tc, sc, tc.count[sc] as usize, e);
-    }
-
-    /// A free in a long run of frees: if the group of `s` has nothing else in use but
-    /// slots in this bin, give the group back whole (so it can be freed: cached slots
-    /// would keep its memory alive, one group per cached slot) and return true. The bin
-    /// is searched only when the count allows it.
-    ///
-    /// # Safety
-    /// As `free_cached`, after `p` was validated as `s`, of a cached class.
-    #[inline(never)]
-    unsafe fn free_in_run(&self, tc: &mut ThreadCache, p: *mut u8, s: Slot, secret: u64) -> bool {
-        // SAFETY: the caller's contract.
+    unsafe fn emptied(&self, tc: &mut ThreadCache, sc: usize, g: *mut Meta) {
+        // SAFETY: the caller's contract; listed groups are live and this cache's, their
+        // links checked before they are followed.
         unsafe {
-            if tc.streak == FREE_STREAK {
-                // what the bins held before the run began: its groups' last frees may
-                // be past, so no later free would give them back
-                self.drain_all(tc);
-            }
-            let g = s.meta;
-            let sc = (*g).sizeclass as usize;
-            let bit = 1u32 << s.idx;
-            if !group_may_go(tc, sc, g) || !self.give_back_group(tc, sc, g, used_slots(g) & !bit) {
-                return false;
-            }
-            // the group goes; if it is nested, its host slot is freed on the locked path,
-            // which does not see this cache: the host's group may be left with nothing in
-            // use but slots in this cache
-            let mut host = self.cached_host(tc, g, secret);
-            self.free_slot(p, s, secret);
-            while let Some(h) = host {
-                host = self.cached_host(tc, h, secret);
-                if !self.give_back_group(tc, (*h).sizeclass as usize, h, used_slots(h)) {
+            let head = tc.active[sc];
+            let all = |m: *mut Meta| low_mask((*m).last_idx as usize);
+            let mut after = ok(checked_links(head)).1;
+            let mut m = after;
+            let mut kept = 0;
+            while m != head && m != g && kept < KEPT_EMPTY {
+                if (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed) != all(m) {
                     break;
                 }
-            }
-            true
-        }
-    }
-
-    /// The group hosting `g` if `g` is nested in a slot of a cached class and this cache
-    /// holds slots of that group (which then cannot go away while `g` is freed).
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant; `g` is a live group.
-    unsafe fn cached_host(&self, tc: &ThreadCache, g: *mut Meta, secret: u64) -> Option<*mut Meta> {
-        // SAFETY: a nested group's memory is the user pointer of its host slot, whose
-        // header find_host validates.
-        unsafe {
-            if !nested(g) {
-                return None;
-            }
-            let h = ok(find_host((*g).mem.cast::<u8>(), secret)).meta;
-            let hsc = (*h).sizeclass as usize;
-            (hsc < TC_CLASSES && tc.entries(hsc).any(|(m, _)| m == h)).then_some(h)
-        }
-    }
-
-    /// If the slots `others` of `g` are exactly those of `g` in bin `sc`, give them back
-    /// to the group and return true.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant; `g` is a live group of class `sc`.
-    unsafe fn give_back_group(
-        &self,
-        tc: &mut ThreadCache,
-        sc: usize,
-        g: *mut Meta,
-        others: u32,
-    ) -> bool {
-        let mine = tc
-            .entries(sc)
-            .filter(|&(m, _)| m == g)
-            .fold(0u32, |mine, (_, i)| mine | 1 << i);
-        if mine != others {
-            return false;
-        }
-        // SAFETY: the caller's contract.
-        unsafe { self.release_where(tc, sc, |_, m| m == g) };
-        true
-    }
-
-    /// Give every entry of every bin back to its group.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn drain_all(&self, tc: &mut ThreadCache) {
-        for sc in 0..TC_CLASSES {
-            // SAFETY: the caller's contract.
-            unsafe { self.drain(tc, sc, tc.count[sc] as usize) };
-        }
-    }
-
-    /// Give the `n` oldest entries of bin `sc` back to their groups.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn drain(&self, tc: &mut ThreadCache, sc: usize, n: usize) {
-        // SAFETY: the caller's contract.
-        unsafe { self.release_where(tc, sc, |k, _| k < n) };
-    }
-
-    /// Give the entries of bin `sc` that `pick(position, group)` selects back to their
-    /// groups; the others keep their order.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn release_where(
-        &self,
-        tc: &mut ThreadCache,
-        sc: usize,
-        pick: impl Fn(usize, *mut Meta) -> bool,
-    ) {
-        let secret = self.secret();
-        let mut kept = 0;
-        for k in 0..tc.count[sc] as usize {
-            let e = tc.ent[sc][k];
-            let (m, i) = unpack(e);
-            if pick(k, m) {
-                // SAFETY: a cached slot is in use for its group and its header already
-                // marked freed: what release_slot expects. Cached classes are never medium.
-                unsafe { self.release_slot(m, i, false, secret) };
-            } else {
-                tc.ent[sc][kept] = e;
                 kept += 1;
+                m = ok(checked_links(m)).1;
+            }
+            if m == g {
+                // already among the kept ones
+                return;
+            }
+            if kept < KEPT_EMPTY {
+                dequeue(&mut tc.active[sc], g);
+                // (queued before `after` is after the head)
+                queue(&mut after, g);
+                return;
+            }
+            let Some(mut st) = self.locked() else { crash() };
+            let secret = st.secret;
+            // no slot of `g` is in use, so no other thread frees into it
+            check!(collect(&(*g).freed_mask, &(*g).avail_mask) == all(g));
+            dequeue(&mut tc.active[sc], g);
+            let unmap = st.retire_owned::<O>(g, secret);
+            drop(st);
+            for (base, len) in unmap.into_iter().flatten() {
+                crate::heap::unmap::<O>(base, len);
             }
         }
-        tc.count[sc] = kept as u8;
+    }
+
+    /// Free slot `idx` of `g`, owned by the cache `owner`, from a thread that is not its
+    /// owner (or has no cache): into `freed_mask`, no lock. If that emptied a group of an
+    /// abandoned cache, nobody would collect it: retire it.
+    ///
+    /// # Safety
+    /// The slot is in use, validated and retired; `owner` is `g`'s owner.
+    pub(crate) unsafe fn free_remote(&self, owner: *mut ThreadCache, g: *mut Meta, idx: usize) {
+        // SAFETY: an owning cache is never unmapped while it owns a group, and this slot,
+        // in use until now, keeps `g` owned.
+        unsafe {
+            let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
+                crash()
+            };
+            // (the mark read after the OR, see `free_remote`; `avail` again after the
+            // mark, which the exiting owner wrote after its last change to it)
+            if (*owner).abandoned.0.load(SeqCst)
+                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
+            {
+                self.retire_orphan(owner, g);
+            }
+        }
+    }
+
+    /// Retire the group `g` of the abandoned cache `owner` if it still is abandoned and
+    /// `g` empty (a thread may have adopted it meanwhile, and allocated from `g`), and
+    /// give the cache's place back once it owns nothing.
+    ///
+    /// # Safety
+    /// `g` is a live group of `owner`, which is a cache of this heap.
+    #[cold]
+    #[inline(never)]
+    unsafe fn retire_orphan(&self, owner: *mut ThreadCache, g: *mut Meta) {
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = st.secret;
+        // SAFETY: an abandoned cache's lists are changed only under the lock, held here.
+        unsafe {
+            if !(*owner).abandoned.0.load(Relaxed)
+                || (*g).owner.load(Relaxed) != owner
+                || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
+            {
+                return;
+            }
+            let sc = (*g).sizeclass as usize;
+            dequeue(&mut (*owner).active[sc], g);
+            self.unmap_now(st.retire_owned::<O>(g, secret));
+            if (*owner).owns_nothing() {
+                unregister(&mut st.abandoned, owner);
+                self.give_place_back(&mut st, owner);
+            }
+        }
     }
 }

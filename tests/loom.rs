@@ -5,12 +5,20 @@
 //! slot's memory is a loom cell, so a reuse not ordered after the free's last write is a
 //! reported data race. Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
 //! (`ci/loom.sh`).
+//!
+//! And the protocol of groups a thread owns (`src/tcache.rs`): the owner taking, freeing
+//! and collecting with no lock against other threads' frees, and an owner that exits
+//! against the free that empties its group.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
+use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Mutex};
-use ngmalloc::masks::{FastFree, Mask, activate, free_fast, free_locked, free_slots};
+use ngmalloc::masks::{
+    FastFree, Mask, activate, collect, free_fast, free_locked, free_owned, free_remote, free_slots,
+    take_owned,
+};
 use std::sync::atomic::Ordering;
 
 /// loom's atomics under the protocol's trait (a newtype: both are foreign here).
@@ -31,6 +39,9 @@ impl Mask for L {
     }
     fn fetch_or(&self, v: u32, o: Ordering) -> u32 {
         self.0.fetch_or(v, o)
+    }
+    fn sc_order(&self) {
+        loom::sync::atomic::fence(Ordering::SeqCst);
     }
 }
 
@@ -170,5 +181,128 @@ fn the_last_free_tears_the_group_down_once() {
             *g.lock.lock().unwrap(),
             "both slots free, the group not torn down"
         );
+    });
+}
+
+/// A group of three slots owned by one thread: the owner's `take` and `free`, another
+/// thread's `free_remote`, as `src/tcache.rs` runs them, and the exit protocol's mark.
+struct Owned {
+    freed: L,
+    avail: L,
+    abandoned: AtomicBool,
+    /// The heap lock, and under it: how many times the group was retired.
+    retired: Mutex<u32>,
+    data: [UnsafeCell<u32>; 3],
+}
+
+impl Owned {
+    /// Slots 0 and 1 in use, slot 2 available to the owner.
+    fn new() -> Arc<Owned> {
+        Arc::new(Owned {
+            freed: L(AtomicU32::new(0)),
+            avail: L(AtomicU32::new(0b100)),
+            abandoned: AtomicBool::new(false),
+            retired: Mutex::new(0),
+            data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
+        })
+    }
+
+    /// The owner's malloc: the active group's lowest slot, collecting when it has none.
+    fn take(&self) -> Option<usize> {
+        let mut a = self.avail.load(Ordering::Relaxed);
+        if a == 0 {
+            a = collect(&self.freed, &self.avail);
+        }
+        if a == 0 {
+            return None;
+        }
+        let i = take_owned(&self.avail, a).trailing_zeros() as usize;
+        self.data[i].with_mut(|d| unsafe { *d = 7 });
+        Some(i)
+    }
+
+    /// The owner's free of slot `i`, which it wrote last.
+    fn free_owned(&self, i: usize) {
+        self.data[i].with_mut(|d| unsafe { *d = 100 + i as u32 });
+        assert!(
+            free_owned(&self.freed, &self.avail, 1 << i).is_some(),
+            "slot {i} already free (owner)"
+        );
+    }
+
+    /// Another thread's free of slot `i`, then what `Heap::free_remote` does if the
+    /// owner is gone and the group is empty: retire it, rechecked under the lock.
+    fn free_remote(&self, i: usize) {
+        self.data[i].with_mut(|d| unsafe { *d = 200 + i as u32 });
+        let free = free_remote(&self.freed, &self.avail, 1 << i);
+        let free = free.unwrap_or_else(|| panic!("slot {i} already free (remote)"));
+        self.freed.sc_order();
+        if self.abandoned.load(Ordering::SeqCst) && free | self.avail.load(Ordering::Relaxed) == ALL
+        {
+            let mut r = self.retired.lock().unwrap();
+            if *r == 0 && collect(&self.freed, &self.avail) == ALL {
+                self.reuse();
+                *r += 1;
+            }
+        }
+    }
+
+    /// The owner's exit (`cache_destroy`): mark, then retire the group if it is empty.
+    fn exit(&self) {
+        let mut r = self.retired.lock().unwrap();
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.freed.sc_order();
+        let free = self.avail.load(Ordering::Relaxed) | self.freed.load(Ordering::SeqCst);
+        if free == ALL && *r == 0 {
+            self.reuse();
+            *r += 1;
+        }
+    }
+
+    /// A retired group's memory goes to anyone: every slot written.
+    fn reuse(&self) {
+        for d in &self.data {
+            d.with_mut(|d| unsafe { *d = 0 });
+        }
+    }
+}
+
+#[test]
+fn an_owner_collects_what_another_thread_frees() {
+    model(|| {
+        let g = Owned::new();
+        let g2 = g.clone();
+        let t = loom::thread::spawn(move || g2.free_remote(0));
+        g.free_owned(1);
+        let mut taken = 0u32;
+        for _ in 0..3 {
+            if let Some(i) = g.take() {
+                assert_eq!(taken & 1 << i, 0, "slot {i} handed out twice");
+                taken |= 1 << i;
+            }
+        }
+        t.join().unwrap();
+        let (f, a) = (
+            g.freed.load(Ordering::Relaxed),
+            g.avail.load(Ordering::Relaxed),
+        );
+        assert_eq!(f & a, 0, "a slot both freed and available");
+        assert_eq!((f | a) & taken, 0, "a slot taken and free");
+        assert_eq!(f | a | taken, ALL, "a slot lost: {f:b} {a:b} {taken:b}");
+    });
+}
+
+#[test]
+fn an_exiting_owner_or_the_last_free_retires_the_group() {
+    model(|| {
+        // slot 1 freed by its owner before it exits, slot 0 by another thread: whichever
+        // order, the emptied group is retired, once
+        let g = Owned::new();
+        let g2 = g.clone();
+        let t = loom::thread::spawn(move || g2.free_remote(0));
+        g.free_owned(1);
+        g.exit();
+        t.join().unwrap();
+        assert_eq!(*g.retired.lock().unwrap(), 1, "the empty group not retired");
     });
 }

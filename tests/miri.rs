@@ -199,5 +199,5 @@ fn a_shadow_model_run_under_strict_provenance() {
         unsafe { h.cache_destroy(tc) };
     }
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.large, s.cached), (0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.owned), (0, 0, 0));
 }

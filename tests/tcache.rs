@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{Rng, TestHeap, calls, heap, in_child, locks};
 use ngmalloc::size_class::size_to_class;
-use ngmalloc::tcache::{FREE_STREAK, TC_CLASSES, ThreadCache, limit};
+use ngmalloc::tcache::{TC_CLASSES, ThreadCache};
 
 const SIGILL: i32 = libc::SIGILL;
 const SIGSEGV: i32 = libc::SIGSEGV;
@@ -48,79 +48,143 @@ fn malloc_and_free_through_a_warm_cache_take_no_lock() {
     assert_eq!(locks() - before, 0, "lock taken on the cached path");
     unsafe { h.cache_destroy(tc) };
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0));
+    assert_eq!((s.in_use, s.owned), (0, 0));
 }
 
 #[test]
-fn refills_grow_from_two_slots_to_half_a_bin_each_under_one_lock() {
+fn a_thread_takes_the_lock_once_per_group_it_makes() {
     let h = heap();
     let tc = cache(&h);
-    let mut v = Vec::new();
-    // 2, 4, 8: each refill one lock acquisition, twice the last, up to half the limit
-    let mut sizes = Vec::new();
-    for _ in 0..4 {
-        let want = tc.refill_size(2);
-        sizes.push(want);
-        let before = locks();
-        v.extend((0..want).map(|_| h.malloc_cached(tc, 40).unwrap()));
-        assert_eq!(locks() - before, 1, "one refill for {want} allocations");
-    }
-    let half = limit(2).div_ceil(2);
-    assert_eq!(sizes, [2, 4, 8, 8].map(|n: usize| n.min(half)));
+    let sc = size_to_class(40);
+    let before = locks();
+    let v: Vec<_> = (0..1000)
+        .map(|_| h.malloc_cached(tc, 40).unwrap())
+        .collect();
+    let made = tc.groups(sc).count();
+    assert_eq!(locks() - before, made as u64, "one lock per group");
+    assert!(made < 1000 / 8, "{made} groups for 1000 blocks");
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (v.len(), 0));
-    let freed = v.len().min(limit(2));
-    for p in v.drain(..freed) {
-        unsafe { h.free_cached(tc, p.as_ptr()) };
-    }
-    let s = h.walk().unwrap();
-    assert_eq!(s.cached, freed);
-    for p in v {
-        unsafe { h.free_cached(tc, p.as_ptr()) };
-    }
-    unsafe { h.cache_destroy(tc) };
-}
-
-#[test]
-fn bins_stay_bounded_and_exit_gives_everything_back() {
-    let h = heap();
-    let tc = cache(&h);
-    // many frees into one bin: it keeps at most its limit, the rest goes to the groups
-    let v: Vec<_> = (0..1000).map(|_| h.malloc(32).unwrap()).collect();
+    assert_eq!((s.in_use, s.owned), (1000, made));
+    // the owner's frees go back to its groups; the emptied ones go, but the active one
+    // and one kept empty next to it
     for p in v {
         unsafe { h.free_cached(tc, p.as_ptr()) };
     }
     let s = h.walk().unwrap();
-    assert_eq!(s.in_use, 0);
-    assert!(s.cached <= limit(2), "{} cached", s.cached);
-    // every cached class filled to its limit: the whole cache stays small
-    let mut all = Vec::new();
-    for sc in 0..TC_CLASSES {
-        let n = ngmalloc::size_class::class_size(sc) - ngmalloc::config::IB;
-        all.extend((0..limit(sc)).map(|_| (h.malloc(n).unwrap(), n)));
-    }
-    let bytes: usize = all.iter().map(|&(_, n)| n).sum();
-    for (p, _) in all {
-        unsafe { h.free_cached(tc, p.as_ptr()) };
-    }
-    assert!(bytes <= 128 << 10, "a full cache holds {bytes} bytes");
+    assert_eq!((s.in_use, s.owned), (0, 2));
     unsafe { h.cache_destroy(tc) };
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0));
+    assert_eq!((s.in_use, s.owned), (0, 0));
 }
 
 #[test]
-fn a_cached_slot_is_a_freed_slot_for_every_check() {
+fn other_threads_frees_come_back_to_the_owner_without_the_lock() {
+    let h = heap();
+    let (owner, other) = (cache(&h), cache(&h));
+    let v: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(owner, 100).unwrap())
+        .collect();
+    let groups = owner.groups(size_to_class(100)).count();
+    let before = locks();
+    for p in &v {
+        unsafe { h.free_cached(other, p.as_ptr()) };
+    }
+    assert_eq!(locks() - before, 0, "a remote free took the lock");
+    assert_eq!(h.walk().unwrap().in_use, 0);
+    let before = locks();
+    // the owner finds them all again, without a new group or the lock
+    let w: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(owner, 100).unwrap())
+        .collect();
+    assert_eq!(
+        (locks() - before, owner.groups(size_to_class(100)).count()),
+        (0, groups),
+        "the owner took the lock to reuse its groups"
+    );
+    assert_eq!(owner.groups(size_to_class(100)).count(), groups);
+    for p in w {
+        unsafe { h.free_cached(owner, p.as_ptr()) };
+    }
+    unsafe { h.cache_destroy(other) };
+    unsafe { h.cache_destroy(owner) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+#[test]
+fn a_thread_that_exits_with_blocks_in_use_leaves_its_groups_to_the_next() {
+    let h = heap();
+    let other = cache(&h);
+    let a = cache(&h) as *mut ThreadCache;
+    let v: Vec<_> = (0..300)
+        .map(|k| h.malloc_cached(unsafe { &mut *a }, 16 + k % 200).unwrap())
+        .collect();
+    let owned = h.walk().unwrap().owned;
+    unsafe { h.cache_destroy(a) };
+    assert_eq!(h.walk().unwrap().owned, owned, "abandoned, groups and all");
+    // the next thread adopts the cache: the blocks' groups are its own, and once
+    // another thread frees the blocks, allocating again takes no lock past its cache's
+    let before = locks();
+    let b = cache(&h);
+    assert_eq!(b as *mut ThreadCache, a);
+    for p in &v {
+        unsafe { h.free_cached(other, p.as_ptr()) };
+    }
+    let w: Vec<_> = (0..300)
+        .map(|k| h.malloc_cached(b, 16 + k % 200).unwrap())
+        .collect();
+    assert_eq!(locks() - before, 1, "only the cache's own lock");
+    for p in w {
+        unsafe { h.free_cached(b, p.as_ptr()) };
+    }
+    unsafe { h.cache_destroy(b) };
+    unsafe { h.cache_destroy(other) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+#[test]
+fn freeing_what_an_exited_thread_left_gives_its_groups_back() {
+    let h = heap();
+    let before = h.walk().unwrap().mapped;
+    let (producer, consumer) = (cache(&h), cache(&h));
+    let v: Vec<_> = (0..2000)
+        .map(|k| h.malloc_cached(producer, 16 + k % 1000).unwrap())
+        .collect();
+    let full = h.walk().unwrap().mapped;
+    unsafe { h.cache_destroy(producer) };
+    for p in v {
+        unsafe { h.free_cached(consumer, p.as_ptr()) };
+    }
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+    assert!(
+        s.mapped - before < (full - before) / 10,
+        "{} of {} bytes still mapped",
+        s.mapped - before,
+        full - before
+    );
+    // the abandoned cache went with its last group: the next cache is a fresh one
+    let next = cache(&h);
+    assert!(next.owns_nothing());
+    unsafe { h.cache_destroy(next) };
+    unsafe { h.cache_destroy(consumer) };
+}
+
+#[test]
+fn a_freed_slot_is_free_for_every_check() {
     type Case = (&'static str, fn(&TestHeap, &mut ThreadCache, *mut u8));
     let cases: [Case; 4] = [
-        ("double free through the cache", |h, tc, p| unsafe {
+        ("double free through the owner", |h, tc, p| unsafe {
             h.free_cached(tc, p)
         }),
-        ("free after a cached free", |h, _, p| unsafe { h.free(p) }),
-        ("realloc of a cached slot", |h, _, p| {
+        ("free after the owner's free", |h, _, p| unsafe {
+            h.free(p)
+        }),
+        ("realloc of a freed slot", |h, _, p| {
             let _ = unsafe { h.realloc(p, 10) };
         }),
-        ("usable size of a cached slot", |h, _, p| {
+        ("usable size of a freed slot", |h, _, p| {
             let _ = unsafe { h.usable_size(p) };
         }),
     ];
@@ -138,7 +202,7 @@ fn a_cached_slot_is_a_freed_slot_for_every_check() {
 }
 
 #[test]
-fn an_overflow_checked_on_free_is_checked_on_the_cached_free() {
+fn an_overflow_checked_on_free_is_checked_on_the_owners_free() {
     let r = in_child(|| {
         let h = heap();
         let tc = cache(&h);
@@ -178,7 +242,7 @@ fn mapped(page: usize) -> bool {
 }
 
 #[test]
-fn threads_share_cache_pages_and_a_page_goes_with_its_last_cache() {
+fn threads_share_cache_pages_which_stay_for_the_next_threads() {
     let h = heap();
     let home = cache(&h) as *mut ThreadCache; // in the region: no mapping of its own
     let before = calls();
@@ -188,26 +252,28 @@ fn threads_share_cache_pages_and_a_page_goes_with_its_last_cache() {
     let page = page_of(unsafe { &*a });
     assert_eq!(page, page_of(unsafe { &*b }));
     assert_ne!(page, page_of(unsafe { &*home }));
-    // a cache given back with slots in it comes out empty for the next thread
+    // a cache given back owning nothing (its one group emptied) is a spare place
     let p = h.malloc_cached(unsafe { &mut *a }, 40).unwrap();
     unsafe { h.free_cached(&mut *a, p.as_ptr()) };
-    assert_ne!(unsafe { (*a).held(size_to_class(40)) }, 0);
+    assert!(!unsafe { (*a).owns_nothing() });
     unsafe { h.cache_destroy(a) };
     assert!(mapped(page), "b still holds the page");
     let maps = calls().mmap;
     let a2 = cache(&h) as *mut ThreadCache;
     assert_eq!(a2, a, "a spare place is used before a new page is mapped");
     assert_eq!(calls().mmap, maps);
-    assert_eq!(unsafe { (*a2).held(size_to_class(40)) }, 0);
+    assert!(unsafe { (*a2).owns_nothing() });
     unsafe { h.cache_destroy(a2) };
+    // a page is kept when its last cache goes (a remote free may still read a cache's
+    // mark after its last group went), and its places serve the next threads
     let unmaps = calls().munmap;
     unsafe { h.cache_destroy(b) };
-    let (start, len) = calls().last_munmap;
-    assert_eq!(calls().munmap, unmaps + 1, "the emptied page is unmapped");
-    assert!(
-        start <= page && page < start + len,
-        "the unmapped range {start:#x}+{len:#x} holds the page {page:#x}"
-    );
+    assert_eq!(calls().munmap, unmaps, "a cache page is kept");
+    let maps = calls().mmap;
+    let b2 = cache(&h) as *mut ThreadCache;
+    assert_eq!(page_of(unsafe { &*b2 }), page);
+    assert_eq!(calls().mmap, maps);
+    unsafe { h.cache_destroy(b2) };
     h.walk().unwrap();
     unsafe { h.cache_destroy(home) };
     let maps = calls().mmap;
@@ -270,12 +336,11 @@ fn threads_with_caches_free_each_others_blocks() {
     }
     consumer.join().unwrap();
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.large, s.cached), (0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.owned), (0, 0, 0));
 }
 
 #[test]
-fn freeing_everything_gives_the_cache_back_and_the_groups_with_it() {
-    // seeds 10-13 left 1-4 slots cached before hosts of nested groups were given back
+fn freeing_everything_gives_back_all_groups_but_two_a_class() {
     for seed in 9..16 {
         free_everything(seed);
     }
@@ -297,93 +362,29 @@ fn free_everything(seed: u64) {
         unsafe { h.free_cached(tc, p.as_ptr()) };
     }
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0), "seed {seed}");
+    assert_eq!(s.in_use, 0, "seed {seed}");
+    let classes = (0..TC_CLASSES)
+        .filter(|&sc| tc.groups(sc).next().is_some())
+        .count();
+    assert!(
+        (classes..=2 * classes).contains(&s.owned),
+        "seed {seed}: {} groups kept for {classes} classes",
+        s.owned
+    );
     assert!(
         s.mapped - before < (full - before) / 20,
         "{} of {} bytes still mapped",
         s.mapped - before,
         full - before
     );
-    // the next malloc uses the cache again
-    let want = tc.refill_size(ngmalloc::size_class::size_to_class(100));
-    let p = h.malloc_cached(tc, 100).unwrap();
-    unsafe { h.free_cached(tc, p.as_ptr()) };
-    assert_eq!(h.walk().unwrap().cached, want);
     unsafe { h.cache_destroy(tc) };
-}
-
-/// A consumer's cache and 2000 blocks of 100 bytes a producer built, whose cache is gone
-/// (no slot of their groups is left in its bin).
-fn built_by_another(h: &TestHeap) -> (&'static mut ThreadCache, Vec<std::ptr::NonNull<u8>>) {
-    let (producer, consumer) = (cache(h), cache(h));
-    let v = (0..2000)
-        .map(|_| h.malloc_cached(producer, 100).unwrap())
-        .collect();
-    unsafe { h.cache_destroy(producer) };
-    (consumer, v)
-}
-
-#[test]
-fn a_consumer_run_keeps_no_slots_of_a_class_it_never_refilled() {
-    // A thread that frees what another built (a consumer) never refilled the class: in its
-    // long run of frees, every slot goes straight to its group, where producers take it
-    // again (a bin of such slots would keep them, and their groups, from everyone for as
-    // long as the thread lives).
-    let h = heap();
-    let (consumer, v) = built_by_another(&h);
-    let sc = ngmalloc::size_class::size_to_class(100);
-    for (k, p) in v.into_iter().enumerate() {
-        let in_use = h.walk().unwrap().in_use;
-        unsafe { h.free_cached(consumer, p.as_ptr()) };
-        if k >= FREE_STREAK as usize {
-            assert_eq!(consumer.held(sc), 0, "free {k}: the bin kept a slot");
-            assert_eq!(
-                h.walk().unwrap().in_use,
-                in_use - 1,
-                "free {k}: not given back"
-            );
-        }
-    }
-    let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0));
-    unsafe { h.cache_destroy(consumer) };
-}
-
-#[test]
-fn in_a_run_of_frees_a_full_bin_stays_full_and_frees_go_to_the_groups() {
-    // In a long run of frees no malloc takes a slot back: a full bin (of a class the
-    // thread refilled) gives each further slot straight to its group instead of draining
-    // half of itself to take it in. Every other block stays in use, so no group can go
-    // back whole.
-    let h = heap();
-    let (tc, v) = built_by_another(&h);
-    let sc = ngmalloc::size_class::size_to_class(100);
-    let mine = h.malloc_cached(tc, 100).unwrap();
-    unsafe { h.free_cached(tc, mine.as_ptr()) };
-    for (k, p) in v.iter().step_by(2).enumerate() {
-        let in_use = h.walk().unwrap().in_use;
-        unsafe { h.free_cached(tc, p.as_ptr()) };
-        if k >= FREE_STREAK as usize + limit(sc) {
-            assert_eq!(tc.held(sc), limit(sc), "free {k}: the bin was drained");
-            assert_eq!(
-                h.walk().unwrap().in_use,
-                in_use - 1,
-                "free {k}: not given back"
-            );
-        }
-    }
-    for p in v.iter().skip(1).step_by(2) {
-        unsafe { h.free_cached(tc, p.as_ptr()) };
-    }
-    unsafe { h.cache_destroy(tc) };
-    let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.cached), (0, 0));
+    assert_eq!(h.walk().unwrap().owned, 0);
 }
 
 #[test]
 fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
     // Regression: a fresh single-slot group is marked all-zero for calloc; its slot, freed
-    // into the cache dirty and taken again, kept the mark, and musl's calloc skipped the
+    // into its group dirty and taken again, kept the mark, and musl's calloc skipped the
     // memset (found by c-tests/oom.c).
     let h = heap();
     let tc = cache(&h);
@@ -398,7 +399,7 @@ fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
     // the same slot (offset cycling may move the start within it)
     assert!(
         q.addr().abs_diff(p.addr()) < 4096,
-        "the cached slot is reused"
+        "the freed slot is reused"
     );
     assert!(
         !unsafe { h.is_allzero(q) },
