@@ -63,6 +63,11 @@ pub const WALK: usize = 8;
 /// several classes retire and remake groups (4-local-8t: 1.5 lock acquisitions per 1,000
 /// calls with one kept).
 pub const KEPT_EMPTY: usize = 2;
+/// Groups a miss makes at most under one lock acquisition (see `next_group`).
+pub const MAKE_BATCH: usize = 4;
+/// Empty groups a thread gives up before it takes the lock to retire them, all at once:
+/// what it holds empty beyond [`KEPT_EMPTY`] a class is at most this many groups.
+pub const RETIRE_BATCH: u32 = 16;
 /// Whether caches are used at all: not with the options whose point is the order of
 /// reuse (random slots; quarantine, which holds frees back itself).
 pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
@@ -83,6 +88,11 @@ pub struct ThreadCache {
     pub(crate) secret: u64,
     /// Offset cycling's counter, ticked by every slot this thread frames.
     pub(crate) cycle: u32,
+    /// Groups in `retiring`.
+    pub(crate) retiring_count: u32,
+    /// Empty groups this cache gave up, still owned, retired together under one lock
+    /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
+    pub(crate) retiring: *mut Meta,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
     /// Set when the thread exits, cleared when another adopts the cache (both under the
@@ -115,6 +125,26 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
     }
 }
 
+/// Join the circular list `theirs` to the list at `head`, after its tail.
+///
+/// # Safety
+/// Both are live, disjoint circular lists (or `head` is null).
+unsafe fn splice(head: &mut *mut Meta, theirs: *mut Meta) {
+    if head.is_null() {
+        *head = theirs;
+        return;
+    }
+    // SAFETY: the caller's contract; each link is checked before it is followed.
+    unsafe {
+        let (mine, mine_tail) = (*head, ok(checked_links(*head)).0);
+        let their_tail = ok(checked_links(theirs)).0;
+        (*mine_tail).next = theirs;
+        (*theirs).prev = mine_tail;
+        (*their_tail).next = mine;
+        (*mine).prev = their_tail;
+    }
+}
+
 const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
 // every owned class is below a page, so an owned slot is never "medium" (sweep)
 const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
@@ -140,7 +170,25 @@ impl ThreadCache {
 
     /// Whether the cache owns no group.
     pub fn owns_nothing(&self) -> bool {
-        self.active.iter().all(|g| g.is_null())
+        self.active.iter().all(|g| g.is_null()) && self.retiring.is_null()
+    }
+
+    /// The empty groups waiting to be retired together.
+    pub fn retiring(&self) -> impl Iterator<Item = *mut Meta> + '_ {
+        let head = self.retiring;
+        let mut m = head;
+        core::iter::from_fn(move || {
+            if m.is_null() {
+                return None;
+            }
+            let here = m;
+            // SAFETY: listed records are live (the cache invariant)
+            m = unsafe { (*m).next };
+            if m == head {
+                m = null_mut();
+            }
+            Some(here)
+        })
     }
 }
 
@@ -286,6 +334,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // is seen here or sees the mark (`free_remote`)
             (*tc).abandoned.0.store(true, SeqCst);
             // (no fence: nothing for the real atomics, see `Mask::sc_order`)
+            self.retire_batch(&mut st, &mut *tc);
             for sc in 0..TC_CLASSES {
                 let mut left = (*tc).groups(sc).count();
                 while left != 0 {
@@ -412,28 +461,43 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: listed groups are live and this cache's; their links are checked
         // before they are followed.
         unsafe {
-            for _ in 0..WALK {
-                if g.is_null() {
-                    break;
-                }
+            let mut seen = 0;
+            while seen < WALK && !g.is_null() {
                 let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
                 if avail != 0 {
                     tc.active[sc] = g;
                     return Some((g, avail));
                 }
+                seen += 1;
                 g = ok(checked_links(g)).1;
                 if g == head {
                     break;
                 }
             }
+            // A thread that already fills several groups of the class gets up to
+            // MAKE_BATCH at once, under one lock acquisition: the working set of a
+            // thread-heavy program is made with a lock per few groups, not per group.
+            let make = seen.div_ceil(2).clamp(1, MAKE_BATCH);
             let mut st = self.locked()?;
             let secret = st.secret;
             let g = st.own_group::<O>(sc, n, secret, tc)?;
+            let mut spare = [null_mut(); MAKE_BATCH];
+            for s in spare.iter_mut().take(make).skip(1) {
+                match st.own_group::<O>(sc, n, secret, tc) {
+                    Some(m) => *s = m,
+                    None => break,
+                }
+            }
             tc.cycle = tc.cycle.wrapping_add(st.cycle);
             drop(st);
-            // first in the list: the walk goes on after it
+            // first in the list, the spare ones next (as empty ones kept): the walk goes
+            // on after them
             queue(&mut tc.active[sc], g);
             tc.active[sc] = g;
+            for &m in spare.iter().skip(1).take_while(|m| !m.is_null()) {
+                let mut after = (*g).next;
+                queue(&mut after, m);
+            }
             Some((g, (*g).avail_mask.load(Relaxed)))
         }
     }
@@ -456,9 +520,26 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let s = ok(find_slot_live(p, secret));
             ok(nominal_size(p, &s));
             let g = s.meta;
-            if !core::ptr::eq((*g).owner.load(Relaxed), tc) {
-                return self.free_not_mine(p, s, secret);
+            let owner = (*g).owner.load(Relaxed);
+            if !core::ptr::eq(owner, tc) {
+                if owner.is_null() || !(*owner).abandoned.0.load(Relaxed) {
+                    return self.free_not_mine(p, s, secret);
+                }
+                return self.free_adopting(tc, p, s, owner);
             }
+            self.free_mine(tc, p, s)
+        }
+    }
+
+    /// The owner's free of `p`, validated as `s`: into `avail_mask`, no lock.
+    ///
+    /// # Safety
+    /// `p` is a live allocation, validated as `s`, of a group `tc` owns.
+    #[inline(always)]
+    unsafe fn free_mine(&self, tc: &mut ThreadCache, p: *mut u8, s: crate::slot::Slot) {
+        let g = s.meta;
+        // SAFETY: the caller's contract; only this thread changes the group's avail_mask.
+        unsafe {
             retire(p, &s);
             clear_zeroed(g);
             let Some(free) = free_owned(&(*g).freed_mask, &(*g).avail_mask, 1 << s.idx) else {
@@ -513,16 +594,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let mut after = ok(checked_links(head)).1;
             let mut m = after;
             let mut kept = 0;
-            while m != head && m != g && kept < KEPT_EMPTY {
+            while m != head && kept < KEPT_EMPTY {
+                if m == g {
+                    // already among the kept ones
+                    return;
+                }
                 if (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed) != all(m) {
                     break;
                 }
                 kept += 1;
                 m = ok(checked_links(m)).1;
-            }
-            if m == g {
-                // already among the kept ones
-                return;
             }
             if kept < KEPT_EMPTY {
                 dequeue(&mut tc.active[sc], g);
@@ -530,16 +611,85 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 queue(&mut after, g);
                 return;
             }
-            let Some(mut st) = self.locked() else { crash() };
-            let secret = st.secret;
             // no slot of `g` is in use, so no other thread frees into it
             check!(collect(&(*g).freed_mask, &(*g).avail_mask) == all(g));
             dequeue(&mut tc.active[sc], g);
-            let unmap = st.retire_owned::<O>(g, secret);
-            drop(st);
-            for (base, len) in unmap.into_iter().flatten() {
-                crate::heap::unmap::<O>(base, len);
+            queue(&mut tc.retiring, g);
+            tc.retiring_count += 1;
+            if tc.retiring_count >= RETIRE_BATCH {
+                let Some(mut st) = self.locked() else { crash() };
+                self.retire_batch(&mut st, tc);
             }
+        }
+    }
+
+    /// Retire the groups `tc` gave up.
+    ///
+    /// # Safety
+    /// `st` is the heap lock; `tc` satisfies the cache invariant.
+    unsafe fn retire_batch(&self, st: &mut State, tc: &mut ThreadCache) {
+        let secret = tc.secret;
+        // SAFETY: retiring groups are empty, so no other thread frees into them.
+        unsafe {
+            while let Some(g) = crate::list::dequeue_head(&mut tc.retiring) {
+                self.unmap_now(st.retire_owned::<O>(g, secret));
+            }
+        }
+        tc.retiring_count = 0;
+    }
+
+    /// A free by `tc` into a group of the abandoned cache `owner`: adopt every group of
+    /// `owner` (one lock acquisition, and the place given back), so that this and later
+    /// frees into them are the owner's, with no lock, and the groups they empty are
+    /// retired in batches. (Else each group emptied, say by the main thread freeing what
+    /// exited workers left, took the lock.) If another thread adopted `owner` first, the
+    /// free is a remote one.
+    ///
+    /// # Safety
+    /// `p` is a live allocation, validated as `s`, of a group `owner` owns.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_adopting(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        s: crate::slot::Slot,
+        owner: *mut ThreadCache,
+    ) {
+        let Some(mut st) = self.locked() else { crash() };
+        // SAFETY: an abandoned cache's lists are changed only under the lock, held here;
+        // a group's owner may change between two caches at any time (a remote free does
+        // not depend on which), and `tc`'s lists are this thread's.
+        unsafe {
+            if (*owner).abandoned.0.load(Relaxed) {
+                unregister(&mut st.abandoned, owner);
+                for sc in 0..TC_CLASSES {
+                    let theirs = core::mem::replace(&mut (*owner).active[sc], null_mut());
+                    if theirs.is_null() {
+                        continue;
+                    }
+                    let mut m = theirs;
+                    loop {
+                        (*m).owner.store(tc, Relaxed);
+                        m = ok(checked_links(m)).1;
+                        if m == theirs {
+                            break;
+                        }
+                    }
+                    splice(&mut tc.active[sc], theirs);
+                }
+                while let Some(g) = crate::list::dequeue_head(&mut (*owner).retiring) {
+                    (*g).owner.store(tc, Relaxed);
+                    queue(&mut tc.retiring, g);
+                    tc.retiring_count += 1;
+                }
+                self.give_place_back(&mut st, owner);
+            }
+            drop(st);
+            if core::ptr::eq((*s.meta).owner.load(Relaxed), tc) {
+                return self.free_mine(tc, p, s);
+            }
+            self.free_slot(p, s, tc.secret)
         }
     }
 

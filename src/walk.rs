@@ -15,7 +15,7 @@ use crate::meta::{
 use crate::os::Os;
 use crate::pagemap;
 use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
-use crate::tcache::TC_CLASSES;
+use crate::tcache::{RETIRE_BATCH, TC_CLASSES};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +345,32 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
                     }
                     s.owned += n;
                 }
+                let mut n = 0usize;
+                for m in (*tc).retiring() {
+                    want!(
+                        !m.is_null() && (*area_of(m)).check == secret && !(*m).mem.is_null(),
+                        "retiring group not live",
+                        m
+                    );
+                    if let Err(e) = checked_links(m) {
+                        return Err(Violation {
+                            what: "retiring list link",
+                            at: m.addr(),
+                            corrupt: Some(e),
+                        });
+                    }
+                    want!((*m).owner.load(Relaxed) == tc, "retiring group's owner", m);
+                    want!(
+                        (*m).avail_mask.load(Relaxed) == low_mask((*m).last_idx as usize)
+                            && (*m).freed_mask.load(Relaxed) == 0,
+                        "retiring group not empty",
+                        m
+                    );
+                    n += 1;
+                    want!(n <= RETIRE_BATCH as usize, "retiring list too long", m);
+                }
+                want!(n == (*tc).retiring_count as usize, "retiring count", tc);
+                s.owned += n;
                 prev = tc;
                 tc = (*tc).next;
             }
