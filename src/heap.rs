@@ -457,9 +457,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub(crate) unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
         // SAFETY: the caller vouches for the slot; the group outlives it.
         unsafe {
-            let owner = (*g).owner.load(Relaxed);
-            if !owner.is_null() {
-                return self.free_remote(owner, g, idx);
+            if !(*g).owner.load(Relaxed).is_null() {
+                return self.free_remote(g, idx);
             }
             let bit = 1u32 << idx;
             let all = low_mask((*g).last_idx as usize);

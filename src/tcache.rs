@@ -37,15 +37,14 @@
 //! group is on its owner's list; an abandoned cache owns at least one group.
 
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::AtomicBool;
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
+use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
 use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
-use crate::masks::{collect, free_owned, free_remote, take_owned};
+use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
 use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
 use crate::size_class::{class_size, size_to_class};
@@ -62,12 +61,23 @@ pub const WALK: usize = 8;
 /// mallocs: more would hold memory a program freed, fewer made thread-local churn of
 /// several classes retire and remake groups (4-local-8t: 1.5 lock acquisitions per 1,000
 /// calls with one kept).
-pub const KEPT_EMPTY: usize = 2;
+pub const KEPT_EMPTY: usize = if DECAY_MS == 0 { 0 } else { 2 };
+/// Bytes of slots above which an empty group is not kept but given up (to `retiring`).
+pub const KEPT_MAX_BYTES: usize = 16 << 10;
 /// Groups a miss makes at most under one lock acquisition (see `next_group`).
-pub const MAKE_BATCH: usize = 4;
+pub const MAKE_BATCH: usize = if DECAY_MS == 0 { 1 } else { 4 };
+/// Groups after the head of a class's list that may be empty ones kept or made ahead.
+const KEPT_AHEAD: usize = if KEPT_EMPTY > MAKE_BATCH - 1 {
+    KEPT_EMPTY
+} else {
+    MAKE_BATCH - 1
+};
 /// Empty groups a thread gives up before it takes the lock to retire them, all at once:
 /// what it holds empty beyond [`KEPT_EMPTY`] a class is at most this many groups.
-pub const RETIRE_BATCH: u32 = 16;
+pub const RETIRE_BATCH: u32 = if DECAY_MS == 0 { 1 } else { 16 };
+/// Bytes of slots in `retiring` at which they are retired at once, decay or not: what a
+/// thread holds empty beyond its kept groups stays below this.
+pub const RETIRE_BYTES: usize = 256 << 10;
 /// Whether caches are used at all: not with the options whose point is the order of
 /// reuse (random slots; quarantine, which holds frees back itself).
 pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
@@ -90,20 +100,33 @@ pub struct ThreadCache {
     pub(crate) cycle: u32,
     /// Groups in `retiring`.
     pub(crate) retiring_count: u32,
+    /// Bytes of slots in `retiring`.
+    pub(crate) retiring_bytes: usize,
+    /// When `retiring` is to be retired ([`DECAY_MS`] after it last became nonempty), by
+    /// `Os::now_ms`.
+    pub(crate) decay_at: u64,
     /// Empty groups this cache gave up, still owned, retired together under one lock
     /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
     pub(crate) retiring: *mut Meta,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
-    /// Set when the thread exits, cleared when another adopts the cache (both under the
-    /// lock); read by remote frees. On a line of its own: every remote free reads it, and
-    /// the owner's heads change on every miss.
-    pub(crate) abandoned: Abandoned,
+    /// This cache, as `cache_create` made it: what its groups' [`Meta::owner`] holds. (A
+    /// pointer derived from the `&mut` the owner's calls hold would not be valid for
+    /// another thread to follow once the cache is abandoned.)
+    pub(crate) me: *mut ThreadCache,
 }
 
-/// [`ThreadCache::abandoned`], aligned to a line of its own.
-#[repr(C, align(64))]
-pub(crate) struct Abandoned(pub(crate) AtomicBool);
+/// The mark in [`Meta::owner`] of a group whose owning cache was abandoned (caches are
+/// 64-byte aligned): set on each of its groups when the thread exits, cleared when
+/// another adopts them. In the group, not the cache: a remote free reads it, and it must
+/// not read the cache of a thread that may be running.
+pub const ABANDONED: usize = 1;
+
+/// `owner`, marked abandoned.
+#[inline(always)]
+fn abandoned(owner: *mut ThreadCache) -> *mut ThreadCache {
+    owner.map_addr(|a| a | ABANDONED)
+}
 
 /// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
 /// block.
@@ -123,6 +146,30 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
         tc.cycle = tc.cycle.wrapping_add(1);
         NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret))
     }
+}
+
+/// Make `to` the owner of every group of `from` (`to` unmarked: adopted).
+///
+/// # Safety
+/// The heap lock is held; `from` is an abandoned cache, or `to` itself.
+unsafe fn own_all(from: *mut ThreadCache, to: *mut ThreadCache) {
+    // SAFETY: the caller's contract; an abandoned cache's lists are the lock's.
+    unsafe {
+        for sc in 0..TC_CLASSES {
+            for m in (*from).groups(sc) {
+                (*m).owner.store(to, Relaxed);
+            }
+        }
+    }
+}
+
+/// Bytes of the slots of the live group `g`.
+///
+/// # Safety
+/// `g` is live.
+unsafe fn group_bytes(g: *mut Meta) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { crate::meta::stride(g) * ((*g).last_idx as usize + 1) }
 }
 
 /// Join the circular list `theirs` to the list at `head`, after its tail.
@@ -278,7 +325,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if !st.abandoned.is_null() {
                 let tc = st.abandoned;
                 unregister(&mut st.abandoned, tc);
-                (*tc).abandoned.0.store(false, Relaxed);
+                own_all(tc, tc);
                 register(&mut st.caches, tc);
                 st.stats.caches += 1;
                 return tc;
@@ -307,6 +354,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             };
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
+            (*tc).me = tc;
             register(&mut st.caches, tc);
             st.stats.caches += 1;
             tc
@@ -330,18 +378,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // is the registry.
         unsafe {
             unregister(&mut st.caches, tc);
-            // marked first, then `freed` read: a remote free that empties a group either
-            // is seen here or sees the mark (`free_remote`)
-            (*tc).abandoned.0.store(true, SeqCst);
-            // (no fence: nothing for the real atomics, see `Mask::sc_order`)
             self.retire_batch(&mut st, &mut *tc);
             for sc in 0..TC_CLASSES {
                 let mut left = (*tc).groups(sc).count();
                 while left != 0 {
                     left -= 1;
                     let g = (*tc).active[sc];
+                    // marked first, then `freed` read: a remote free that empties the
+                    // group either is seen here or sees the mark (`free_remote`)
+                    (*g).owner.store(abandoned(tc), SeqCst);
+                    (*g).freed_mask.sc_order();
                     // (read, not collected: a remote free judges emptiness from `avail`,
-                    // which must not change once the cache is marked)
+                    // which must not change once the group is marked)
                     let free = (*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(SeqCst);
                     if free != low_mask((*g).last_idx as usize) {
                         (*tc).active[sc] = (*g).next;
@@ -474,16 +522,19 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     break;
                 }
             }
+            if !tc.retiring.is_null() {
+                self.decay(tc);
+            }
             // A thread that already fills several groups of the class gets up to
             // MAKE_BATCH at once, under one lock acquisition: the working set of a
             // thread-heavy program is made with a lock per few groups, not per group.
             let make = seen.div_ceil(2).clamp(1, MAKE_BATCH);
             let mut st = self.locked()?;
             let secret = st.secret;
-            let g = st.own_group::<O>(sc, n, secret, tc)?;
+            let g = st.own_group::<O>(sc, n, secret, tc.me)?;
             let mut spare = [null_mut(); MAKE_BATCH];
             for s in spare.iter_mut().take(make).skip(1) {
-                match st.own_group::<O>(sc, n, secret, tc) {
+                match st.own_group::<O>(sc, n, secret, tc.me) {
                     Some(m) => *s = m,
                     None => break,
                 }
@@ -522,7 +573,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let g = s.meta;
             let owner = (*g).owner.load(Relaxed);
             if !core::ptr::eq(owner, tc) {
-                if owner.is_null() || !(*owner).abandoned.0.load(Relaxed) {
+                if owner.addr() & ABANDONED == 0 {
                     return self.free_not_mine(p, s, secret);
                 }
                 return self.free_adopting(tc, p, s, owner);
@@ -549,6 +600,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let sc = (*g).sizeclass as usize;
                 if tc.active[sc] != g {
                     self.emptied(tc, sc, g);
+                } else if !tc.retiring.is_null() {
+                    self.decay(tc);
                 }
             }
         }
@@ -605,7 +658,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 kept += 1;
                 m = ok(checked_links(m)).1;
             }
-            if kept < KEPT_EMPTY {
+            let bytes = group_bytes(g);
+            if kept < KEPT_EMPTY && bytes <= KEPT_MAX_BYTES {
                 dequeue(&mut tc.active[sc], g);
                 // (queued before `after` is after the head)
                 queue(&mut after, g);
@@ -614,11 +668,52 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // no slot of `g` is in use, so no other thread frees into it
             check!(collect(&(*g).freed_mask, &(*g).avail_mask) == all(g));
             dequeue(&mut tc.active[sc], g);
+            if tc.retiring.is_null() {
+                tc.decay_at = O::now_ms().saturating_add(DECAY_MS);
+            }
             queue(&mut tc.retiring, g);
             tc.retiring_count += 1;
-            if tc.retiring_count >= RETIRE_BATCH {
+            tc.retiring_bytes += bytes;
+            if tc.retiring_count >= RETIRE_BATCH || tc.retiring_bytes >= RETIRE_BYTES {
                 let Some(mut st) = self.locked() else { crash() };
                 self.retire_batch(&mut st, tc);
+            } else {
+                self.decay(tc);
+            }
+        }
+    }
+
+    /// Decay, checked when `tc` has given groups up: once they have waited [`DECAY_MS`],
+    /// retire them, and the empty groups it kept (and its empty active groups), all
+    /// under one lock acquisition. Checked on a miss, when a group is given up, and when
+    /// the active group empties: the calls of a program that frees everything and calls
+    /// again later (a kept or active group is what its next malloc takes, so they go only
+    /// once the thread has been giving groups up and time has passed).
+    #[cold]
+    #[inline(never)]
+    fn decay(&self, tc: &mut ThreadCache) {
+        if O::now_ms() < tc.decay_at {
+            return;
+        }
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = tc.secret;
+        // SAFETY: `tc` is this thread's; the groups retired are empty, so no other thread
+        // frees into them; links are checked before they are followed.
+        unsafe {
+            self.retire_batch(&mut st, tc);
+            for sc in 0..TC_CLASSES {
+                // kept groups are next after the head, made ones too
+                let mut near = [null_mut(); 1 + KEPT_AHEAD];
+                for (k, g) in tc.groups(sc).take(near.len()).enumerate() {
+                    near[k] = g;
+                }
+                for &g in near.iter().take_while(|g| !g.is_null()) {
+                    let all = low_mask((*g).last_idx as usize);
+                    if collect(&(*g).freed_mask, &(*g).avail_mask) == all {
+                        dequeue(&mut tc.active[sc], g);
+                        self.unmap_now(st.retire_owned::<O>(g, secret));
+                    }
+                }
             }
         }
     }
@@ -636,17 +731,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             }
         }
         tc.retiring_count = 0;
+        tc.retiring_bytes = 0;
     }
 
-    /// A free by `tc` into a group of the abandoned cache `owner`: adopt every group of
-    /// `owner` (one lock acquisition, and the place given back), so that this and later
-    /// frees into them are the owner's, with no lock, and the groups they empty are
-    /// retired in batches. (Else each group emptied, say by the main thread freeing what
-    /// exited workers left, took the lock.) If another thread adopted `owner` first, the
-    /// free is a remote one.
+    /// A free by `tc` into a group of the abandoned cache `owner` (its `owner` field
+    /// marked): adopt every group of `owner` (one lock acquisition, and the place given
+    /// back), so that this and later frees into them are the owner's, with no lock, and
+    /// the groups they empty are retired in batches. (Else each group emptied, say by the
+    /// main thread freeing what exited workers left, took the lock.) If another thread
+    /// adopted `owner` first, the free is a remote one.
     ///
     /// # Safety
-    /// `p` is a live allocation, validated as `s`, of a group `owner` owns.
+    /// `p` is a live allocation, validated as `s`, of a group of `owner`.
     #[cold]
     #[inline(never)]
     unsafe fn free_adopting(
@@ -657,32 +753,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         owner: *mut ThreadCache,
     ) {
         let Some(mut st) = self.locked() else { crash() };
-        // SAFETY: an abandoned cache's lists are changed only under the lock, held here;
+        // SAFETY: an abandoned cache's lists are changed only under the lock, held here
+        // (and its groups' marks: a mark still there means the cache is still abandoned);
         // a group's owner may change between two caches at any time (a remote free does
         // not depend on which), and `tc`'s lists are this thread's.
         unsafe {
-            if (*owner).abandoned.0.load(Relaxed) {
+            if (*s.meta).owner.load(Relaxed) == owner {
+                let owner = owner.map_addr(|a| a & !ABANDONED);
                 unregister(&mut st.abandoned, owner);
+                own_all(owner, tc.me);
                 for sc in 0..TC_CLASSES {
                     let theirs = core::mem::replace(&mut (*owner).active[sc], null_mut());
-                    if theirs.is_null() {
-                        continue;
+                    if !theirs.is_null() {
+                        splice(&mut tc.active[sc], theirs);
                     }
-                    let mut m = theirs;
-                    loop {
-                        (*m).owner.store(tc, Relaxed);
-                        m = ok(checked_links(m)).1;
-                        if m == theirs {
-                            break;
-                        }
-                    }
-                    splice(&mut tc.active[sc], theirs);
                 }
-                while let Some(g) = crate::list::dequeue_head(&mut (*owner).retiring) {
-                    (*g).owner.store(tc, Relaxed);
-                    queue(&mut tc.retiring, g);
-                    tc.retiring_count += 1;
-                }
+                // (an abandoned cache has nothing retiring: its thread retired it at exit)
+                check!((*owner).retiring.is_null());
                 self.give_place_back(&mut st, owner);
             }
             drop(st);
@@ -698,17 +785,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// abandoned cache, nobody would collect it: retire it.
     ///
     /// # Safety
-    /// The slot is in use, validated and retired; `owner` is `g`'s owner.
-    pub(crate) unsafe fn free_remote(&self, owner: *mut ThreadCache, g: *mut Meta, idx: usize) {
-        // SAFETY: an owning cache is never unmapped while it owns a group, and this slot,
-        // in use until now, keeps `g` owned.
+    /// The slot is in use, validated and retired; `g` is owned.
+    pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) {
+        // SAFETY: the slot, in use until now, kept `g` live and owned.
         unsafe {
             let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
                 crash()
             };
-            // (the mark read after the OR, see `free_remote`; `avail` again after the
-            // mark, which the exiting owner wrote after its last change to it)
-            if (*owner).abandoned.0.load(SeqCst)
+            // the mark read after the OR (see `free_remote`), and `avail` again after the
+            // mark, which the exiting owner wrote after its last change to it
+            (*g).freed_mask.sc_order();
+            let owner = (*g).owner.load(SeqCst);
+            if owner.addr() & ABANDONED != 0
                 && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
             {
                 self.retire_orphan(owner, g);
@@ -716,25 +804,26 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Retire the group `g` of the abandoned cache `owner` if it still is abandoned and
-    /// `g` empty (a thread may have adopted it meanwhile, and allocated from `g`), and
-    /// give the cache's place back once it owns nothing.
+    /// Retire the group `g` of an abandoned cache (`owner`, marked) if it is still that
+    /// cache's and abandoned, and empty (a thread may have adopted it meanwhile, and
+    /// allocated from `g`), and give the cache's place back once it owns nothing.
     ///
     /// # Safety
-    /// `g` is a live group of `owner`, which is a cache of this heap.
+    /// `g` is a live record.
     #[cold]
     #[inline(never)]
     unsafe fn retire_orphan(&self, owner: *mut ThreadCache, g: *mut Meta) {
         let Some(mut st) = self.locked() else { crash() };
         let secret = st.secret;
-        // SAFETY: an abandoned cache's lists are changed only under the lock, held here.
+        // SAFETY: an abandoned cache's lists and its groups' marks are changed only under
+        // the lock, held here: a group still marked with `owner` is on its list.
         unsafe {
-            if !(*owner).abandoned.0.load(Relaxed)
-                || (*g).owner.load(Relaxed) != owner
+            if (*g).owner.load(Relaxed) != owner
                 || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
             {
                 return;
             }
+            let owner = owner.map_addr(|a| a & !ABANDONED);
             let sc = (*g).sizeclass as usize;
             dequeue(&mut (*owner).active[sc], g);
             self.unmap_now(st.retire_owned::<O>(g, secret));

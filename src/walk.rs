@@ -15,7 +15,7 @@ use crate::meta::{
 use crate::os::Os;
 use crate::pagemap;
 use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
-use crate::tcache::{RETIRE_BATCH, TC_CLASSES};
+use crate::tcache::{ABANDONED, RETIRE_BATCH, TC_CLASSES};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -304,11 +304,12 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
             while !tc.is_null() {
                 want!((*tc).prev == prev, "cache registry links", tc);
                 want!((*tc).secret == secret, "cache's copy of the secret", tc);
-                want!(
-                    (*tc).abandoned.0.load(Relaxed) == abandoned,
-                    "cache's abandoned flag",
+                want!((*tc).me == tc, "cache's own address", tc);
+                let owner = if abandoned {
+                    tc.map_addr(|a| a | ABANDONED)
+                } else {
                     tc
-                );
+                };
                 want!(
                     !abandoned || !(*tc).owns_nothing(),
                     "abandoned cache owning nothing",
@@ -334,7 +335,7 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
                             "owned group of another class",
                             m
                         );
-                        want!((*m).owner.load(Relaxed) == tc, "owned group's owner", m);
+                        want!((*m).owner.load(Relaxed) == owner, "owned group's owner", m);
                         want!(
                             (*(*m).mem).active_idx == (*m).last_idx,
                             "owned group not wholly active",

@@ -11,9 +11,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Rng, TestHeap, calls, heap, in_child, locks};
+use common::{Rng, TestHeap, advance_clock, calls, heap, in_child, locks};
 use ngmalloc::size_class::size_to_class;
-use ngmalloc::tcache::{KEPT_EMPTY, MAKE_BATCH, RETIRE_BATCH, TC_CLASSES, ThreadCache};
+use ngmalloc::tcache::{
+    KEPT_EMPTY, MAKE_BATCH, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES, ThreadCache,
+};
 
 const SIGILL: i32 = libc::SIGILL;
 const SIGSEGV: i32 = libc::SIGSEGV;
@@ -449,4 +451,56 @@ fn a_slot_back_from_the_cache_is_not_taken_for_fresh_memory() {
     unsafe { h.free_cached(tc, q) };
     unsafe { h.cache_destroy(tc) };
     h.walk().unwrap();
+}
+
+#[test]
+fn empty_groups_a_thread_gave_up_go_back_after_the_decay_time() {
+    let h = heap();
+    let tc = cache(&h);
+    let v: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(tc, 40).unwrap())
+        .collect();
+    // a few groups of another class: its first miss after the decay time is the check
+    let w: Vec<_> = (0..3).map(|_| h.malloc_cached(tc, 3000).unwrap()).collect();
+    for p in v {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    let waiting = tc.retiring().count();
+    assert!(waiting != 0, "nothing given up");
+    // misses before the time is up keep them
+    let groups = tc.groups(size_to_class(3000)).count();
+    let mut more: Vec<_> = (0..20)
+        .map(|_| h.malloc_cached(tc, 3000).unwrap())
+        .collect();
+    assert!(tc.groups(size_to_class(3000)).count() > groups, "no miss");
+    assert_eq!(tc.retiring().count(), waiting, "retired before their time");
+    advance_clock(ngmalloc::config::DECAY_MS);
+    for _ in 0..100 {
+        more.push(h.malloc_cached(tc, 3000).unwrap());
+    }
+    assert_eq!(tc.retiring().count(), 0, "not retired after the decay time");
+    for p in w.into_iter().chain(more) {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    unsafe { h.cache_destroy(tc) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+#[test]
+fn what_a_thread_keeps_empty_stays_below_its_byte_bound() {
+    let h = heap();
+    let tc = cache(&h);
+    for n in [4000, 2000, 700, 100] {
+        let v: Vec<_> = (0..3000).map(|_| h.malloc_cached(tc, n).unwrap()).collect();
+        for p in v {
+            unsafe { h.free_cached(tc, p.as_ptr()) };
+            let bytes: usize = tc
+                .retiring()
+                .map(|g| unsafe { ngmalloc::meta::stride(g) * ((*g).last_idx as usize + 1) })
+                .sum();
+            assert!(bytes < RETIRE_BYTES, "{bytes} bytes waiting");
+        }
+    }
+    unsafe { h.cache_destroy(tc) };
 }
