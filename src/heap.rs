@@ -884,20 +884,21 @@ impl State {
 
     /// A new group of class `sc` for the thread cache `owner` (`tcache.rs`): every slot
     /// in `avail_mask` (the owner hands them out lowest first, so untouched pages stay
-    /// untouched without mallocng's progressive activation), unlisted.
+    /// untouched without mallocng's progressive activation), unlisted. Its slots take
+    /// any request of the class (a single-slot mapping is not cut to the request that
+    /// made it: the owner reuses it for the class).
     ///
     /// # Safety
     /// The lock is held; `owner` is a live cache of this heap.
     pub(crate) unsafe fn own_group<O: Os>(
         &mut self,
         sc: usize,
-        req: usize,
         secret: u64,
         owner: *mut ThreadCache,
     ) -> Option<*mut Meta> {
         // SAFETY: the new group is fresh and unreachable from any other thread.
         unsafe {
-            let m = self.alloc_group::<O>(sc, req, secret)?;
+            let m = self.alloc_group::<O>(sc, class_size(sc) - IB, secret)?;
             let last = (*m).last_idx;
             (*m).avail_mask.store(low_mask(last as usize), Relaxed);
             (*m).freed_mask.store(0, Relaxed);

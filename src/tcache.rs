@@ -50,8 +50,9 @@ use crate::os::{Os, Prot};
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
 
-/// Classes a thread owns groups of: slots up to 255 units (4080 bytes).
-pub const TC_CLASSES: usize = 28;
+/// Classes a thread owns groups of: all of them (slots up to 128 KiB; larger blocks are
+/// mapped one by one).
+pub const TC_CLASSES: usize = crate::config::NUM_CLASSES;
 /// Groups a miss looks at, at most, before it makes a new one: a bound on a miss's work
 /// in a thread owning many full groups. A full group it passes costs one look; the
 /// memory a bounded walk can leave unseen is a fraction of what the thread holds (a new
@@ -66,6 +67,9 @@ pub const KEPT_EMPTY: usize = if DECAY_MS == 0 { 0 } else { 2 };
 pub const KEPT_MAX_BYTES: usize = 16 << 10;
 /// Groups a miss makes at most under one lock acquisition (see `next_group`).
 pub const MAKE_BATCH: usize = if DECAY_MS == 0 { 1 } else { 4 };
+/// Largest slot of the classes whose groups a miss makes several at a time (larger
+/// groups would hold too much memory ahead).
+const BATCH_SLOT_MAX: usize = 1024;
 /// Groups after the head of a class's list that may be empty ones kept or made ahead.
 const KEPT_AHEAD: usize = if KEPT_EMPTY > MAKE_BATCH - 1 {
     KEPT_EMPTY
@@ -102,8 +106,9 @@ pub struct ThreadCache {
     pub(crate) retiring_count: u32,
     /// Bytes of slots in `retiring`.
     pub(crate) retiring_bytes: usize,
-    /// When `retiring` is to be retired ([`DECAY_MS`] after it last became nonempty), by
-    /// `Os::now_ms`.
+    /// When what waits is to go ([`DECAY_MS`] after the first of it began to wait), by
+    /// `Os::now_ms`; 0 when nothing waits. What waits: `retiring`, and a large active
+    /// group left empty.
     pub(crate) decay_at: u64,
     /// Empty groups this cache gave up, still owned, retired together under one lock
     /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
@@ -163,6 +168,14 @@ unsafe fn own_all(from: *mut ThreadCache, to: *mut ThreadCache) {
     }
 }
 
+/// Start the decay wait of `tc` unless something is already waiting.
+fn pend<O: Os>(tc: &mut ThreadCache) {
+    if tc.decay_at == 0 {
+        // (never 0 once set)
+        tc.decay_at = O::now_ms().saturating_add(DECAY_MS).max(1);
+    }
+}
+
 /// Bytes of the slots of the live group `g`.
 ///
 /// # Safety
@@ -193,8 +206,6 @@ unsafe fn splice(head: &mut *mut Meta, theirs: *mut Meta) {
 }
 
 const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
-// every owned class is below a page, so an owned slot is never "medium" (sweep)
-const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
 
 impl ThreadCache {
     /// The groups this cache owns of class `sc`, head first.
@@ -445,7 +456,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         match tc {
             Some(tc) if cacheable(n) => {
                 let sc = size_to_class(n);
-                match self.next_group(tc, sc, n) {
+                match self.next_group(tc, sc) {
                     Some((g, avail)) => Some(pop(tc, g, avail, n)),
                     None => self.malloc(n),
                 }
@@ -503,7 +514,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// A group of class `sc` with a free slot, made the head of the class's list, and its
     /// `avail_mask`: the first of [`WALK`] groups along the list that has one once
     /// collected, else a new group. `None` when out of memory.
-    fn next_group(&self, tc: &mut ThreadCache, sc: usize, n: usize) -> Option<(*mut Meta, u32)> {
+    fn next_group(&self, tc: &mut ThreadCache, sc: usize) -> Option<(*mut Meta, u32)> {
         let head = tc.active[sc];
         let mut g = head;
         // SAFETY: listed groups are live and this cache's; their links are checked
@@ -522,19 +533,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     break;
                 }
             }
-            if !tc.retiring.is_null() {
+            if tc.decay_at != 0 {
                 self.decay(tc);
             }
             // A thread that already fills several groups of the class gets up to
             // MAKE_BATCH at once, under one lock acquisition: the working set of a
             // thread-heavy program is made with a lock per few groups, not per group.
-            let make = seen.div_ceil(2).clamp(1, MAKE_BATCH);
+            let make = if class_size(sc) <= BATCH_SLOT_MAX {
+                seen.div_ceil(2).clamp(1, MAKE_BATCH)
+            } else {
+                1
+            };
             let mut st = self.locked()?;
             let secret = st.secret;
-            let g = st.own_group::<O>(sc, n, secret, tc.me)?;
+            let g = st.own_group::<O>(sc, secret, tc.me)?;
             let mut spare = [null_mut(); MAKE_BATCH];
             for s in spare.iter_mut().take(make).skip(1) {
-                match st.own_group::<O>(sc, n, secret, tc.me) {
+                match st.own_group::<O>(sc, secret, tc.me) {
                     Some(m) => *s = m,
                     None => break,
                 }
@@ -600,8 +615,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let sc = (*g).sizeclass as usize;
                 if tc.active[sc] != g {
                     self.emptied(tc, sc, g);
-                } else if !tc.retiring.is_null() {
-                    self.decay(tc);
+                } else if tc.decay_at != 0 || (*g).maplen as usize * AREA > KEPT_MAX_BYTES {
+                    // (a large active group left empty is what decay is for as well)
+                    self.decay_head(tc);
                 }
             }
         }
@@ -668,9 +684,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // no slot of `g` is in use, so no other thread frees into it
             check!(collect(&(*g).freed_mask, &(*g).avail_mask) == all(g));
             dequeue(&mut tc.active[sc], g);
-            if tc.retiring.is_null() {
-                tc.decay_at = O::now_ms().saturating_add(DECAY_MS);
-            }
+            pend::<O>(tc);
             queue(&mut tc.retiring, g);
             tc.retiring_count += 1;
             tc.retiring_bytes += bytes;
@@ -695,6 +709,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if O::now_ms() < tc.decay_at {
             return;
         }
+        tc.decay_at = 0;
         let Some(mut st) = self.locked() else { crash() };
         let secret = tc.secret;
         // SAFETY: `tc` is this thread's; the groups retired are empty, so no other thread
@@ -716,6 +731,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 }
             }
         }
+    }
+
+    /// [`Heap::decay`] when an active group empties, starting the wait if it is the
+    /// first thing waiting.
+    #[cold]
+    #[inline(never)]
+    fn decay_head(&self, tc: &mut ThreadCache) {
+        pend::<O>(tc);
+        self.decay(tc);
     }
 
     /// Retire the groups `tc` gave up.
