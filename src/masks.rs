@@ -3,11 +3,16 @@
 //! to `freed_mask` with no lock, racing the locked paths that move freed slots to
 //! `avail_mask` ([`activate`]) or add a bit under the lock ([`free_locked`]).
 //!
-//! Protocol (see `meta.rs` for the invariants): `avail_mask` is written only under the
-//! heap lock; `freed_mask` gains bits with or without the lock and loses them only under
-//! it. The fast path adds a bit only when the group already has a freed slot (so it is
-//! queued) and will keep a slot in use (so it is not to be freed): both decisions that
-//! need the lock are left to the locked path.
+//! Protocol for the heap's groups (see `meta.rs` for the invariants): `avail_mask` is
+//! written only under the heap lock; `freed_mask` gains bits with or without the lock and
+//! loses them only under it. The fast path adds a bit only when the group already has a
+//! freed slot (so it is queued) and will keep a slot in use (so it is not to be freed):
+//! both decisions that need the lock are left to the locked path.
+//!
+//! For a group a thread owns: its owner takes and frees slots in `avail_mask` with plain
+//! loads and stores ([`take_owned`], [`free_owned`]) and moves what others freed into it
+//! with one atomic swap ([`collect`]); any other thread ORs its bit into `freed_mask`
+//! ([`free_remote`]), never taking the lock.
 
 use core::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 

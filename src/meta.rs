@@ -12,18 +12,23 @@
 //! Mask invariants of a live meta `m` with `all = low_mask(m.last_idx)`:
 //! - `avail_mask & freed_mask == 0` and `(avail_mask | freed_mask) ⊆ all`;
 //! - a slot is *in use* iff its bit is in `all & !(avail_mask | freed_mask)`;
-//! - `avail_mask ⊆ low_mask(group.active_idx)`, and `avail_mask != 0` only for the head of
-//!   its class's active list (only the head hands out slots);
-//! - `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's active list, unless
-//!   it is a single-slot group (those are freed, never listed);
+//! - `avail_mask ⊆ low_mask(group.active_idx)`;
 //! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`;
 //! - `hosts ⊆ all & !(avail_mask | freed_mask)`: a slot hosting a nested group is in use.
 //!
+//! A group is *owned* (`owner` non-null: a thread cache's, `tcache.rs`) or the heap's:
+//! - the heap's: `avail_mask != 0` only for the head of its class's active list (only the
+//!   head hands out slots); `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's
+//!   active list, unless it is a single-slot group (those are freed, never listed).
+//!   `avail_mask` changes only under the heap lock; `freed_mask` may gain bits without the
+//!   lock (the free fast path) and loses them only under it, by `activate_group`;
+//! - owned: on its owner's list of its class (or its list of groups to retire), never on
+//!   the heap's; `group.active_idx == last_idx`. `avail_mask` changes only by its owner
+//!   (or under the lock once the owner is abandoned); `freed_mask` gains bits from any
+//!   other thread without the lock, and loses them only to the owner's `collect`.
+//!
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
-//!
-//! `avail_mask` changes only under the heap lock. `freed_mask` may gain bits without the
-//! lock (the free fast path) and loses them only under it, by `activate_group`.
 
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering::Relaxed;
