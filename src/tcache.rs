@@ -522,7 +522,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             let mut seen = 0;
             while seen < WALK && !g.is_null() {
+                let before = (*g).avail_mask.load(Relaxed);
                 let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                if avail != before {
+                    // slots another thread freed come back dirty
+                    clear_zeroed(g);
+                }
                 if avail != 0 {
                     tc.active[sc] = g;
                     return Some((g, avail));

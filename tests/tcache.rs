@@ -504,3 +504,31 @@ fn what_a_thread_keeps_empty_stays_below_its_byte_bound() {
     }
     unsafe { h.cache_destroy(tc) };
 }
+
+#[test]
+fn a_slot_another_thread_freed_is_not_taken_for_fresh_memory() {
+    // Regression (the soak test's calloc): a fresh single-slot group is marked all-zero;
+    // its slot, freed by another thread and collected by the owner, kept the mark.
+    let h = heap();
+    let (owner, other) = (cache(&h), cache(&h));
+    let p = h.malloc_cached(owner, 7044).unwrap().as_ptr();
+    assert!(
+        unsafe { h.is_allzero(p) },
+        "a fresh single-slot group reads as zero"
+    );
+    unsafe { p.write_bytes(0xab, 7044) };
+    unsafe { h.free_cached(other, p) };
+    let q = h.malloc_cached(owner, 7044).unwrap().as_ptr();
+    assert!(
+        q.addr().abs_diff(p.addr()) < 4096,
+        "the slot freed by the other thread is reused"
+    );
+    assert!(
+        !unsafe { h.is_allzero(q) },
+        "a reused slot is not fresh memory"
+    );
+    unsafe { h.free_cached(owner, q) };
+    unsafe { h.cache_destroy(other) };
+    unsafe { h.cache_destroy(owner) };
+    h.walk().unwrap();
+}
