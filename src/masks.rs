@@ -127,10 +127,10 @@ pub fn activate<M: Mask>(freed: &M, avail: &M, act: u32) -> u32 {
 /// there means the slot was free. (Read after the OR, it may hold the bit legitimately:
 /// the owner may have collected it meanwhile.)
 ///
-/// Sequentially consistent, against an owner that exits: it marks its cache abandoned,
-/// then reads `freed` (both `SeqCst`), and this free ORs its bit, then reads the mark
-/// (`SeqCst`): either the exiting owner sees the bit, or this free sees the mark (and the
-/// owner's last `avail`), so a group emptied by this free is retired by one of them. On
+/// Sequentially consistent, against an owner that exits: it clears the group's owner,
+/// then reads `freed` (both `SeqCst`), and this free ORs its bit, then reads the owner
+/// (`SeqCst`): either the exiting owner sees the bit, or this free sees the group the
+/// heap's and settles it under the lock after the owner is done (`State::disown`). On
 /// x86 the OR costs what a release OR does.
 #[inline(always)]
 pub fn free_remote<M: Mask>(freed: &M, avail: &M, bit: u32) -> Option<u32> {

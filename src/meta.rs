@@ -24,8 +24,10 @@
 //!   lock (the free fast path) and loses them only under it, by `activate_group`;
 //! - owned: on its owner's list of its class (or its list of groups to retire), never on
 //!   the heap's; `group.active_idx == last_idx`. `avail_mask` changes only by its owner
-//!   (or under the lock once the owner is abandoned); `freed_mask` gains bits from any
-//!   other thread without the lock, and loses them only to the owner's `collect`.
+//!   (or under the lock when ownership changes); `freed_mask` gains bits from any other
+//!   thread without the lock, and loses them only to the owner's `collect`. Its
+//!   `clean_mask` may keep the bit of a slot handed out since it was released (the
+//!   owner's free clears it).
 //!
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
@@ -101,9 +103,9 @@ pub struct Meta {
     pub hosts: AtomicU32,
     /// The thread cache that owns the group (`tcache.rs`), or null: an owned group is on
     /// its owner's list of its class, never on the heap's, and only the owner takes its
-    /// slots or changes `avail_mask`. Set when the group is made for a cache and cleared
-    /// when it is retired empty; an abandoned cache (its thread exited) keeps its groups
-    /// until another thread adopts it.
+    /// slots or changes `avail_mask`. Set when the group is made for a cache or taken
+    /// from the heap's lists (`State::adopt`), and cleared, under the lock, when it is
+    /// retired empty or its owner exits (`State::disown`).
     pub owner: AtomicPtr<ThreadCache>,
 }
 

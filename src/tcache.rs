@@ -13,40 +13,47 @@
 //!   ORs it into `freed_mask` ([`crate::masks::free_remote`]), never taking the lock;
 //! - when the active group runs dry, the owner collects what other threads freed into it
 //!   ([`crate::masks::collect`]) and walks on along its list, looking at [`WALK`] groups
-//!   at most, before it makes a new group under the lock. The walk goes round the list
-//!   from where it stopped, so a group that other threads emptied is found within a few
-//!   misses, and groups with no free slot cost one look each.
+//!   at most, before it takes a group of the heap's or makes one, under the lock. The
+//!   walk goes round the list from where it stopped, so a group that other threads
+//!   emptied is found within a few misses, and groups with no free slot cost one look
+//!   each.
 //!
-//! The heap lock is taken to make a group, to retire a group its owner emptied (not the
-//! active one, which is kept for the next malloc), and when a thread makes its cache or
-//! exits. At exit the empty groups go and a cache still owning groups with slots in use
-//! is *abandoned* whole; the next thread that makes a cache adopts it, groups and all, so
-//! a program that starts threads again and again takes no lock for their groups. A free
-//! that empties a group of an abandoned cache retires it (under the lock), so memory comes
-//! back as it did before ownership.
+//! The heap lock is taken to take or make a group, to retire a group its owner emptied
+//! (not the active one, which is kept for the next malloc), and when a thread makes its
+//! cache or exits. At exit every group goes to the heap (`State::disown`): the empty ones
+//! are freed, the others become mallocng groups on the heap's lists, which any thread's
+//! miss takes before it makes a group (`State::adopt`). Free capacity an exited thread
+//! held is everyone's again, and the heap's release sweep sees it. (Kept whole for the
+//! next thread, a cache's partly used groups were usable by one thread at a time and
+//! merged into whichever thread freed into them: the soak test's RSS rose from 70-80 to
+//! 97-140 MiB.)
 //!
-//! Ownership changes only between two states a remote free need not tell apart: a group
-//! is made for its owner before any of its slots exists for another thread, and becomes
-//! unowned only when it is empty, when no slot of it can legitimately be freed. So a
-//! remote free never needs to know whether the owner is running, gone or replaced.
+//! A remote free ORs its bit, then reads the owner; the exiting owner clears the owner,
+//! then reads `freed`: either the heap sees the bit, or the free sees the group the
+//! heap's and settles it under the lock ([`Heap::free_remote`]; loom checks both orders).
 //!
-//! Invariants, for every cache registered with the heap, live or abandoned (checked by
-//! [`crate::walk`]): `secret` is the heap's; for each class `sc < TC_CLASSES`, `active[sc]`
-//! is null or the head of a circular list (through `prev`/`next`) of live groups `g` with
+//! The owner releases the whole pages of its long slots (a page or more) that stayed free
+//! between two of its sweeps ([`Heap::sweep_owned`], every [`SWEEP_INTERVAL`] frees of
+//! such slots by the thread), as the heap's sweep does for its groups.
+//!
+//! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
+//! `secret` is the heap's; for each class `sc < TC_CLASSES`, `active[sc]` is null or the
+//! head of a circular list (through `prev`/`next`) of live groups `g` with
 //! `g.sizeclass == sc`, `g.owner == cache`, `g.mem.active_idx == g.last_idx`; every owned
-//! group is on its owner's list; an abandoned cache owns at least one group.
+//! group is on its owner's list.
 
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
+use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT, ZERO_SIZE};
 use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
 use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
+use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, release_cold};
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
 
@@ -87,7 +94,7 @@ pub const RETIRE_BYTES: usize = 256 << 10;
 pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
 
 /// One thread's cache: the groups it owns. Only its thread touches the lists while it
-/// is live; the registry links, and everything of an abandoned cache, change under the
+/// is live; the registry links change under the
 /// heap lock.
 ///
 /// Aligned to cache lines: caches share pages (and the first one the heap state's page),
@@ -110,27 +117,18 @@ pub struct ThreadCache {
     /// `Os::now_ms`; 0 when nothing waits. What waits: `retiring`, and a large active
     /// group left empty.
     pub(crate) decay_at: u64,
+    /// The owner's frees of slots of a page or more until it sweeps its groups for cold
+    /// pages ([`Heap::sweep_owned`]).
+    pub(crate) sweep_in: u32,
     /// Empty groups this cache gave up, still owned, retired together under one lock
     /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
     pub(crate) retiring: *mut Meta,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
-    /// This cache, as `cache_create` made it: what its groups' [`Meta::owner`] holds. (A
-    /// pointer derived from the `&mut` the owner's calls hold would not be valid for
-    /// another thread to follow once the cache is abandoned.)
+    /// This cache, as `cache_create` made it: what its groups' [`Meta::owner`] holds (a
+    /// pointer derived from the `&mut` the owner's calls hold is not one other threads
+    /// may compare or follow under Miri's borrow rules).
     pub(crate) me: *mut ThreadCache,
-}
-
-/// The mark in [`Meta::owner`] of a group whose owning cache was abandoned (caches are
-/// 64-byte aligned): set on each of its groups when the thread exits, cleared when
-/// another adopts them. In the group, not the cache: a remote free reads it, and it must
-/// not read the cache of a thread that may be running.
-pub const ABANDONED: usize = 1;
-
-/// `owner`, marked abandoned.
-#[inline(always)]
-fn abandoned(owner: *mut ThreadCache) -> *mut ThreadCache {
-    owner.map_addr(|a| a | ABANDONED)
 }
 
 /// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
@@ -153,18 +151,23 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
     }
 }
 
-/// Make `to` the owner of every group of `from` (`to` unmarked: adopted).
+/// Slot strides from which the owner's frees count towards a sweep of its groups (a
+/// slot this long holds a whole 4 KiB page at least).
+const SWEPT_STRIDE: usize = AREA + UNIT;
+
+/// Slots `bits` of the owned group `g` are free again after use: their memory is dirty
+/// (not the fresh mapping `zeroed` vouches for, nor released pages), and their free time
+/// starts now (not swept).
 ///
 /// # Safety
-/// The heap lock is held; `from` is an abandoned cache, or `to` itself.
-unsafe fn own_all(from: *mut ThreadCache, to: *mut ThreadCache) {
-    // SAFETY: the caller's contract; an abandoned cache's lists are the lock's.
+/// `g` is a live group the caller owns.
+#[inline(always)]
+unsafe fn came_back(g: *mut Meta, bits: u32) {
+    // SAFETY: the caller's contract: the owner alone writes these fields.
     unsafe {
-        for sc in 0..TC_CLASSES {
-            for m in (*from).groups(sc) {
-                (*m).owner.store(to, Relaxed);
-            }
-        }
+        clear_zeroed(g);
+        (*g).clean_mask &= !bits;
+        (*g).swept_mask &= !bits;
     }
 }
 
@@ -183,26 +186,6 @@ fn pend<O: Os>(tc: &mut ThreadCache) {
 unsafe fn group_bytes(g: *mut Meta) -> usize {
     // SAFETY: the caller's contract.
     unsafe { crate::meta::stride(g) * ((*g).last_idx as usize + 1) }
-}
-
-/// Join the circular list `theirs` to the list at `head`, after its tail.
-///
-/// # Safety
-/// Both are live, disjoint circular lists (or `head` is null).
-unsafe fn splice(head: &mut *mut Meta, theirs: *mut Meta) {
-    if head.is_null() {
-        *head = theirs;
-        return;
-    }
-    // SAFETY: the caller's contract; each link is checked before it is followed.
-    unsafe {
-        let (mine, mine_tail) = (*head, ok(checked_links(*head)).0);
-        let their_tail = ok(checked_links(theirs)).0;
-        (*mine_tail).next = theirs;
-        (*theirs).prev = mine_tail;
-        (*their_tail).next = mine;
-        (*mine).prev = their_tail;
-    }
 }
 
 const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
@@ -317,8 +300,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// A new cache for the calling thread, registered with the heap; null when out of
-    /// memory (the caller then uses the locked paths). An abandoned cache is adopted
-    /// first, with its groups.
+    /// memory (the caller then uses the locked paths).
     ///
     /// A cache is never in a heap slot: it is in the heap's region or in a cache page,
     /// each with a guard page below it, so a heap overflow cannot reach its list heads,
@@ -330,17 +312,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let Some(mut st) = self.locked() else {
             return null_mut();
         };
-        // SAFETY: abandoned caches are changed under the lock, which is held; spare
-        // places are zeroed caches of this heap, and a fresh page is ours.
+        // SAFETY: the lock is held; spare places are zeroed caches of this heap, and a
+        // fresh page is ours.
         unsafe {
-            if !st.abandoned.is_null() {
-                let tc = st.abandoned;
-                unregister(&mut st.abandoned, tc);
-                own_all(tc, tc);
-                register(&mut st.caches, tc);
-                st.stats.caches += 1;
-                return tc;
-            }
             let tc = if st.spare_caches.is_null() {
                 drop(st);
                 let ps = self.page_size();
@@ -365,6 +339,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             };
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
+            (*tc).sweep_in = SWEEP_INTERVAL;
             (*tc).me = tc;
             register(&mut st.caches, tc);
             st.stats.caches += 1;
@@ -391,29 +366,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             unregister(&mut st.caches, tc);
             self.retire_batch(&mut st, &mut *tc);
             for sc in 0..TC_CLASSES {
-                let mut left = (*tc).groups(sc).count();
-                while left != 0 {
-                    left -= 1;
-                    let g = (*tc).active[sc];
-                    // marked first, then `freed` read: a remote free that empties the
-                    // group either is seen here or sees the mark (`free_remote`)
-                    (*g).owner.store(abandoned(tc), SeqCst);
-                    (*g).freed_mask.sc_order();
-                    // (read, not collected: a remote free judges emptiness from `avail`,
-                    // which must not change once the group is marked)
-                    let free = (*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(SeqCst);
-                    if free != low_mask((*g).last_idx as usize) {
-                        (*tc).active[sc] = (*g).next;
-                        continue;
-                    }
-                    dequeue(&mut (*tc).active[sc], g);
-                    self.unmap_now(st.retire_owned::<O>(g, secret));
+                while let Some(g) = crate::list::dequeue_head(&mut (*tc).active[sc]) {
+                    self.unmap_now(st.disown::<O>(g, secret));
                 }
             }
-            if (*tc).owns_nothing() {
-                return self.give_place_back(&mut st, tc);
-            }
-            register(&mut st.abandoned, tc);
+            self.give_place_back(&mut st, tc);
         }
     }
 
@@ -525,8 +482,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let before = (*g).avail_mask.load(Relaxed);
                 let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
                 if avail != before {
-                    // slots another thread freed come back dirty
-                    clear_zeroed(g);
+                    came_back(g, avail & !before);
                 }
                 if avail != 0 {
                     tc.active[sc] = g;
@@ -553,7 +509,13 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             };
             let mut st = self.locked()?;
             let secret = st.secret;
-            let new = st.own_group::<O>(sc, secret, tc.me)?;
+            // what exited threads gave back first; else new groups
+            let adopted = st.adopt(sc, tc.me);
+            let make = if adopted.is_some() { 0 } else { make };
+            let new = match adopted {
+                Some(g) => g,
+                None => st.own_group::<O>(sc, secret, tc.me)?,
+            };
             let mut spare = [null_mut(); MAKE_BATCH];
             for s in spare.iter_mut().take(make).skip(1) {
                 match st.own_group::<O>(sc, secret, tc.me) {
@@ -606,10 +568,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let g = s.meta;
             let owner = (*g).owner.load(Relaxed);
             if !core::ptr::eq(owner, tc) {
-                if owner.addr() & ABANDONED == 0 {
-                    return self.free_not_mine(p, s, secret);
-                }
-                return self.free_adopting(tc, p, s, owner);
+                return self.free_not_mine(tc, p, s, secret);
             }
             self.free_mine(tc, p, s)
         }
@@ -629,6 +588,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let Some(free) = free_owned(&(*g).freed_mask, &(*g).avail_mask, 1 << s.idx) else {
                 crash()
             };
+            if s.stride >= SWEPT_STRIDE {
+                came_back(g, 1 << s.idx);
+                self.count_sweep(tc);
+            }
             if free == low_mask((*g).last_idx as usize) {
                 let sc = (*g).sizeclass as usize;
                 if tc.active[sc] != g {
@@ -653,13 +616,34 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// The rest of [`Heap::free_cached`] for a slot of a group this cache does not own.
+    /// Its frees of long slots count towards the sweep of its own groups as its own
+    /// frees do (a thread freeing mostly what others made must sweep all the same).
     ///
     /// # Safety
     /// `p` is a live allocation, validated as `s`.
     #[inline(never)]
-    unsafe fn free_not_mine(&self, p: *mut u8, s: crate::slot::Slot, secret: u64) {
+    unsafe fn free_not_mine(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        s: crate::slot::Slot,
+        secret: u64,
+    ) {
+        let long = s.stride >= SWEPT_STRIDE;
         // SAFETY: forwarded.
-        unsafe { self.free_slot(p, s, secret) }
+        unsafe { self.free_slot(p, s, secret) };
+        if long {
+            self.count_sweep(tc);
+        }
+    }
+
+    /// Count a free of a slot of a page or more; sweep every [`SWEEP_INTERVAL`].
+    #[inline(always)]
+    fn count_sweep(&self, tc: &mut ThreadCache) {
+        tc.sweep_in -= 1;
+        if tc.sweep_in == 0 {
+            self.sweep_owned(tc);
+        }
     }
 
     /// The owner freed the last slot in use of `g`, which is not its active group. Up to
@@ -761,6 +745,37 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         self.decay(tc);
     }
 
+    /// The owner's release sweep, every [`SWEEP_INTERVAL`] of its frees of slots of a page
+    /// or more: the whole pages of its groups' free slots that stayed free since its last
+    /// sweep go back to the system (as the heap's sweep does for its groups, with no lock:
+    /// only the owner hands these slots out).
+    #[cold]
+    #[inline(never)]
+    fn sweep_owned(&self, tc: &mut ThreadCache) {
+        tc.sweep_in = SWEEP_INTERVAL;
+        let ps = self.page_size();
+        let mut budget = SWEEP_GROUPS;
+        // SAFETY: listed groups are live and this cache's; their free slots are handed
+        // out only by this thread, which is here.
+        unsafe {
+            for sc in 0..TC_CLASSES {
+                if class_size(sc) < ps + IB {
+                    continue;
+                }
+                for g in tc.groups(sc).take(budget) {
+                    budget -= 1;
+                    let before = (*g).avail_mask.load(Relaxed);
+                    let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                    came_back(g, avail & !before);
+                    release_cold::<O>(g, avail, ps);
+                }
+                if budget == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Retire the groups `tc` gave up.
     ///
     /// # Safety
@@ -777,103 +792,46 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         tc.retiring_bytes = 0;
     }
 
-    /// A free by `tc` into a group of the abandoned cache `owner` (its `owner` field
-    /// marked): adopt every group of `owner` (one lock acquisition, and the place given
-    /// back), so that this and later frees into them are the owner's, with no lock, and
-    /// the groups they empty are retired in batches. (Else each group emptied, say by the
-    /// main thread freeing what exited workers left, took the lock.) If another thread
-    /// adopted `owner` first, the free is a remote one.
-    ///
-    /// # Safety
-    /// `p` is a live allocation, validated as `s`, of a group of `owner`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn free_adopting(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        s: crate::slot::Slot,
-        owner: *mut ThreadCache,
-    ) {
-        let Some(mut st) = self.locked() else { crash() };
-        // SAFETY: an abandoned cache's lists are changed only under the lock, held here
-        // (and its groups' marks: a mark still there means the cache is still abandoned);
-        // a group's owner may change between two caches at any time (a remote free does
-        // not depend on which), and `tc`'s lists are this thread's.
-        unsafe {
-            if (*s.meta).owner.load(Relaxed) == owner {
-                let owner = owner.map_addr(|a| a & !ABANDONED);
-                unregister(&mut st.abandoned, owner);
-                own_all(owner, tc.me);
-                for sc in 0..TC_CLASSES {
-                    let theirs = core::mem::replace(&mut (*owner).active[sc], null_mut());
-                    if !theirs.is_null() {
-                        splice(&mut tc.active[sc], theirs);
-                    }
-                }
-                // (an abandoned cache has nothing retiring: its thread retired it at exit)
-                check!((*owner).retiring.is_null());
-                self.give_place_back(&mut st, owner);
-            }
-            drop(st);
-            if core::ptr::eq((*s.meta).owner.load(Relaxed), tc) {
-                return self.free_mine(tc, p, s);
-            }
-            self.free_slot(p, s, tc.secret)
-        }
-    }
-
-    /// Free slot `idx` of `g`, owned by the cache `owner`, from a thread that is not its
-    /// owner (or has no cache): into `freed_mask`, no lock. If that emptied a group of an
-    /// abandoned cache, nobody would collect it: retire it.
+    /// Free slot `idx` of `g`, owned by a thread cache, from a thread that is not its
+    /// owner (or has no cache): into `freed_mask`, no lock. If the owner gave the group
+    /// to the heap meanwhile (it exited), the heap may not have seen this slot free:
+    /// settle the group under the lock (see [`State::disown`]).
     ///
     /// # Safety
     /// The slot is in use, validated and retired; `g` is owned.
     pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) {
-        // SAFETY: the slot, in use until now, kept `g` live and owned.
+        // SAFETY: the slot, in use until now, kept `g` live.
         unsafe {
-            let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
+            if free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx).is_none() {
                 crash()
-            };
-            // the mark read after the OR (see `free_remote`), and `avail` again after the
-            // mark, which the exiting owner wrote after its last change to it
+            }
             (*g).freed_mask.sc_order();
-            let owner = (*g).owner.load(SeqCst);
-            if owner.addr() & ABANDONED != 0
-                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
-            {
-                self.retire_orphan(owner, g);
+            if (*g).owner.load(SeqCst).is_null() {
+                self.settle_disowned(g);
             }
         }
     }
 
-    /// Retire the group `g` of an abandoned cache (`owner`, marked) if it is still that
-    /// cache's and abandoned, and empty (a thread may have adopted it meanwhile, and
-    /// allocated from `g`), and give the cache's place back once it owns nothing.
+    /// [`Heap::free_remote`] found `g` given to the heap after its OR.
     ///
     /// # Safety
-    /// `g` is a live record.
+    /// `g` is a meta record of this heap (it may have been freed or reused since).
     #[cold]
     #[inline(never)]
-    unsafe fn retire_orphan(&self, owner: *mut ThreadCache, g: *mut Meta) {
+    unsafe fn settle_disowned(&self, g: *mut Meta) {
         let Some(mut st) = self.locked() else { crash() };
         let secret = st.secret;
-        // SAFETY: an abandoned cache's lists and its groups' marks are changed only under
-        // the lock, held here: a group still marked with `owner` is on its list.
+        // SAFETY: under the lock a record is live iff its `mem` is set; a live record of
+        // the heap's (no owner) of a size class is one `settle` may put in its place,
+        // whichever group it now describes (settling is idempotent).
         unsafe {
-            if (*g).owner.load(Relaxed) != owner
-                || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
+            if (*g).mem.is_null()
+                || !(*g).owner.load(Relaxed).is_null()
+                || (*g).sizeclass as usize >= crate::config::NUM_CLASSES
             {
                 return;
             }
-            let owner = owner.map_addr(|a| a & !ABANDONED);
-            let sc = (*g).sizeclass as usize;
-            dequeue(&mut (*owner).active[sc], g);
-            self.unmap_now(st.retire_owned::<O>(g, secret));
-            if (*owner).owns_nothing() {
-                unregister(&mut st.abandoned, owner);
-                self.give_place_back(&mut st, owner);
-            }
+            self.unmap_now(st.settle::<O>(g, secret));
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::meta::{
 use crate::os::Os;
 use crate::pagemap;
 use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
-use crate::tcache::{ABANDONED, RETIRE_BATCH, TC_CLASSES};
+use crate::tcache::{RETIRE_BATCH, TC_CLASSES};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct HeapStats {
     pub free_metas: usize,
     /// Meta areas.
     pub areas: usize,
-    /// Groups owned by thread caches (live or abandoned).
+    /// Groups owned by thread caches.
     pub owned: usize,
 }
 
@@ -290,8 +290,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
     }
 }
 
-/// The thread caches' invariant (`tcache.rs`), for the live caches and the abandoned
-/// ones; counts the groups they own in `s.owned`.
+/// The thread caches' invariant (`tcache.rs`); counts the groups they own in `s.owned`.
 ///
 /// # Safety
 /// The lock is held and no thread uses its cache.
@@ -299,22 +298,13 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
     // SAFETY: registered caches are live while the lock is held; each listed record is
     // checked against the secret before anything else in it is read.
     unsafe {
-        for (head, abandoned) in [(st.caches, false), (st.abandoned, true)] {
-            let (mut prev, mut tc) = (core::ptr::null_mut(), head);
+        {
+            let (mut prev, mut tc) = (core::ptr::null_mut(), st.caches);
             while !tc.is_null() {
                 want!((*tc).prev == prev, "cache registry links", tc);
                 want!((*tc).secret == secret, "cache's copy of the secret", tc);
                 want!((*tc).me == tc, "cache's own address", tc);
-                let owner = if abandoned {
-                    tc.map_addr(|a| a | ABANDONED)
-                } else {
-                    tc
-                };
-                want!(
-                    !abandoned || !(*tc).owns_nothing(),
-                    "abandoned cache owning nothing",
-                    tc
-                );
+                let owner = tc;
                 for sc in 0..TC_CLASSES {
                     let mut n = 0usize;
                     for m in (*tc).groups(sc) {
@@ -428,7 +418,11 @@ unsafe fn walk_group(
         );
         let sc = (*m).sizeclass;
         if sc != CLASS_MMAP {
-            want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+            // (an owner's groups may keep the mark of a slot it has handed out since:
+            // its free clears it, see `tcache::came_back`)
+            if (*m).owner.load(Relaxed).is_null() {
+                want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+            }
             want!(
                 (*m).hosts.load(Relaxed) & (avail | freed | !all) == 0,
                 "a host slot is free",

@@ -185,14 +185,22 @@ fn the_last_free_tears_the_group_down_once() {
 }
 
 /// A group of three slots owned by one thread: the owner's `take` and `free`, another
-/// thread's `free_remote`, as `src/tcache.rs` runs them, and the exit protocol's mark.
+/// thread's `free_remote`, as `src/tcache.rs` runs them, and the owner giving the group to
+/// the heap at its exit (`State::disown`).
 struct Owned {
     freed: L,
     avail: L,
-    abandoned: AtomicBool,
-    /// The heap lock, and under it: how many times the group was retired.
-    retired: Mutex<u32>,
+    owned: AtomicBool,
+    /// The heap lock, and under it the group's place once it is the heap's.
+    heap: Mutex<Place>,
     data: [UnsafeCell<u32>; 3],
+}
+
+/// Where the heap put the group: how many times it was retired, whether it is listed.
+#[derive(Default)]
+struct Place {
+    retired: u32,
+    listed: bool,
 }
 
 impl Owned {
@@ -201,8 +209,8 @@ impl Owned {
         Arc::new(Owned {
             freed: L(AtomicU32::new(0)),
             avail: L(AtomicU32::new(0b100)),
-            abandoned: AtomicBool::new(false),
-            retired: Mutex::new(0),
+            owned: AtomicBool::new(true),
+            heap: Mutex::new(Place::default()),
             data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
         })
     }
@@ -231,31 +239,42 @@ impl Owned {
     }
 
     /// Another thread's free of slot `i`, then what `Heap::free_remote` does if the
-    /// owner is gone and the group is empty: retire it, rechecked under the lock.
+    /// owner gave the group to the heap meanwhile: settle it under the lock.
     fn free_remote(&self, i: usize) {
         self.data[i].with_mut(|d| unsafe { *d = 200 + i as u32 });
         let free = free_remote(&self.freed, &self.avail, 1 << i);
-        let free = free.unwrap_or_else(|| panic!("slot {i} already free (remote)"));
+        free.unwrap_or_else(|| panic!("slot {i} already free (remote)"));
         self.freed.sc_order();
-        if self.abandoned.load(Ordering::SeqCst) && free | self.avail.load(Ordering::Relaxed) == ALL
-        {
-            let mut r = self.retired.lock().unwrap();
-            if *r == 0 && collect(&self.freed, &self.avail) == ALL {
-                self.reuse();
-                *r += 1;
-            }
+        if !self.owned.load(Ordering::SeqCst) {
+            let mut p = self.heap.lock().unwrap();
+            self.settle(&mut p);
         }
     }
 
-    /// The owner's exit (`cache_destroy`): mark, then retire the group if it is empty.
+    /// The owner's exit (`State::disown`): unowned, then its free slots the heap's
+    /// (`freed`), then settled.
     fn exit(&self) {
-        let mut r = self.retired.lock().unwrap();
-        self.abandoned.store(true, Ordering::SeqCst);
+        let mut p = self.heap.lock().unwrap();
+        self.owned.store(false, Ordering::SeqCst);
         self.freed.sc_order();
-        let free = self.avail.load(Ordering::Relaxed) | self.freed.load(Ordering::SeqCst);
-        if free == ALL && *r == 0 {
+        let a = self.avail.load(Ordering::Relaxed);
+        self.freed.fetch_or(a, Ordering::SeqCst);
+        self.avail.store(0, Ordering::Relaxed);
+        self.settle(&mut p);
+    }
+
+    /// `State::settle`: retired if no slot is in use, listed if one is free.
+    fn settle(&self, p: &mut Place) {
+        if p.retired != 0 {
+            return;
+        }
+        let free = self.freed.load(Ordering::Acquire) | self.avail.load(Ordering::Relaxed);
+        if free == ALL {
             self.reuse();
-            *r += 1;
+            p.retired += 1;
+            p.listed = false;
+        } else if free != 0 {
+            p.listed = true;
         }
     }
 
@@ -293,7 +312,7 @@ fn an_owner_collects_what_another_thread_frees() {
 }
 
 #[test]
-fn an_exiting_owner_or_the_last_free_retires_the_group() {
+fn a_group_given_back_meets_a_remote_free() {
     model(|| {
         // slot 1 freed by its owner before it exits, slot 0 by another thread: whichever
         // order, the emptied group is retired, once
@@ -303,6 +322,30 @@ fn an_exiting_owner_or_the_last_free_retires_the_group() {
         g.free_owned(1);
         g.exit();
         t.join().unwrap();
-        assert_eq!(*g.retired.lock().unwrap(), 1, "the empty group not retired");
+        assert_eq!(
+            g.heap.lock().unwrap().retired,
+            1,
+            "the empty group not retired"
+        );
+    });
+}
+
+#[test]
+fn a_group_given_back_with_a_slot_in_use_is_listed() {
+    model(|| {
+        // slot 1 still in use at the exit, slot 0 freed by another thread meanwhile: the
+        // group is the heap's with free slots, so it is on its list (else no free would
+        // ever list it: mallocng lists a group on its first free only)
+        let g = Owned::new();
+        let g2 = g.clone();
+        let t = loom::thread::spawn(move || g2.free_remote(0));
+        g.exit();
+        t.join().unwrap();
+        let p = g.heap.lock().unwrap();
+        assert_eq!(
+            (p.retired, p.listed),
+            (0, true),
+            "not where the heap wants it"
+        );
     });
 }

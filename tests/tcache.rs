@@ -126,35 +126,45 @@ fn other_threads_frees_come_back_to_the_owner_without_the_lock() {
 }
 
 #[test]
-fn a_thread_that_exits_with_blocks_in_use_leaves_its_groups_to_the_next() {
+fn a_thread_that_exits_gives_its_groups_to_the_heap_and_the_next_thread_reuses_them() {
     let h = heap();
-    let other = cache(&h);
     let a = cache(&h) as *mut ThreadCache;
-    let v: Vec<_> = (0..300)
+    let mut v: Vec<_> = (0..600)
         .map(|k| h.malloc_cached(unsafe { &mut *a }, 16 + k % 200).unwrap())
         .collect();
-    let owned = h.walk().unwrap().owned;
-    unsafe { h.cache_destroy(a) };
-    // (its empty groups, made ahead, are retired)
-    let left = h.walk().unwrap().owned;
-    assert!(left != 0 && left <= owned, "abandoned, groups and all");
-    // the next thread adopts the cache: the blocks' groups are its own, and once
-    // another thread frees the blocks, allocating again takes no lock past its cache's
-    let before = locks();
-    let b = cache(&h);
-    assert_eq!(b as *mut ThreadCache, a);
-    for p in &v {
-        unsafe { h.free_cached(other, p.as_ptr()) };
-    }
-    let w: Vec<_> = (0..300)
-        .map(|k| h.malloc_cached(b, 16 + k % 200).unwrap())
+    // every other block freed by its owner: its groups are half free
+    let kept: Vec<_> = v
+        .drain(..)
+        .enumerate()
+        .filter_map(|(k, p)| {
+            if k % 2 == 0 {
+                unsafe { h.free_cached(&mut *a, p.as_ptr()) };
+                None
+            } else {
+                Some(p)
+            }
+        })
         .collect();
-    assert_eq!(locks() - before, 1, "only the cache's own lock");
-    for p in w {
+    unsafe { h.cache_destroy(a) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (300, 0), "every group the heap's");
+    // the next thread fills the free slots the exited one left before it makes a group
+    let b = cache(&h);
+    let w: Vec<_> = (0..300)
+        .map(|k| h.malloc_cached(b, 16 + (2 * k) % 200).unwrap())
+        .collect();
+    let t = h.walk().unwrap();
+    assert!(t.owned != 0, "nothing adopted");
+    assert!(
+        t.groups <= s.groups,
+        "{} groups made though {} had free slots",
+        t.groups - s.groups,
+        s.groups
+    );
+    for p in w.into_iter().chain(kept) {
         unsafe { h.free_cached(b, p.as_ptr()) };
     }
     unsafe { h.cache_destroy(b) };
-    unsafe { h.cache_destroy(other) };
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (0, 0));
 }
@@ -167,33 +177,28 @@ fn freeing_what_an_exited_thread_left_gives_its_groups_back() {
     let v: Vec<_> = (0..2000)
         .map(|k| h.malloc_cached(producer, 16 + k % 1000).unwrap())
         .collect();
-    let full = h.walk().unwrap().mapped;
+    let full = h.walk().unwrap();
     unsafe { h.cache_destroy(producer) };
-    // the consumer's first free adopts the abandoned groups: one lock for them all, and
-    // one per batch of groups its frees empty
+    // the groups are the heap's: a free takes the lock only for a group's first free
+    // and its last, as mallocng's (the first: its full groups are listed again)
     let before = locks();
     for p in v {
         unsafe { h.free_cached(consumer, p.as_ptr()) };
     }
-    let batches = locks() - before - 1;
-    let s = h.walk().unwrap();
-    assert_eq!(s.in_use, 0);
+    let taken = locks() - before;
     assert!(
-        batches as usize * RETIRE_BATCH as usize <= s.owned + full / 4096,
-        "{batches} batches"
+        taken as usize <= 2 * full.groups,
+        "{taken} locks for {} groups",
+        full.groups
     );
-    // the abandoned cache's place went back: the next cache is a fresh one
-    let next = cache(&h);
-    assert!(next.owns_nothing());
-    unsafe { h.cache_destroy(next) };
     unsafe { h.cache_destroy(consumer) };
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (0, 0));
     assert!(
-        s.mapped - before_mapped < (full - before_mapped) / 10,
+        s.mapped - before_mapped < (full.mapped - before_mapped) / 10,
         "{} of {} bytes still mapped",
         s.mapped - before_mapped,
-        full - before_mapped
+        full.mapped - before_mapped
     );
 }
 
@@ -210,7 +215,10 @@ fn a_thread_without_a_cache_frees_what_an_exited_thread_left() {
     }
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (0, 0), "each emptied group retired");
-    assert!(cache(&h).owns_nothing(), "the abandoned place went back");
+    assert!(
+        cache(&h).owns_nothing(),
+        "the exited cache's place went back"
+    );
 }
 
 #[test]
