@@ -1015,7 +1015,8 @@ impl State {
         }
     }
 
-    /// Tear down the empty, unlisted group `g` its owner gives up.
+    /// Tear down the empty, unlisted group `g` its owner gives up; a group of donated
+    /// memory, which is never unmapped, goes back to the heap's list instead.
     ///
     /// # Safety
     /// The lock is held; `g` is live, owned, off its owner's list, with every slot in
@@ -1023,6 +1024,9 @@ impl State {
     pub(crate) unsafe fn retire_owned<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
         // SAFETY: the caller's contract: nothing can reach the group's slots any more.
         unsafe {
+            if (*g).freeable == 0 {
+                return self.disown::<O>(g, secret);
+            }
             (*g).owner.store(null_mut(), Relaxed);
             self.free_group::<O>(g, secret)
         }

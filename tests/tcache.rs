@@ -578,3 +578,38 @@ fn a_thread_churning_through_many_groups_comes_back_to_its_older_ones() {
     }
     unsafe { h.cache_destroy(tc) };
 }
+
+#[test]
+fn a_donated_group_a_thread_took_goes_back_to_the_heap_not_unmapped() {
+    // Regression: a cache took a group of donated memory (musl's dynamic linker donates
+    // its leftover pages) from the heap's list, emptied it, and retired it like its own:
+    // free_group crashed on memory the heap may never unmap.
+    let h = heap();
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 70_000].into_boxed_slice());
+    let (lo, hi) = (buf.as_mut_ptr(), buf.as_mut_ptr().wrapping_add(buf.len()));
+    unsafe { h.donate(lo, hi) };
+    let donated = |p: *mut u8| p >= lo && p < hi;
+    let mut from_donation = vec![];
+    for round in 0..2 {
+        let tc = cache(&h);
+        for sc in (3..TC_CLASSES).step_by(4) {
+            let n = ngmalloc::size_class::class_size(sc) - 4;
+            let p = h.malloc_cached(tc, n).unwrap().as_ptr();
+            if donated(p) {
+                from_donation.push((round, n));
+            }
+            unsafe { h.free_cached(tc, p) };
+        }
+        // decay retires the empty groups the thread holds: the donated one too
+        advance_clock(ngmalloc::config::DECAY_MS + 1);
+        let p = h.malloc_cached(tc, 1).unwrap().as_ptr();
+        unsafe { h.free_cached(tc, p) };
+        h.walk().unwrap();
+        unsafe { h.cache_destroy(tc) };
+        h.walk().unwrap();
+    }
+    assert!(
+        from_donation.iter().any(|&(r, _)| r == 0) && from_donation.iter().any(|&(r, _)| r == 1),
+        "donated memory not used by a cache, or not again by the next: {from_donation:?}"
+    );
+}
