@@ -108,6 +108,14 @@ pub struct State {
     /// Cache places no thread holds, zeroed, linked through `next` and `prev`
     /// (`tcache.rs`: the region's own, and the free places of cache pages).
     pub(crate) spare_caches: *mut crate::tcache::ThreadCache,
+    /// Caches whose threads exited while they still owned groups with slots in use,
+    /// newest first, linked through `next` and `prev` (`tcache.rs`): the next thread to
+    /// make a cache takes one over whole; one left longer than the decay time, or beyond
+    /// [`crate::tcache::MAX_ABANDONED`], gives its groups to the heap. Their lists
+    /// change only under the lock.
+    pub(crate) abandoned: *mut crate::tcache::ThreadCache,
+    /// Caches on `abandoned`.
+    pub(crate) abandoned_count: usize,
     pub(crate) stats: Stats,
 }
 
@@ -671,6 +679,8 @@ impl State {
             quarantine_next: 0,
             caches: null_mut(),
             spare_caches: null_mut(),
+            abandoned: null_mut(),
+            abandoned_count: 0,
             stats: Stats::default(),
         }
     }

@@ -120,6 +120,9 @@ pub struct ThreadCache {
     /// The owner's frees of slots of a page or more until it sweeps its groups for cold
     /// pages ([`Heap::sweep_owned`]).
     pub(crate) sweep_in: u32,
+    /// While the cache is abandoned: when its groups go to the heap unless a thread takes
+    /// it over first (`Os::now_ms`).
+    pub(crate) expires_at: u64,
     /// Empty groups this cache gave up, still owned, retired together under one lock
     /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
     pub(crate) retiring: *mut Meta,
@@ -129,6 +132,38 @@ pub struct ThreadCache {
     /// pointer derived from the `&mut` the owner's calls hold is not one other threads
     /// may compare or follow under Miri's borrow rules).
     pub(crate) me: *mut ThreadCache,
+}
+
+/// Caches of exited threads kept whole for the next threads at most; the caches of more
+/// threads exiting at once give their groups to the heap.
+pub const MAX_ABANDONED: usize = if DECAY_MS == 0 { 0 } else { 32 };
+
+/// The mark in [`Meta::owner`] of a group whose owning cache was abandoned (caches are
+/// 64-byte aligned): set on each of its groups when the thread exits, cleared when the
+/// next thread takes the cache over or the cache gives its groups to the heap. In the
+/// group, not the cache: a remote free reads it, and it must not read the cache of a
+/// thread that may be running.
+pub const ABANDONED: usize = 1;
+
+/// `owner`, marked abandoned.
+#[inline(always)]
+fn abandoned(owner: *mut ThreadCache) -> *mut ThreadCache {
+    owner.map_addr(|a| a | ABANDONED)
+}
+
+/// Make `tc` the owner of its groups again (unmarked: taken over by a new thread).
+///
+/// # Safety
+/// The heap lock is held; `tc` is a cache just taken off the abandoned list.
+unsafe fn own_all(tc: *mut ThreadCache) {
+    // SAFETY: the caller's contract; an abandoned cache's lists are the lock's.
+    unsafe {
+        for sc in 0..TC_CLASSES {
+            for m in (*tc).groups(sc) {
+                (*m).owner.store(tc, Relaxed);
+            }
+        }
+    }
 }
 
 /// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
@@ -155,9 +190,9 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
 /// slot this long holds a whole 4 KiB page at least).
 const SWEPT_STRIDE: usize = AREA + UNIT;
 
-/// Slots `bits` of the owned group `g` are free again after use: their memory is dirty
-/// (not the fresh mapping `zeroed` vouches for, nor released pages), and their free time
-/// starts now (not swept).
+/// Slots `bits` of the owned group `g` are free again after use: their memory is not
+/// released pages any more, and their free time starts now (not swept). (Not the fresh
+/// mapping `zeroed` vouches for either: callers clear that.)
 ///
 /// # Safety
 /// `g` is a live group the caller owns.
@@ -165,7 +200,6 @@ const SWEPT_STRIDE: usize = AREA + UNIT;
 unsafe fn came_back(g: *mut Meta, bits: u32) {
     // SAFETY: the caller's contract: the owner alone writes these fields.
     unsafe {
-        clear_zeroed(g);
         (*g).clean_mask &= !bits;
         (*g).swept_mask &= !bits;
     }
@@ -315,6 +349,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: the lock is held; spare places are zeroed caches of this heap, and a
         // fresh page is ours.
         unsafe {
+            self.expire(&mut st);
+            if !st.abandoned.is_null() {
+                // the newest: its groups are the warmest
+                let tc = st.abandoned;
+                unregister(&mut st.abandoned, tc);
+                st.abandoned_count -= 1;
+                own_all(tc);
+                register(&mut st.caches, tc);
+                st.stats.caches += 1;
+                return tc;
+            }
             let tc = if st.spare_caches.is_null() {
                 drop(st);
                 let ps = self.page_size();
@@ -365,12 +410,82 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             unregister(&mut st.caches, tc);
             self.retire_batch(&mut st, &mut *tc);
+            if st.abandoned_count >= MAX_ABANDONED {
+                return self.give_groups_back(&mut st, tc);
+            }
+            for sc in 0..TC_CLASSES {
+                let mut left = (*tc).groups(sc).count();
+                while left != 0 {
+                    left -= 1;
+                    let g = (*tc).active[sc];
+                    // marked first, then `freed` read: a remote free that empties the
+                    // group either is seen here or sees the mark (`free_remote`)
+                    (*g).owner.store(abandoned(tc), SeqCst);
+                    (*g).freed_mask.sc_order();
+                    // (read, not collected: a remote free judges emptiness from `avail`,
+                    // which must not change once the group is marked)
+                    let free = (*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(SeqCst);
+                    if free != low_mask((*g).last_idx as usize) {
+                        (*tc).active[sc] = (*g).next;
+                        continue;
+                    }
+                    dequeue(&mut (*tc).active[sc], g);
+                    self.unmap_now(st.retire_owned::<O>(g, secret));
+                }
+            }
+            if (*tc).owns_nothing() {
+                return self.give_place_back(&mut st, tc);
+            }
+            (*tc).expires_at = O::now_ms().saturating_add(DECAY_MS);
+            register(&mut st.abandoned, tc);
+            st.abandoned_count += 1;
+            self.expire(&mut st);
+        }
+    }
+
+    /// Give every group of `tc` (an exited thread's, live or abandoned, off every
+    /// registry) to the heap, and its place back.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); no thread uses `tc`, which retires nothing.
+    unsafe fn give_groups_back(&self, st: &mut State, tc: *mut ThreadCache) {
+        // SAFETY: the cache's copy of the heap's secret
+        let secret = unsafe { (*tc).secret };
+        // SAFETY: the caller's contract; the cache's lists are the lock's.
+        unsafe {
             for sc in 0..TC_CLASSES {
                 while let Some(g) = crate::list::dequeue_head(&mut (*tc).active[sc]) {
                     self.unmap_now(st.disown::<O>(g, secret));
                 }
             }
-            self.give_place_back(&mut st, tc);
+            self.give_place_back(st, tc);
+        }
+    }
+
+    /// Give the groups of the abandoned caches that no thread took over within the
+    /// decay time to the heap: what an exited thread held goes to the other threads
+    /// (their misses take the heap's groups before they make any) and to the heap's
+    /// release sweep.
+    ///
+    /// # Safety
+    /// The lock is held (`st`).
+    unsafe fn expire(&self, st: &mut State) {
+        if st.abandoned.is_null() {
+            return;
+        }
+        let now = O::now_ms();
+        // SAFETY: abandoned caches are the lock's.
+        unsafe {
+            let mut tc = st.abandoned;
+            while !tc.is_null() {
+                let next = (*tc).next;
+                if now >= (*tc).expires_at {
+                    unregister(&mut st.abandoned, tc);
+                    st.abandoned_count -= 1;
+                    self.give_groups_back(st, tc);
+                }
+                tc = next;
+            }
         }
     }
 
@@ -482,6 +597,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let before = (*g).avail_mask.load(Relaxed);
                 let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
                 if avail != before {
+                    clear_zeroed(g);
                     came_back(g, avail & !before);
                 }
                 if avail != 0 {
@@ -718,6 +834,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // frees into them; links are checked before they are followed.
         unsafe {
             self.retire_batch(&mut st, tc);
+            self.expire(&mut st);
             for sc in 0..TC_CLASSES {
                 // kept groups are next after the head, made ones too
                 let mut near = [null_mut(); 1 + KEPT_AHEAD];
@@ -766,6 +883,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     budget -= 1;
                     let before = (*g).avail_mask.load(Relaxed);
                     let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                    clear_zeroed(g);
                     came_back(g, avail & !before);
                     release_cold::<O>(g, avail, ps);
                 }
@@ -802,12 +920,49 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) {
         // SAFETY: the slot, in use until now, kept `g` live.
         unsafe {
-            if free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx).is_none() {
+            let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
                 crash()
-            }
+            };
             (*g).freed_mask.sc_order();
-            if (*g).owner.load(SeqCst).is_null() {
+            let owner = (*g).owner.load(SeqCst);
+            if owner.is_null() {
                 self.settle_disowned(g);
+            } else if owner.addr() & ABANDONED != 0
+                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
+            {
+                self.retire_orphan(owner, g);
+            }
+        }
+    }
+
+    /// Retire the group `g` of an abandoned cache (`owner`, marked) if it is still that
+    /// cache's and abandoned, and empty (a thread may have taken the cache over
+    /// meanwhile, and allocated from `g`), and give the cache's place back once it owns
+    /// nothing.
+    ///
+    /// # Safety
+    /// `g` is a meta record of this heap.
+    #[cold]
+    #[inline(never)]
+    unsafe fn retire_orphan(&self, owner: *mut ThreadCache, g: *mut Meta) {
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = st.secret;
+        // SAFETY: an abandoned cache's lists and its groups' marks are changed only under
+        // the lock, held here: a group still marked with `owner` is on its list.
+        unsafe {
+            if (*g).owner.load(Relaxed) != owner
+                || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
+            {
+                return;
+            }
+            let owner = owner.map_addr(|a| a & !ABANDONED);
+            let sc = (*g).sizeclass as usize;
+            dequeue(&mut (*owner).active[sc], g);
+            self.unmap_now(st.retire_owned::<O>(g, secret));
+            if (*owner).owns_nothing() {
+                unregister(&mut st.abandoned, owner);
+                st.abandoned_count -= 1;
+                self.give_place_back(&mut st, owner);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::meta::{
 use crate::os::Os;
 use crate::pagemap;
 use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
-use crate::tcache::{RETIRE_BATCH, TC_CLASSES};
+use crate::tcache::{ABANDONED, RETIRE_BATCH, TC_CLASSES};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct HeapStats {
     pub free_metas: usize,
     /// Meta areas.
     pub areas: usize,
-    /// Groups owned by thread caches.
+    /// Groups owned by thread caches (live or abandoned).
     pub owned: usize,
 }
 
@@ -290,7 +290,8 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
     }
 }
 
-/// The thread caches' invariant (`tcache.rs`); counts the groups they own in `s.owned`.
+/// The thread caches' invariant (`tcache.rs`), for the live caches and the abandoned
+/// ones; counts the groups they own in `s.owned`.
 ///
 /// # Safety
 /// The lock is held and no thread uses its cache.
@@ -298,13 +299,24 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
     // SAFETY: registered caches are live while the lock is held; each listed record is
     // checked against the secret before anything else in it is read.
     unsafe {
-        {
-            let (mut prev, mut tc) = (core::ptr::null_mut(), st.caches);
+        let mut abandoned_count = 0;
+        for (head, abandoned) in [(st.caches, false), (st.abandoned, true)] {
+            let (mut prev, mut tc) = (core::ptr::null_mut(), head);
             while !tc.is_null() {
                 want!((*tc).prev == prev, "cache registry links", tc);
                 want!((*tc).secret == secret, "cache's copy of the secret", tc);
                 want!((*tc).me == tc, "cache's own address", tc);
-                let owner = tc;
+                let owner = if abandoned {
+                    abandoned_count += 1;
+                    tc.map_addr(|a| a | ABANDONED)
+                } else {
+                    tc
+                };
+                want!(
+                    !abandoned || !(*tc).owns_nothing(),
+                    "abandoned cache owning nothing",
+                    tc
+                );
                 for sc in 0..TC_CLASSES {
                     let mut n = 0usize;
                     for m in (*tc).groups(sc) {
@@ -366,6 +378,11 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
                 tc = (*tc).next;
             }
         }
+        want!(
+            abandoned_count == st.abandoned_count,
+            "abandoned caches counted",
+            abandoned_count
+        );
         // spare places are zeroed caches held by no thread (cache_create hands them out
         // as empty ones)
         let (mut prev, mut tc) = (core::ptr::null_mut(), st.spare_caches);

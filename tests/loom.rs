@@ -12,7 +12,7 @@
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::AtomicBool;
+use loom::sync::atomic::AtomicU8;
 use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Mutex};
 use ngmalloc::masks::{
@@ -184,13 +184,20 @@ fn the_last_free_tears_the_group_down_once() {
     });
 }
 
+/// Who a group is for (`Meta::owner`): its live owner, its owner's abandoned cache
+/// (marked), or the heap (null).
+const LIVE: u8 = 0;
+const MARKED: u8 = 1;
+const HEAP: u8 = 2;
+
 /// A group of three slots owned by one thread: the owner's `take` and `free`, another
-/// thread's `free_remote`, as `src/tcache.rs` runs them, and the owner giving the group to
-/// the heap at its exit (`State::disown`).
+/// thread's `free_remote`, as `src/tcache.rs` runs them, and what happens at the owner's
+/// exit: its cache abandoned (the group marked), and given to the heap (`State::disown`)
+/// at once or once the abandoned cache expires.
 struct Owned {
     freed: L,
     avail: L,
-    owned: AtomicBool,
+    owner: AtomicU8,
     /// The heap lock, and under it the group's place once it is the heap's.
     heap: Mutex<Place>,
     data: [UnsafeCell<u32>; 3],
@@ -209,7 +216,7 @@ impl Owned {
         Arc::new(Owned {
             freed: L(AtomicU32::new(0)),
             avail: L(AtomicU32::new(0b100)),
-            owned: AtomicBool::new(true),
+            owner: AtomicU8::new(LIVE),
             heap: Mutex::new(Place::default()),
             data: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
         })
@@ -239,23 +246,56 @@ impl Owned {
     }
 
     /// Another thread's free of slot `i`, then what `Heap::free_remote` does if the
-    /// owner gave the group to the heap meanwhile: settle it under the lock.
+    /// owner gave the group to the heap meanwhile (settle it under the lock), or if the
+    /// owner's cache is abandoned and the group empty (`retire_orphan`: retire it,
+    /// rechecked under the lock).
     fn free_remote(&self, i: usize) {
         self.data[i].with_mut(|d| unsafe { *d = 200 + i as u32 });
         let free = free_remote(&self.freed, &self.avail, 1 << i);
-        free.unwrap_or_else(|| panic!("slot {i} already free (remote)"));
+        let free = free.unwrap_or_else(|| panic!("slot {i} already free (remote)"));
         self.freed.sc_order();
-        if !self.owned.load(Ordering::SeqCst) {
-            let mut p = self.heap.lock().unwrap();
-            self.settle(&mut p);
+        match self.owner.load(Ordering::SeqCst) {
+            HEAP => {
+                let mut p = self.heap.lock().unwrap();
+                self.settle(&mut p);
+            }
+            MARKED if free | self.avail.load(Ordering::Relaxed) == ALL => {
+                let mut p = self.heap.lock().unwrap();
+                if self.owner.load(Ordering::Relaxed) == MARKED
+                    && p.retired == 0
+                    && collect(&self.freed, &self.avail) == ALL
+                {
+                    self.reuse();
+                    p.retired += 1;
+                }
+            }
+            _ => {}
         }
     }
 
-    /// The owner's exit (`State::disown`): unowned, then its free slots the heap's
-    /// (`freed`), then settled.
+    /// The owner's exit with its cache abandoned (`cache_destroy`): marked, then the
+    /// group retired if it is empty.
+    fn abandon(&self) {
+        let mut p = self.heap.lock().unwrap();
+        self.owner.store(MARKED, Ordering::SeqCst);
+        self.freed.sc_order();
+        let free = self.avail.load(Ordering::Relaxed) | self.freed.load(Ordering::SeqCst);
+        if free == ALL && p.retired == 0 {
+            self.reuse();
+            p.retired += 1;
+        }
+    }
+
+    /// The group given to the heap (`State::disown`), by its exiting owner or when its
+    /// abandoned cache expires: unowned, then its free slots the heap's (`freed`), then
+    /// settled.
     fn exit(&self) {
         let mut p = self.heap.lock().unwrap();
-        self.owned.store(false, Ordering::SeqCst);
+        if p.retired != 0 {
+            // (retired while abandoned: off every list, nothing to give)
+            return;
+        }
+        self.owner.store(HEAP, Ordering::SeqCst);
         self.freed.sc_order();
         let a = self.avail.load(Ordering::Relaxed);
         self.freed.fetch_or(a, Ordering::SeqCst);
@@ -327,6 +367,37 @@ fn a_group_given_back_meets_a_remote_free() {
             1,
             "the empty group not retired"
         );
+    });
+}
+
+#[test]
+fn an_exiting_owner_or_the_last_free_retires_the_group() {
+    model(|| {
+        // as above, the cache abandoned instead: whichever order, the emptied group is
+        // retired, once
+        let g = Owned::new();
+        let g2 = g.clone();
+        let t = loom::thread::spawn(move || g2.free_remote(0));
+        g.free_owned(1);
+        g.abandon();
+        t.join().unwrap();
+        assert_eq!(g.heap.lock().unwrap().retired, 1, "the empty group not retired");
+    });
+}
+
+#[test]
+fn an_abandoned_group_given_to_the_heap_meets_a_remote_free() {
+    model(|| {
+        // abandoned with slot 0 in use, then given to the heap as the cache expires,
+        // while another thread frees slot 0: retired once, by whichever sees it empty
+        let g = Owned::new();
+        let g2 = g.clone();
+        let t = loom::thread::spawn(move || g2.free_remote(0));
+        g.free_owned(1);
+        g.abandon();
+        g.exit();
+        t.join().unwrap();
+        assert_eq!(g.heap.lock().unwrap().retired, 1, "the empty group not retired");
     });
 }
 

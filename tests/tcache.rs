@@ -14,7 +14,7 @@ use std::sync::Arc;
 use common::{Rng, TestHeap, advance_clock, calls, heap, in_child, locks};
 use ngmalloc::size_class::size_to_class;
 use ngmalloc::tcache::{
-    KEPT_EMPTY, MAKE_BATCH, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES, ThreadCache,
+    KEPT_EMPTY, MAKE_BATCH, MAX_ABANDONED, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES, ThreadCache,
 };
 
 const SIGILL: i32 = libc::SIGILL;
@@ -126,7 +126,41 @@ fn other_threads_frees_come_back_to_the_owner_without_the_lock() {
 }
 
 #[test]
-fn a_thread_that_exits_gives_its_groups_to_the_heap_and_the_next_thread_reuses_them() {
+fn a_thread_that_exits_with_blocks_in_use_leaves_its_groups_to_the_next() {
+    let h = heap();
+    let other = cache(&h);
+    let a = cache(&h) as *mut ThreadCache;
+    let v: Vec<_> = (0..300)
+        .map(|k| h.malloc_cached(unsafe { &mut *a }, 16 + k % 200).unwrap())
+        .collect();
+    let owned = h.walk().unwrap().owned;
+    unsafe { h.cache_destroy(a) };
+    // (its empty groups, made ahead, are retired)
+    let left = h.walk().unwrap().owned;
+    assert!(left != 0 && left <= owned, "abandoned, groups and all");
+    // the next thread takes the cache over, groups and all; other threads' frees into
+    // them take no lock, and it allocates from them with no lock past its cache's
+    let before = locks();
+    let b = cache(&h);
+    assert_eq!(b as *mut ThreadCache, a);
+    for p in &v {
+        unsafe { h.free_cached(other, p.as_ptr()) };
+    }
+    let w: Vec<_> = (0..300)
+        .map(|k| h.malloc_cached(b, 16 + k % 200).unwrap())
+        .collect();
+    assert_eq!(locks() - before, 1, "only the cache's own lock");
+    for p in w {
+        unsafe { h.free_cached(b, p.as_ptr()) };
+    }
+    unsafe { h.cache_destroy(b) };
+    unsafe { h.cache_destroy(other) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+#[test]
+fn an_exited_cache_no_thread_takes_over_gives_its_groups_to_the_heap() {
     let h = heap();
     let a = cache(&h) as *mut ThreadCache;
     let mut v: Vec<_> = (0..600)
@@ -146,15 +180,23 @@ fn a_thread_that_exits_gives_its_groups_to_the_heap_and_the_next_thread_reuses_t
         })
         .collect();
     unsafe { h.cache_destroy(a) };
+    assert!(
+        h.walk().unwrap().owned != 0,
+        "abandoned for the next thread"
+    );
+    // no thread starts within the decay time: the next lock holder (here a cache being
+    // made) gives the groups to the heap
+    advance_clock(ngmalloc::config::DECAY_MS + 1);
+    let b = cache(&h);
+    assert!(b.owns_nothing(), "a fresh cache");
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (300, 0), "every group the heap's");
-    // the next thread fills the free slots the exited one left before it makes a group
-    let b = cache(&h);
+    // the thread fills the free slots the exited one left before it makes a group
     let w: Vec<_> = (0..300)
         .map(|k| h.malloc_cached(b, 16 + (2 * k) % 200).unwrap())
         .collect();
     let t = h.walk().unwrap();
-    assert!(t.owned != 0, "nothing adopted");
+    assert!(t.owned != 0, "nothing taken from the heap");
     assert!(
         t.groups <= s.groups,
         "{} groups made though {} had free slots",
@@ -165,6 +207,32 @@ fn a_thread_that_exits_gives_its_groups_to_the_heap_and_the_next_thread_reuses_t
         unsafe { h.free_cached(b, p.as_ptr()) };
     }
     unsafe { h.cache_destroy(b) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+#[test]
+fn caches_of_threads_exiting_at_once_are_kept_up_to_a_bound() {
+    let h = heap();
+    let n = MAX_ABANDONED + 3;
+    let caches: Vec<_> = (0..n).map(|_| cache(&h) as *mut ThreadCache).collect();
+    let v: Vec<_> = caches
+        .iter()
+        .map(|&tc| h.malloc_cached(unsafe { &mut *tc }, 100).unwrap())
+        .collect();
+    for &tc in &caches {
+        unsafe { h.cache_destroy(tc) };
+    }
+    let s = h.walk().unwrap();
+    assert_eq!(s.in_use, n);
+    // the rest gave their groups to the heap, where the first free of each settles it
+    assert_eq!(
+        s.owned, MAX_ABANDONED,
+        "one group each, {MAX_ABANDONED} caches kept"
+    );
+    for p in v {
+        unsafe { h.free(p.as_ptr()) };
+    }
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (0, 0));
 }
