@@ -462,7 +462,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: the caller vouches for the slot; the group outlives it.
         unsafe {
             if !(*g).owner.load(Relaxed).is_null() {
-                return self.free_remote(g, idx);
+                if self.free_remote(g, idx) {
+                    self.retire_orphan(g);
+                }
+                return;
             }
             let bit = 1u32 << idx;
             let all = low_mask((*g).last_idx as usize);
@@ -936,8 +939,9 @@ impl State {
             // free that reads both meanwhile)
             let free = (*g).freed_mask.fetch_or(a, SeqCst) | a;
             (*g).avail_mask.store(0, Relaxed);
-            // (an owner leaves its slots' release marks as they were when it took them)
-            (*g).clean_mask &= free;
+            // (an owner's release marks are exact only for slots free since its last
+            // sweep: `tcache::came_back`)
+            (*g).clean_mask &= free & (*g).swept_mask;
             (*g).swept_mask &= free;
             self.settle::<O>(g, secret)
         }

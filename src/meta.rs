@@ -26,8 +26,9 @@
 //!   the heap's; `group.active_idx == last_idx`. `avail_mask` changes only by its owner
 //!   (or under the lock when ownership changes); `freed_mask` gains bits from any other
 //!   thread without the lock, and loses them only to the owner's `collect`. Its
-//!   `clean_mask` may keep the bit of a slot handed out since it was released (the
-//!   owner's free clears it).
+//!   `clean_mask` may keep the bit of a slot handed out since it was released; only
+//!   `clean_mask & swept_mask` is released memory (the owner's free clears the slot's
+//!   swept bit).
 //!
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.

@@ -120,6 +120,13 @@ pub struct ThreadCache {
     /// The owner's frees of slots of a page or more until it sweeps its groups for cold
     /// pages ([`Heap::sweep_owned`]).
     pub(crate) sweep_in: u32,
+    /// Entries of `orphans` in use.
+    pub(crate) orphan_count: u32,
+    /// Groups of abandoned caches this thread's frees emptied, retired together under
+    /// one lock acquisition when the array is full (a thread freeing what exited threads
+    /// left took the lock for each group before), or at the thread's next decay or exit.
+    /// Hints: each is rechecked under the lock.
+    pub(crate) orphans: [*mut Meta; ORPHAN_BATCH],
     /// While the cache is abandoned: when its groups go to the heap unless a thread takes
     /// it over first (`Os::now_ms`).
     pub(crate) expires_at: u64,
@@ -133,6 +140,10 @@ pub struct ThreadCache {
     /// may compare or follow under Miri's borrow rules).
     pub(crate) me: *mut ThreadCache,
 }
+
+/// Groups of abandoned caches a thread's frees empty before it takes the lock to retire
+/// them (as many as fit the cache's last line).
+pub const ORPHAN_BATCH: usize = 6;
 
 /// Caches of exited threads kept whole for the next threads at most; the caches of more
 /// threads exiting at once give their groups to the heap.
@@ -190,19 +201,17 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
 /// slot this long holds a whole 4 KiB page at least).
 const SWEPT_STRIDE: usize = AREA + UNIT;
 
-/// Slots `bits` of the owned group `g` are free again after use: their memory is not
-/// released pages any more, and their free time starts now (not swept). (Not the fresh
-/// mapping `zeroed` vouches for either: callers clear that.)
+/// Slots `bits` of the owned group `g` are free again after use: their free time starts
+/// now (not swept), and a release mark they kept from before they were handed out is
+/// dropped at the owner's next sweep (`clean_mask &= swept_mask` there). One store on
+/// the owner's free of a long slot.
 ///
 /// # Safety
 /// `g` is a live group the caller owns.
 #[inline(always)]
 unsafe fn came_back(g: *mut Meta, bits: u32) {
-    // SAFETY: the caller's contract: the owner alone writes these fields.
-    unsafe {
-        (*g).clean_mask &= !bits;
-        (*g).swept_mask &= !bits;
-    }
+    // SAFETY: the caller's contract: the owner alone writes this field.
+    unsafe { (*g).swept_mask &= !bits }
 }
 
 /// Start the decay wait of `tc` unless something is already waiting.
@@ -410,6 +419,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             unregister(&mut st.caches, tc);
             self.retire_batch(&mut st, &mut *tc);
+            self.retire_orphans(&mut st, &mut *tc);
             if st.abandoned_count >= MAX_ABANDONED {
                 return self.give_groups_back(&mut st, tc);
             }
@@ -746,8 +756,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         secret: u64,
     ) {
         let long = s.stride >= SWEPT_STRIDE;
-        // SAFETY: forwarded.
-        unsafe { self.free_slot(p, s, secret) };
+        // SAFETY: forwarded; a group owned by a cache (live or abandoned) stays live
+        // while this slot is in use.
+        unsafe {
+            if (*s.meta).owner.load(Relaxed).is_null() {
+                self.free_slot(p, s, secret);
+            } else {
+                retire(p, &s);
+                if self.free_remote(s.meta, s.idx) {
+                    self.defer_orphan(tc, s.meta);
+                }
+            }
+        }
         if long {
             self.count_sweep(tc);
         }
@@ -834,6 +854,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // frees into them; links are checked before they are followed.
         unsafe {
             self.retire_batch(&mut st, tc);
+            self.retire_orphans(&mut st, tc);
             self.expire(&mut st);
             for sc in 0..TC_CLASSES {
                 // kept groups are next after the head, made ones too
@@ -885,6 +906,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
                     clear_zeroed(g);
                     came_back(g, avail & !before);
+                    // a slot not free at the last sweep, or handed out since, is no
+                    // longer released memory whatever its mark
+                    (*g).clean_mask &= (*g).swept_mask;
                     release_cold::<O>(g, avail, ps);
                 }
                 if budget == 0 {
@@ -917,7 +941,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     ///
     /// # Safety
     /// The slot is in use, validated and retired; `g` is owned.
-    pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) {
+    pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) -> bool {
         // SAFETY: the slot, in use until now, kept `g` live.
         unsafe {
             let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
@@ -927,30 +951,70 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let owner = (*g).owner.load(SeqCst);
             if owner.is_null() {
                 self.settle_disowned(g);
-            } else if owner.addr() & ABANDONED != 0
-                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
-            {
-                self.retire_orphan(owner, g);
+                return false;
             }
+            owner.addr() & ABANDONED != 0
+                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
         }
     }
 
-    /// Retire the group `g` of an abandoned cache (`owner`, marked) if it is still that
-    /// cache's and abandoned, and empty (a thread may have taken the cache over
-    /// meanwhile, and allocated from `g`), and give the cache's place back once it owns
-    /// nothing.
+    /// Retire `g`, a group of an abandoned cache a free without a cache emptied (see
+    /// [`Heap::retire_orphan_locked`]).
     ///
     /// # Safety
     /// `g` is a meta record of this heap.
     #[cold]
     #[inline(never)]
-    unsafe fn retire_orphan(&self, owner: *mut ThreadCache, g: *mut Meta) {
+    pub(crate) unsafe fn retire_orphan(&self, g: *mut Meta) {
         let Some(mut st) = self.locked() else { crash() };
-        let secret = st.secret;
+        // SAFETY: forwarded.
+        unsafe { self.retire_orphan_locked(&mut st, g) }
+    }
+
+    /// Note `g`, a group of an abandoned cache this thread's free emptied, for retiring
+    /// with others; retire them all once [`ORPHAN_BATCH`] wait.
+    ///
+    /// # Safety
+    /// `g` is a meta record of this heap.
+    #[cold]
+    #[inline(never)]
+    unsafe fn defer_orphan(&self, tc: &mut ThreadCache, g: *mut Meta) {
+        tc.orphans[tc.orphan_count as usize] = g;
+        tc.orphan_count += 1;
+        pend::<O>(tc);
+        if tc.orphan_count as usize == ORPHAN_BATCH {
+            let Some(mut st) = self.locked() else { crash() };
+            // SAFETY: noted groups are meta records of this heap.
+            unsafe { self.retire_orphans(&mut st, tc) };
+        }
+    }
+
+    /// Retire the groups `tc` noted ([`Heap::defer_orphan`]) that are still empty groups
+    /// of abandoned caches.
+    ///
+    /// # Safety
+    /// The lock is held (`st`).
+    unsafe fn retire_orphans(&self, st: &mut State, tc: &mut ThreadCache) {
+        for k in 0..core::mem::replace(&mut tc.orphan_count, 0) as usize {
+            // SAFETY: noted groups are meta records of this heap.
+            unsafe { self.retire_orphan_locked(st, tc.orphans[k]) };
+        }
+    }
+
+    /// Retire `g` if it is (still) an empty group of an abandoned cache: a thread may
+    /// have taken the cache over meanwhile and allocated from it, or the cache expired
+    /// and gave it to the heap, or it was retired and its record reused. Give the cache's
+    /// place back once it owns nothing.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); `g` is a meta record of this heap.
+    unsafe fn retire_orphan_locked(&self, st: &mut State, g: *mut Meta) {
         // SAFETY: an abandoned cache's lists and its groups' marks are changed only under
-        // the lock, held here: a group still marked with `owner` is on its list.
+        // the lock, held here: a live group marked with an abandoned cache is on its list.
         unsafe {
-            if (*g).owner.load(Relaxed) != owner
+            let owner = (*g).owner.load(Relaxed);
+            if owner.addr() & ABANDONED == 0
+                || (*g).mem.is_null()
                 || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
             {
                 return;
@@ -958,11 +1022,11 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let owner = owner.map_addr(|a| a & !ABANDONED);
             let sc = (*g).sizeclass as usize;
             dequeue(&mut (*owner).active[sc], g);
-            self.unmap_now(st.retire_owned::<O>(g, secret));
+            self.unmap_now(st.retire_owned::<O>(g, (*owner).secret));
             if (*owner).owns_nothing() {
                 unregister(&mut st.abandoned, owner);
                 st.abandoned_count -= 1;
-                self.give_place_back(&mut st, owner);
+                self.give_place_back(st, owner);
             }
         }
     }

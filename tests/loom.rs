@@ -381,7 +381,11 @@ fn an_exiting_owner_or_the_last_free_retires_the_group() {
         g.free_owned(1);
         g.abandon();
         t.join().unwrap();
-        assert_eq!(g.heap.lock().unwrap().retired, 1, "the empty group not retired");
+        assert_eq!(
+            g.heap.lock().unwrap().retired,
+            1,
+            "the empty group not retired"
+        );
     });
 }
 
@@ -397,7 +401,11 @@ fn an_abandoned_group_given_to_the_heap_meets_a_remote_free() {
         g.abandon();
         g.exit();
         t.join().unwrap();
-        assert_eq!(g.heap.lock().unwrap().retired, 1, "the empty group not retired");
+        assert_eq!(
+            g.heap.lock().unwrap().retired,
+            1,
+            "the empty group not retired"
+        );
     });
 }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use common::{Rng, TestHeap, advance_clock, calls, heap, in_child, locks};
 use ngmalloc::size_class::size_to_class;
 use ngmalloc::tcache::{
-    KEPT_EMPTY, MAKE_BATCH, MAX_ABANDONED, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES, ThreadCache,
+    KEPT_EMPTY, MAKE_BATCH, MAX_ABANDONED, ORPHAN_BATCH, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES,
+    ThreadCache,
 };
 
 const SIGILL: i32 = libc::SIGILL;
@@ -247,17 +248,17 @@ fn freeing_what_an_exited_thread_left_gives_its_groups_back() {
         .collect();
     let full = h.walk().unwrap();
     unsafe { h.cache_destroy(producer) };
-    // the groups are the heap's: a free takes the lock only for a group's first free
-    // and its last, as mallocng's (the first: its full groups are listed again)
+    // the groups are an abandoned cache's: the consumer's frees take no lock but to
+    // retire the groups they empty, ORPHAN_BATCH at a time
     let before = locks();
     for p in v {
         unsafe { h.free_cached(consumer, p.as_ptr()) };
     }
     let taken = locks() - before;
     assert!(
-        taken as usize <= 2 * full.groups,
+        taken as usize <= full.owned.div_ceil(ORPHAN_BATCH),
         "{taken} locks for {} groups",
-        full.groups
+        full.owned
     );
     unsafe { h.cache_destroy(consumer) };
     let s = h.walk().unwrap();
