@@ -20,17 +20,23 @@
 //!
 //! The heap lock is taken to take or make a group, to retire a group its owner emptied
 //! (not the active one, which is kept for the next malloc), and when a thread makes its
-//! cache or exits. At exit every group goes to the heap (`State::disown`): the empty ones
-//! are freed, the others become mallocng groups on the heap's lists, which any thread's
-//! miss takes before it makes a group (`State::adopt`). Free capacity an exited thread
-//! held is everyone's again, and the heap's release sweep sees it. (Kept whole for the
-//! next thread, a cache's partly used groups were usable by one thread at a time and
-//! merged into whichever thread freed into them: the soak test's RSS rose from 70-80 to
-//! 97-140 MiB.)
+//! cache or exits. At exit the empty groups go and a cache still owning groups with slots
+//! in use is *abandoned* whole; the next thread that makes a cache takes it over, groups
+//! and all, so a program that starts threads again and again takes one lock for a new
+//! thread's working set. A thread freeing into an abandoned cache's groups takes no lock
+//! but to retire those its frees empty, [`ORPHAN_BATCH`] at a time. A cache no thread
+//! takes over within the decay time, or beyond [`MAX_ABANDONED`] waiting, gives its groups
+//! to the heap (`State::disown`): the empty ones are freed, the others become mallocng
+//! groups on the heap's lists, which any thread's miss takes before it makes a group
+//! (`State::adopt`), and the heap's release sweep sees them. (Merged into whichever
+//! thread freed into them, as a first design had it, abandoned groups piled up in one
+//! thread while new threads made new ones: the soak test's RSS rose from 70-80 to 97-140
+//! MiB.)
 //!
-//! A remote free ORs its bit, then reads the owner; the exiting owner clears the owner,
-//! then reads `freed`: either the heap sees the bit, or the free sees the group the
-//! heap's and settles it under the lock ([`Heap::free_remote`]; loom checks both orders).
+//! A remote free ORs its bit, then reads the owner; an exiting owner marks the owner (or
+//! clears it), then reads `freed`: either the exiting side sees the bit, or the free sees
+//! the mark (and retires the group it emptied) or the group the heap's (and settles it
+//! under the lock): [`Heap::free_remote`], loom checks each order.
 //!
 //! The owner releases the whole pages of its long slots (a page or more) that stayed free
 //! between two of its sweeps ([`Heap::sweep_owned`], every [`SWEEP_INTERVAL`] frees of
