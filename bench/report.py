@@ -90,6 +90,7 @@ def summary(t):
     rows = []
     for a in t.allocs:
         after = t.median("7-return", a, "rss_after_free_kib") if "7-return" in t.wids else None
+        settled = t.median("7-return", a, "rss_settled_kib") if "7-return" in t.wids else None
         frag = t.median("8-frag", a, "rss_over_live") if "8-frag" in t.wids else None
         rows.append([
             LABEL[a],
@@ -99,12 +100,13 @@ def summary(t):
             fmt(max((t.ratio(t.time, w, a, "mimalloc") or 0) for w in t.wids) or None),
             fmt(t.gm(t.rss, a, "musl")),
             fmt(t.gm(t.rss, a, "mimalloc")),
-            fmt(after / 1024 if after is not None else None, 1),
+            (f"{fmt(settled / 1024, 1)} ({fmt(after / 1024, 1)})"
+             if settled is not None and after is not None else "–"),
             fmt(frag),
         ])
     return md_table(["allocator", "time vs stock musl", "multithreaded time vs stock musl", "time vs mimalloc",
                      "worst workload vs mimalloc", "peak RSS vs stock musl", "peak RSS vs mimalloc",
-                     "RSS after free-all (MiB, 7)", "peak RSS / peak live (8)"], rows)
+                     "RSS after free-all, 1.1 s later (at once), MiB (7)", "peak RSS / peak live (8)"], rows)
 
 
 def per_workload(t, f, digits=2, base=None):

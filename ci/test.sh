@@ -99,7 +99,7 @@ step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl stati
   ci/oom-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" "$BUILD/sysroot-musl-1.2.5-mallocng"
 step "soak: 60 s churn, RSS stops growing (musl static, standalone)" \
   ci/soak.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" 60
-step "loom: the free fast path against the locked paths" ci/loom.sh
+step "loom: the free fast path against the locked paths, owned groups against remote frees and exit" ci/loom.sh
 step "ThreadSanitizer: threads, cross-thread frees, exit, fork" ci/tsan.sh
 step "Miri with strict provenance" ci/miri.sh
 step "fuzzing: ops and headers, 60 s each" ci/fuzz.sh 60

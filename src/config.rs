@@ -26,6 +26,32 @@ const _: () = assert!(MMAP_THRESHOLD == 8191 * UNIT - IB);
 const _: () = assert!(MAX_SLOTS == u32::BITS as usize);
 const _: () = assert!((MAX_ALIGN as u64) < u32::MAX as u64);
 
+/// How long, in milliseconds, a thread keeps the empty groups it gave up before it
+/// returns them to the heap, which returns their memory to the system (or keeps it in
+/// its bounded cache of mappings). Checked on the calls that take a thread's slow paths
+/// (no thread of our own); what a thread keeps meanwhile is bounded in bytes as well
+/// (`tcache::RETIRE_BYTES`). 0 gives them back at once, as mallocng does. Set when
+/// building: `NGMALLOC_DECAY_MS=0 make` (default 1000).
+pub const DECAY_MS: u64 = parse_ms(option_env!("NGMALLOC_DECAY_MS"), 1000);
+
+/// A decimal number of milliseconds, or `default` if unset; a build error if malformed.
+const fn parse_ms(v: Option<&str>, default: u64) -> u64 {
+    let Some(v) = v else { return default };
+    let b = v.as_bytes();
+    assert!(!b.is_empty(), "NGMALLOC_DECAY_MS: a number of milliseconds");
+    let mut n = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(
+            b[i].is_ascii_digit() && n < u64::MAX / 100,
+            "NGMALLOC_DECAY_MS: a number of milliseconds"
+        );
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
+
 /// mallocng's `size_overflows`: sizes this close to `SIZE_MAX` cannot be served, and
 /// rejecting them early keeps every later `n + align + UNIT` free of overflow.
 #[inline]

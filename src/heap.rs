@@ -20,7 +20,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32};
 
 use crate::cache::{MapCache, group_budget};
@@ -33,7 +33,7 @@ use crate::config::{
 use crate::large::GUARD_UNTRIED;
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
-use crate::masks::{FastFree, free_fast, free_locked, free_slots};
+use crate::masks::{FastFree, Mask, free_fast, free_locked, free_slots};
 use crate::meta::{
     Group, Meta, MetaArea, activate_group, clear_zeroed, large_guards, low_mask, set_shape,
     storage, stride,
@@ -108,6 +108,14 @@ pub struct State {
     /// Cache places no thread holds, zeroed, linked through `next` and `prev`
     /// (`tcache.rs`: the region's own, and the free places of cache pages).
     pub(crate) spare_caches: *mut crate::tcache::ThreadCache,
+    /// Caches whose threads exited while they still owned groups with slots in use,
+    /// newest first, linked through `next` and `prev` (`tcache.rs`): the next thread to
+    /// make a cache takes one over whole; one left longer than the decay time, or beyond
+    /// [`crate::tcache::MAX_ABANDONED`], gives its groups to the heap. Their lists
+    /// change only under the lock.
+    pub(crate) abandoned: *mut crate::tcache::ThreadCache,
+    /// Caches on `abandoned`.
+    pub(crate) abandoned_count: usize,
     pub(crate) stats: Stats,
 }
 
@@ -302,16 +310,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe { (*r).pagesize }
     }
 
-    /// The region's cache place (null before the region is made).
-    pub(crate) fn home_cache(&self) -> *mut ThreadCache {
-        let r = self.region.load(Acquire);
-        if r.is_null() {
-            return null_mut();
-        }
-        // SAFETY: a published region is never unmapped.
-        unsafe { (*r).home.get() }
-    }
-
     /// The heap's secret (0 before the first allocation).
     pub fn secret(&self) -> u64 {
         let r = self.region.load(Acquire);
@@ -463,6 +461,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub(crate) unsafe fn release_slot(&self, g: *mut Meta, idx: usize, medium: bool, secret: u64) {
         // SAFETY: the caller vouches for the slot; the group outlives it.
         unsafe {
+            if !(*g).owner.load(Relaxed).is_null() {
+                if self.free_remote(g, idx) {
+                    self.retire_orphan(g);
+                }
+                return;
+            }
             let bit = 1u32 << idx;
             let all = low_mask((*g).last_idx as usize);
             // atomic free without locking if this is neither the first freed slot (the
@@ -647,6 +651,7 @@ pub(crate) unsafe fn init_group(
         (*m).clean_mask = 0;
         (*m).swept_mask = 0;
         (*m).hosts.store(0, Relaxed);
+        (*m).owner.store(null_mut(), Relaxed);
     }
 }
 
@@ -677,6 +682,8 @@ impl State {
             quarantine_next: 0,
             caches: null_mut(),
             spare_caches: null_mut(),
+            abandoned: null_mut(),
+            abandoned_count: 0,
             stats: Stats::default(),
         }
     }
@@ -883,6 +890,162 @@ impl State {
         }
     }
 
+    /// A new group of class `sc` for the thread cache `owner` (`tcache.rs`): every slot
+    /// in `avail_mask` (the owner hands them out lowest first, so untouched pages stay
+    /// untouched without mallocng's progressive activation), unlisted. Its slots take
+    /// any request of the class (a single-slot mapping is not cut to the request that
+    /// made it: the owner reuses it for the class).
+    ///
+    /// # Safety
+    /// The lock is held; `owner` is a live cache of this heap.
+    pub(crate) unsafe fn own_group<O: Os>(
+        &mut self,
+        sc: usize,
+        secret: u64,
+        owner: *mut ThreadCache,
+    ) -> Option<*mut Meta> {
+        // SAFETY: the new group is fresh and unreachable from any other thread.
+        unsafe {
+            let m = self.alloc_group::<O>(sc, class_size(sc) - IB, secret)?;
+            let last = (*m).last_idx;
+            (*m).avail_mask.store(low_mask(last as usize), Relaxed);
+            (*m).freed_mask.store(0, Relaxed);
+            (*(*m).mem).active_idx = last;
+            (*m).owner.store(owner, Relaxed);
+            Some(m)
+        }
+    }
+
+    /// Give the group `g`, which its owner has taken off its list, to the heap: its
+    /// thread exits. Its free slots, the owner's and those other threads freed, become
+    /// the heap's (`freed_mask`; the heap's `avail_mask` is the list head's), and it goes
+    /// where mallocng would have it ([`State::settle`]).
+    ///
+    /// Sequentially consistent, against a remote free ([`crate::masks::free_remote`]):
+    /// the owner is cleared, then `freed` read; the free ORs its bit, then reads the
+    /// owner. Either this sees the bit, or the free sees the group disowned and settles it
+    /// under the lock after this: a group emptied or first freed by that free is freed or
+    /// listed either way (loom: `a_group_given_back_meets_a_remote_free`).
+    ///
+    /// # Safety
+    /// The lock is held; `g` is live, owned by an exiting cache, off its list.
+    pub(crate) unsafe fn disown<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*g).owner.store(null_mut(), SeqCst);
+            (*g).freed_mask.sc_order();
+            let a = (*g).avail_mask.load(Relaxed);
+            // (the union `freed | avail` stays the free slots throughout, for a mallocng
+            // free that reads both meanwhile)
+            let free = (*g).freed_mask.fetch_or(a, SeqCst) | a;
+            (*g).avail_mask.store(0, Relaxed);
+            // (an owner's release marks are exact only for slots free since its last
+            // sweep: `tcache::came_back`)
+            (*g).clean_mask &= free & (*g).swept_mask;
+            (*g).swept_mask &= free;
+            self.settle::<O>(g, secret)
+        }
+    }
+
+    /// Put the heap's group `g` where its masks say, as mallocng's `nontrivial_free`
+    /// would: freed if no slot is in use (and it can be), on its class's active list if
+    /// it has a free slot, else off every list. Idempotent, so either side of a race
+    /// ([`State::disown`]) may run it.
+    ///
+    /// # Safety
+    /// The lock is held; `g` is a live record of the heap's (`owner` null) and either on
+    /// its class's active list or on none.
+    pub(crate) unsafe fn settle<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+        // SAFETY: the caller's contract; listed records are live.
+        unsafe {
+            let sc = (*g).sizeclass as usize;
+            check!(sc < NUM_CLASSES);
+            let free = free_slots(&(*g).freed_mask, &(*g).avail_mask);
+            let listed = !(*g).next.is_null();
+            if free == low_mask((*g).last_idx as usize) && (*g).freeable != 0 {
+                if listed {
+                    let activate_new = self.active[sc] == g;
+                    dequeue(&mut self.active[sc], g);
+                    if activate_new && !self.active[sc].is_null() {
+                        activate_group(self.active[sc]);
+                    }
+                }
+                return self.free_group::<O>(g, secret);
+            }
+            clear_zeroed(g);
+            if free != 0 && !listed {
+                queue(&mut self.active[sc], g);
+            }
+            KEEP
+        }
+    }
+
+    /// A group of the heap's for the cache `owner`, whose own groups of class `sc` have
+    /// no free slot: the first on the class's active list with one (groups there with
+    /// none are dropped from the list, as `try_avail` does), made `owner`'s with every
+    /// free slot in `avail_mask`. What exited threads gave back is reused before a group
+    /// is made.
+    ///
+    /// # Safety
+    /// The lock is held; `owner` is a live cache of this heap.
+    pub(crate) unsafe fn adopt(&mut self, sc: usize, owner: *mut ThreadCache) -> Option<*mut Meta> {
+        // SAFETY: listed records are live and the heap's; the lock is held.
+        unsafe {
+            let head = self.active[sc];
+            if head.is_null() {
+                return None;
+            }
+            let tail = ok(checked_links(head)).0;
+            let mut g = head;
+            loop {
+                let next = ok(checked_links(g)).1;
+                if free_slots(&(*g).freed_mask, &(*g).avail_mask) == 0 {
+                    dequeue(&mut self.active[sc], g);
+                } else if (*g).hosts.load(Relaxed) == 0 {
+                    break;
+                }
+                // (a group hosting nested groups stays the heap's: their frees are
+                // locked ones, and only the heap would see it empty when they go)
+                if g == tail {
+                    return None;
+                }
+                g = next;
+            }
+            dequeue(&mut self.active[sc], g);
+            // Owner first: a free that still sees the group as the heap's takes the
+            // lock for a first or last free, and `nontrivial_free` sees the owner.
+            (*g).owner.store(owner, Relaxed);
+            let a = crate::masks::collect(&(*g).freed_mask, &(*g).avail_mask);
+            (*(*g).mem).active_idx = (*g).last_idx;
+            // (released slots stay marked: the owner's sweep skips them, its free clears)
+            (*g).clean_mask &= a;
+            (*g).swept_mask &= a;
+            clear_zeroed(g);
+            if !self.active[sc].is_null() && (*self.active[sc]).avail_mask.load(Relaxed) == 0 {
+                // (the head hands out `avail`: give the new head its freed slots)
+                activate_group(self.active[sc]);
+            }
+            Some(g)
+        }
+    }
+
+    /// Tear down the empty, unlisted group `g` its owner gives up; a group of donated
+    /// memory, which is never unmapped, goes back to the heap's list instead.
+    ///
+    /// # Safety
+    /// The lock is held; `g` is live, owned, off its owner's list, with every slot in
+    /// `avail_mask` and none freed by another thread after it was collected.
+    pub(crate) unsafe fn retire_owned<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+        // SAFETY: the caller's contract: nothing can reach the group's slots any more.
+        unsafe {
+            if (*g).freeable == 0 {
+                return self.disown::<O>(g, secret);
+            }
+            (*g).owner.store(null_mut(), Relaxed);
+            self.free_group::<O>(g, secret)
+        }
+    }
+
     /// mallocng `alloc_group`: a new group for `sc`, sized from usage by [`plan_group`].
     ///
     /// # Safety
@@ -984,6 +1147,12 @@ impl State {
         // SAFETY: the lock is held; listed records are live.
         unsafe {
             let bit = 1u32 << i;
+            if !(*g).owner.load(Relaxed).is_null() {
+                // a thread adopted the group since this free saw it the heap's: its
+                // owner collects the slot (owners change only under the lock)
+                free_locked(&(*g).freed_mask, bit);
+                return KEEP;
+            }
             let sc = (*g).sizeclass as usize;
             let mask = free_slots(&(*g).freed_mask, &(*g).avail_mask);
             if mask + bit == low_mask((*g).last_idx as usize) && self.okay_to_free(g) {
@@ -1018,7 +1187,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held; `g` is live, unlisted and empty.
-    unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
+    pub(crate) unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
         // SAFETY: the lock is held; the host slot of a nested group is validated.
         unsafe {
             let sc = (*g).sizeclass as usize;

@@ -3,13 +3,18 @@
 //! to `freed_mask` with no lock, racing the locked paths that move freed slots to
 //! `avail_mask` ([`activate`]) or add a bit under the lock ([`free_locked`]).
 //!
-//! Protocol (see `meta.rs` for the invariants): `avail_mask` is written only under the
-//! heap lock; `freed_mask` gains bits with or without the lock and loses them only under
-//! it. The fast path adds a bit only when the group already has a freed slot (so it is
-//! queued) and will keep a slot in use (so it is not to be freed): both decisions that
-//! need the lock are left to the locked path.
+//! Protocol for the heap's groups (see `meta.rs` for the invariants): `avail_mask` is
+//! written only under the heap lock; `freed_mask` gains bits with or without the lock and
+//! loses them only under it. The fast path adds a bit only when the group already has a
+//! freed slot (so it is queued) and will keep a slot in use (so it is not to be freed):
+//! both decisions that need the lock are left to the locked path.
+//!
+//! For a group a thread owns: its owner takes and frees slots in `avail_mask` with plain
+//! loads and stores ([`take_owned`], [`free_owned`]) and moves what others freed into it
+//! with one atomic swap ([`collect`]); any other thread ORs its bit into `freed_mask`
+//! ([`free_remote`]), never taking the lock.
 
-use core::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release};
+use core::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// The atomic operations the protocol uses, for the real `AtomicU32` and loom's.
 pub trait Mask {
@@ -23,6 +28,11 @@ pub trait Mask {
     fn fetch_and(&self, v: u32, o: Ordering) -> u32;
     /// Atomic OR; the previous value.
     fn fetch_or(&self, v: u32, o: Ordering) -> u32;
+    /// Between a `SeqCst` access of this mask and a `SeqCst` access of another atomic
+    /// (the exit protocol, [`free_remote`]): nothing for the real atomics, whose `SeqCst`
+    /// accesses are ordered by C++'s single total order; loom models `SeqCst` accesses as
+    /// acquire/release only, and its impl puts the `SeqCst` fence that loom does model.
+    fn sc_order(&self) {}
 }
 
 impl Mask for core::sync::atomic::AtomicU32 {
@@ -104,4 +114,61 @@ pub fn activate<M: Mask>(freed: &M, avail: &M, act: u32) -> u32 {
     let mask = freed.fetch_and(!act, AcqRel) & act;
     avail.store(mask, Relaxed);
     mask
+}
+
+/// A free into a group a thread owns, by any thread but its owner: `bit` joins `freed`
+/// with no lock, whatever the group's state (its owner collects it with [`collect`]).
+/// The group's free slots after it (`freed | avail`), or `None` if the slot was free
+/// already (a double free: the caller crashes).
+///
+/// `avail` is the owner's and read here without synchronisation, before the OR: it gains
+/// only bits of slots that are free (the owner's own frees, or collected ones), so until
+/// this free's bit is in `freed` a slot in use is never in it, and seeing this slot's bit
+/// there means the slot was free. (Read after the OR, it may hold the bit legitimately:
+/// the owner may have collected it meanwhile.)
+///
+/// Sequentially consistent, against an owner that exits: it clears the group's owner,
+/// then reads `freed` (both `SeqCst`), and this free ORs its bit, then reads the owner
+/// (`SeqCst`): either the exiting owner sees the bit, or this free sees the group the
+/// heap's and settles it under the lock after the owner is done (`State::disown`). On
+/// x86 the OR costs what a release OR does.
+#[inline(always)]
+pub fn free_remote<M: Mask>(freed: &M, avail: &M, bit: u32) -> Option<u32> {
+    let a = avail.load(Relaxed);
+    // (also Release: our last writes to the slot happen before the owner reuses it)
+    let f = freed.fetch_or(bit, SeqCst);
+    if (f | a) & bit != 0 {
+        return None;
+    }
+    Some(f | a | bit)
+}
+
+/// The owner of a group takes every slot other threads freed into its `avail`: the new
+/// `avail`.
+#[inline(always)]
+pub fn collect<M: Mask>(freed: &M, avail: &M) -> u32 {
+    // Acquire: the freeing threads' last writes to these slots happen before reuse.
+    let a = avail.load(Relaxed) | freed.fetch_and(0, Acquire);
+    avail.store(a, Relaxed);
+    a
+}
+
+/// The owner frees slot `bit` of its group: the group's free slots after it, or `None`
+/// if the slot was free already.
+#[inline(always)]
+pub fn free_owned<M: Mask>(freed: &M, avail: &M, bit: u32) -> Option<u32> {
+    let a = avail.load(Relaxed);
+    let f = freed.load(Relaxed);
+    if (a | f) & bit != 0 {
+        return None;
+    }
+    avail.store(a | bit, Relaxed);
+    Some(a | f | bit)
+}
+
+/// The owner takes the lowest slot of `avail` (nonempty): the slot's bit.
+#[inline(always)]
+pub fn take_owned<M: Mask>(avail: &M, a: u32) -> u32 {
+    avail.store(a & (a - 1), Relaxed);
+    a & a.wrapping_neg()
 }

@@ -12,26 +12,35 @@
 //! Mask invariants of a live meta `m` with `all = low_mask(m.last_idx)`:
 //! - `avail_mask & freed_mask == 0` and `(avail_mask | freed_mask) ⊆ all`;
 //! - a slot is *in use* iff its bit is in `all & !(avail_mask | freed_mask)`;
-//! - `avail_mask ⊆ low_mask(group.active_idx)`, and `avail_mask != 0` only for the head of
-//!   its class's active list (only the head hands out slots);
-//! - `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's active list, unless
-//!   it is a single-slot group (those are freed, never listed);
+//! - `avail_mask ⊆ low_mask(group.active_idx)`;
 //! - `clean_mask ⊆ freed_mask` (released slots are free) and `swept_mask ⊆ all`;
 //! - `hosts ⊆ all & !(avail_mask | freed_mask)`: a slot hosting a nested group is in use.
 //!
+//! A group is *owned* (`owner` non-null: a thread cache's, `tcache.rs`) or the heap's:
+//! - the heap's: `avail_mask != 0` only for the head of its class's active list (only the
+//!   head hands out slots); `freed_mask != 0` or `avail_mask != 0` ⟹ `m` is on its class's
+//!   active list, unless it is a single-slot group (those are freed, never listed).
+//!   `avail_mask` changes only under the heap lock; `freed_mask` may gain bits without the
+//!   lock (the free fast path) and loses them only under it, by `activate_group`;
+//! - owned: on its owner's list of its class (or its list of groups to retire), never on
+//!   the heap's; `group.active_idx == last_idx`. `avail_mask` changes only by its owner
+//!   (or under the lock when ownership changes); `freed_mask` gains bits from any other
+//!   thread without the lock, and loses them only to the owner's `collect`. Its
+//!   `clean_mask` may keep the bit of a slot handed out since it was released; only
+//!   `clean_mask & swept_mask` is released memory (the owner's free clears the slot's
+//!   swept bit).
+//!
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
-//!
-//! `avail_mask` changes only under the heap lock. `freed_mask` may gain bits without the
-//! lock (the free fast path) and loses them only under it, by `activate_group`.
 
 use core::ptr::null_mut;
-use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicPtr, AtomicU32};
 
 use crate::check::check;
 use crate::config::{AREA, UNIT};
 use crate::size_class::SIZE_CLASSES;
+use crate::tcache::ThreadCache;
 
 /// Header of a group's memory. Slot 0's in-band header overlaps bytes 12..16.
 #[repr(C)]
@@ -93,6 +102,12 @@ pub struct Meta {
     /// Slots that host a nested group (in use for this group; no user pointer resolves to
     /// them). Changed under the heap lock, read by the decoder without it.
     pub hosts: AtomicU32,
+    /// The thread cache that owns the group (`tcache.rs`), or null: an owned group is on
+    /// its owner's list of its class, never on the heap's, and only the owner takes its
+    /// slots or changes `avail_mask`. Set when the group is made for a cache or taken
+    /// from the heap's lists (`State::adopt`), and cleared, under the lock, when it is
+    /// retired empty or its owner exits (`State::disown`).
+    pub owner: AtomicPtr<ThreadCache>,
 }
 
 const _: () = assert!(core::mem::size_of::<Meta>() == 64);
@@ -115,6 +130,7 @@ impl Meta {
             swept_mask: 0,
             units: 0,
             hosts: AtomicU32::new(0),
+            owner: AtomicPtr::new(null_mut()),
         }
     }
 }

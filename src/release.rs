@@ -77,36 +77,51 @@ impl State {
     /// # Safety
     /// `m` is live; the lock is held.
     pub(crate) unsafe fn release_cold<O: Os>(&mut self, m: *mut Meta) {
-        // SAFETY: freed slots cannot be handed out without the lock, which we hold; only
-        // whole pages strictly inside slots are released, never a header.
+        // SAFETY: freed slots cannot be handed out without the lock, which we hold.
         unsafe {
-            if (*m).last_idx == 0 {
-                return;
-            }
             let freed = (*m).freed_mask.load(Relaxed);
-            // slots never activated are untouched pages: nothing to give back
-            let touched = low_mask((*(*m).mem).active_idx as usize);
-            let cold = freed & (*m).swept_mask & !(*m).clean_mask & touched;
-            (*m).swept_mask = freed;
-            if cold == 0 {
-                return;
-            }
-            let ps = self.pagesize;
-            let st = stride(m);
-            let base = storage((*m).mem);
-            let mut rest = cold;
-            while rest != 0 {
-                let i = rest.trailing_zeros() as usize;
-                let run = (rest >> i).trailing_ones() as usize;
-                let lo = round_up(base.addr() + i * st, ps);
-                let hi = (base.addr() + (i + run) * st - IB) & !(ps - 1);
-                if hi > lo {
-                    O::release(base.with_addr(lo), hi - lo);
-                    self.stats.releases += 1;
-                }
-                rest &= !(low_mask(i + run - 1));
-            }
-            (*m).clean_mask |= cold;
+            self.stats.releases += release_cold::<O>(m, freed, self.pagesize);
         }
+    }
+}
+
+/// Release the whole pages of the slots of `m` in `free` that were free at the previous
+/// sweep of `m` too (`swept_mask`) and are not released yet (`clean_mask`), and remember
+/// `free` for the next sweep; the `madvise` calls made. Only whole pages strictly inside
+/// slots go, never a header.
+///
+/// # Safety
+/// `m` is live and no slot in `free` can be handed out meanwhile: the lock is held (a
+/// heap group's freed slots), or the caller owns `m` (its `avail_mask`).
+pub(crate) unsafe fn release_cold<O: Os>(m: *mut Meta, free: u32, ps: usize) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if (*m).last_idx == 0 {
+            return 0;
+        }
+        // slots never activated are untouched pages: nothing to give back
+        let touched = low_mask((*(*m).mem).active_idx as usize);
+        let cold = free & (*m).swept_mask & !(*m).clean_mask & touched;
+        (*m).swept_mask = free;
+        if cold == 0 {
+            return 0;
+        }
+        let st = stride(m);
+        let base = storage((*m).mem);
+        let mut calls = 0;
+        let mut rest = cold;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            let run = (rest >> i).trailing_ones() as usize;
+            let lo = round_up(base.addr() + i * st, ps);
+            let hi = (base.addr() + (i + run) * st - IB) & !(ps - 1);
+            if hi > lo {
+                O::release(base.with_addr(lo), hi - lo);
+                calls += 1;
+            }
+            rest &= !(low_mask(i + run - 1));
+        }
+        (*m).clean_mask |= cold;
+        calls
     }
 }

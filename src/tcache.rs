@@ -1,258 +1,284 @@
-//! Per-thread caches of free small slots: the path that takes no lock.
+//! Threads own groups: the path that takes no lock.
 //!
 //! mallocng takes the heap lock on every `malloc`; under threads that lock is the cost
-//! (stock musl is 4-90x slower than glibc there). A [`ThreadCache`] keeps, for each small
-//! class, a short stack of free slots (group record and index) that its thread hands out
-//! and takes back without the lock and without atomic operations:
+//! (stock musl is 4-90x slower than glibc there). Here each thread's [`ThreadCache`] owns,
+//! for each small class, a list of groups ([`Meta::owner`]), and allocates from the head
+//! of the list (its *active* group) with no lock and no atomic read-modify-write:
 //!
-//! - `malloc` pops a slot and frames it with [`crate::slot::enframe`] exactly as the locked
-//!   path does (offset cycling, canaries, zero-on-free check);
+//! - `malloc` takes the lowest slot of the active group's `avail_mask` and frames it with
+//!   [`crate::slot::enframe`] exactly as the locked path does (offset cycling, canaries,
+//!   zero-on-free check);
 //! - `free` validates the pointer with every check of the locked path (`find_slot`,
-//!   `nominal_size`), marks the header freed and pushes the slot;
-//! - an empty bin is refilled under one lock acquisition: 2 slots the first time, twice as
-//!   many each time after, up to half its limit (a thread that uses a class a little takes
-//!   little of it); a full bin gives its older half back to the groups
-//!   ([`Heap::release_slot`]: lock-free where mallocng's free is), or, in a long run of
-//!   frees ([`FREE_STREAK`]), the slot being freed;
-//!   in such a run a class the thread never refilled keeps no slots at all.
+//!   `nominal_size`); the owner puts the slot back in `avail_mask`, any other thread
+//!   ORs it into `freed_mask` ([`crate::masks::free_remote`]), never taking the lock;
+//! - when the active group runs dry, the owner collects what other threads freed into it
+//!   ([`crate::masks::collect`]) and walks on along its list, looking at [`WALK`] groups
+//!   at most, before it takes a group of the heap's or makes one, under the lock. The
+//!   walk goes round the list from where it stopped, so a group that other threads
+//!   emptied is found within a few misses, and groups with no free slot cost one look
+//!   each.
 //!
-//! A cached slot is *in use* for its group (its bit is in neither `avail_mask` nor
-//! `freed_mask`) and carries a *freed* header: a second `free`, a `realloc` or a
-//! `malloc_usable_size` of it crashes as for any freed slot, and its group cannot be freed
-//! nor its pages released while the slot is cached.
+//! The heap lock is taken to take or make a group, to retire a group its owner emptied
+//! (not the active one, which is kept for the next malloc), and when a thread makes its
+//! cache or exits. At exit the empty groups go and a cache still owning groups with slots
+//! in use is *abandoned* whole; the next thread that makes a cache takes it over, groups
+//! and all, so a program that starts threads again and again takes one lock for a new
+//! thread's working set. A thread freeing into an abandoned cache's groups takes no lock
+//! but to retire those its frees empty, [`ORPHAN_BATCH`] at a time. A cache no thread
+//! takes over within the decay time, or beyond [`MAX_ABANDONED`] waiting, gives its groups
+//! to the heap (`State::disown`): the empty ones are freed, the others become mallocng
+//! groups on the heap's lists, which any thread's miss takes before it makes a group
+//! (`State::adopt`), and the heap's release sweep sees them. (Merged into whichever
+//! thread freed into them, as a first design had it, abandoned groups piled up in one
+//! thread while new threads made new ones: the soak test's RSS rose from 70-80 to 97-140
+//! MiB.)
 //!
-//! The entries live in the cache, never in the freed memory: a write through a dangling
-//! pointer cannot make `malloc` return an address of the attacker's choosing (what poisons
-//! glibc's tcache).
+//! A remote free ORs its bit, then reads the owner; an exiting owner marks the owner (or
+//! clears it), then reads `freed`: either the exiting side sees the bit, or the free sees
+//! the mark (and retires the group it emptied) or the group the heap's (and settles it
+//! under the lock): [`Heap::free_remote`], loom checks each order.
 //!
-//! Bounds: classes up to [`TC_CLASSES`] (slots up to 4080 bytes), at most [`limit`] slots
-//! per class (about [`BIN_BYTES`] of slots, 2 to 8): a thread holds at most about 76 KiB
-//! of free slots, usually a few KiB. In a long run of frees (a thread freeing what it
-//! built, [`FREE_STREAK`]) a group whose slots are all free or cached goes back whole, so
-//! freeing everything returns memory as it would without caches. A cache is given back
-//! whole when its thread exits.
+//! The owner releases the whole pages of its long slots (a page or more) that stayed free
+//! between two of its sweeps ([`Heap::sweep_owned`], every [`SWEEP_INTERVAL`] frees of
+//! such slots by the thread), as the heap's sweep does for its groups.
 //!
 //! Invariants, for every cache registered with the heap (checked by [`crate::walk`]):
-//! `secret` is the heap's; `count[sc] <= limit(sc)`; every entry `(g, i)` of bin `sc` (the record's address with
-//! `i` in its top byte, [`IDX_SHIFT`]) is slot `i` of a live group
-//! `g`, `i <= g.last_idx`, bit `i` in neither mask of `g`, `g.sizeclass < TC_CLASSES`; no
-//! slot appears twice in all caches.
+//! `secret` is the heap's; for each class `sc < TC_CLASSES`, `active[sc]` is null or the
+//! head of a circular list (through `prev`/`next`) of live groups `g` with
+//! `g.sizeclass == sc`, `g.owner == cache`, `g.mem.active_idx == g.last_idx`; every owned
+//! group is on its owner's list.
 
 use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, IB, QUARANTINE, RANDOM_SLOTS, ZERO_SIZE};
-use crate::heap::Heap;
+use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT, ZERO_SIZE};
+use crate::heap::{Heap, State, Unmap};
+use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
-use crate::meta::Meta;
-use crate::meta::{clear_zeroed, low_mask, nested};
+use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
+use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
-use crate::policy::round_up;
+use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, release_cold};
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{
-    Key, Slot, enframe_inline, find_host, find_slot_live, nominal_size, retire, slot_bounds,
-};
-use core::sync::atomic::Ordering::Relaxed;
+use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
 
-/// Classes with a bin: slots up to 255 units (4080 bytes).
-pub const TC_CLASSES: usize = 28;
-/// Entries per bin at most. Every cached slot keeps its group alive, and a thread-heavy
-/// program of small blocks holds a bin for each class in each thread: 8 peaks lower than
-/// 16 for a little more work in drains, and keeps the cache under 2 KiB.
-pub const TC_SLOTS: usize = 8;
-/// Frees in a row, with no malloc between, after which a thread is taken to be freeing
-/// what it built: until its next malloc, a free that leaves its group with nothing in use
-/// but slots in this bin gives the group back whole, if the thread ever refilled that bin
-/// (it built slots of the class). A consumer, which frees what other threads built, gives
-/// no group back whole (that made its producer map a new one at once) and keeps no slots
-/// of classes it never refilled: each goes to its group, where the producers take it
-/// again.
-pub const FREE_STREAK: u32 = 256;
-/// Bytes of slots a bin holds at most (at least two slots). Each cached slot may keep its
-/// group alive, so what a thread can hold back is about this per class, plus the rest
-/// of those groups.
-pub const BIN_BYTES: usize = 4096;
+/// Classes a thread owns groups of: all of them (slots up to 128 KiB; larger blocks are
+/// mapped one by one).
+pub const TC_CLASSES: usize = crate::config::NUM_CLASSES;
+/// Groups a miss looks at, at most, before it makes a new one: a bound on a miss's work
+/// in a thread owning many full groups. A full group it passes costs one look; the
+/// memory a bounded walk can leave unseen is a fraction of what the thread holds (a new
+/// group is made only after this many were found without a free slot).
+pub const WALK: usize = 8;
+/// Empty groups a thread keeps of each class (besides its active group) for its next
+/// mallocs: more would hold memory a program freed, fewer made thread-local churn of
+/// several classes retire and remake groups (4-local-8t: 1.5 lock acquisitions per 1,000
+/// calls with one kept).
+pub const KEPT_EMPTY: usize = if DECAY_MS == 0 { 0 } else { 2 };
+/// Bytes of slots above which an empty group is not kept but given up (to `retiring`).
+pub const KEPT_MAX_BYTES: usize = 16 << 10;
+/// Groups a miss makes at most under one lock acquisition (see `next_group`).
+pub const MAKE_BATCH: usize = if DECAY_MS == 0 { 1 } else { 4 };
+/// Largest slot of the classes whose groups a miss makes several at a time (larger
+/// groups would hold too much memory ahead).
+const BATCH_SLOT_MAX: usize = 1024;
+/// Groups after the head of a class's list that may be empty ones kept or made ahead.
+const KEPT_AHEAD: usize = if KEPT_EMPTY > MAKE_BATCH - 1 {
+    KEPT_EMPTY
+} else {
+    MAKE_BATCH - 1
+};
+/// Empty groups a thread gives up before it takes the lock to retire them, all at once:
+/// what it holds empty beyond [`KEPT_EMPTY`] a class is at most this many groups.
+pub const RETIRE_BATCH: u32 = if DECAY_MS == 0 { 1 } else { 16 };
+/// Bytes of slots in `retiring` at which they are retired at once, decay or not: what a
+/// thread holds empty beyond its kept groups stays below this.
+pub const RETIRE_BYTES: usize = 256 << 10;
 /// Whether caches are used at all: not with the options whose point is the order of
 /// reuse (random slots; quarantine, which holds frees back itself).
 pub const CACHE: bool = !RANDOM_SLOTS && QUARANTINE == 0;
 
-/// Slots bin `sc` holds at most: about [`BIN_BYTES`] of slots, between 2 and [`TC_SLOTS`].
-#[inline]
-pub const fn limit(sc: usize) -> usize {
-    LIMITS[sc] as usize
-}
-
-/// Slots a refill of bin `sc` takes after `fills` earlier refills: 2, 4, 8, ... up to half
-/// the bin's limit.
-#[inline]
-pub const fn refill_count(sc: usize, fills: u8) -> usize {
-    let half = limit(sc).div_ceil(2);
-    let want = 2usize << fills;
-    if want < half { want } else { half }
-}
-
-/// Refills after which [`refill_count`] stops growing: the fewest with
-/// `2 << MAX_FILLS >= TC_SLOTS / 2` (derived, so it follows [`TC_SLOTS`]).
-const MAX_FILLS: u8 = {
-    let mut n = 0;
-    while 2 << n < TC_SLOTS / 2 {
-        n += 1;
-    }
-    n
-};
-const _: () = assert!(2 << MAX_FILLS >= TC_SLOTS / 2);
-
-/// Where an entry keeps its slot index: the top byte of the record's address, which is 0:
-/// meta areas are heap memory, and the page map holds none above 2^48.
-pub const IDX_SHIFT: u32 = 56;
-
-/// [`limit`] by class, computed at compile time: the free path reads it on every call,
-/// and a division there costs more than the rest of the push.
-const LIMITS: [u8; TC_CLASSES] = {
-    let mut t = [0; TC_CLASSES];
-    let mut sc = 0;
-    while sc < TC_CLASSES {
-        let n = BIN_BYTES / class_size(sc);
-        t[sc] = if n < 2 {
-            2
-        } else if n > TC_SLOTS {
-            TC_SLOTS as u8
-        } else {
-            n as u8
-        };
-        sc += 1;
-    }
-    t
-};
-
-/// One thread's cache. Only its thread touches the bins; the list links belong to the
-/// heap's registry and are changed with the heap lock held.
+/// One thread's cache: the groups it owns. Only its thread touches the lists while it
+/// is live; the registry links change under the
+/// heap lock.
 ///
 /// Aligned to cache lines: caches share pages (and the first one the heap state's page),
-/// and a line of one thread's counts must not be written by another thread or under the
+/// and a line of one thread's heads must not be written by another thread or under the
 /// lock.
 #[repr(C, align(64))]
 pub struct ThreadCache {
-    /// Entries in each bin (counts first: a thread using few classes touches few lines).
-    pub(crate) count: [u8; TC_CLASSES],
-    /// The heap's offset-cycling counter at the last refill (seeds fresh slots).
-    pub(crate) cycle: u32,
-    /// Frees since this thread's last malloc (see [`FREE_STREAK`]).
-    pub(crate) streak: u32,
-    /// Refills of each bin so far, up to [`MAX_FILLS`] (see [`refill_count`]).
-    pub(crate) fills: [u8; TC_CLASSES],
+    /// The head of each class's list of owned groups: the group `malloc` takes from.
+    pub(crate) active: [*mut Meta; TC_CLASSES],
     /// The heap's secret, copied here so the fast paths read it from the line they
     /// already touch instead of through the heap's region pointer.
     pub(crate) secret: u64,
+    /// Offset cycling's counter, ticked by every slot this thread frames.
+    pub(crate) cycle: u32,
+    /// Groups in `retiring`.
+    pub(crate) retiring_count: u32,
+    /// Bytes of slots in `retiring`.
+    pub(crate) retiring_bytes: usize,
+    /// When what waits is to go ([`DECAY_MS`] after the first of it began to wait), by
+    /// `Os::now_ms`; 0 when nothing waits. What waits: `retiring`, and a large active
+    /// group left empty.
+    pub(crate) decay_at: u64,
+    /// The owner's frees of slots of a page or more until it sweeps its groups for cold
+    /// pages ([`Heap::sweep_owned`]).
+    pub(crate) sweep_in: u32,
+    /// Entries of `orphans` in use.
+    pub(crate) orphan_count: u32,
+    /// Groups of abandoned caches this thread's frees emptied, retired together under
+    /// one lock acquisition when the array is full (a thread freeing what exited threads
+    /// left took the lock for each group before), or at the thread's next decay or exit.
+    /// Hints: each is rechecked under the lock.
+    pub(crate) orphans: [*mut Meta; ORPHAN_BATCH],
+    /// While the cache is abandoned: when its groups go to the heap unless a thread takes
+    /// it over first (`Os::now_ms`).
+    pub(crate) expires_at: u64,
+    /// Empty groups this cache gave up, still owned, retired together under one lock
+    /// acquisition when there are [`RETIRE_BATCH`] (a circular list through `prev`/`next`).
+    pub(crate) retiring: *mut Meta,
     pub(crate) next: *mut ThreadCache,
     pub(crate) prev: *mut ThreadCache,
-    /// The entries: a group record with the slot index in its top byte (one load a pop).
-    pub(crate) ent: [[*mut Meta; TC_SLOTS]; TC_CLASSES],
+    /// This cache, as `cache_create` made it: what its groups' [`Meta::owner`] holds (a
+    /// pointer derived from the `&mut` the owner's calls hold is not one other threads
+    /// may compare or follow under Miri's borrow rules).
+    pub(crate) me: *mut ThreadCache,
 }
 
-/// The slots of `g` in use (for the group: cached slots count as in use).
+/// Groups of abandoned caches a thread's frees empty before it takes the lock to retire
+/// them (as many as fit the cache's last line).
+pub const ORPHAN_BATCH: usize = 6;
+
+/// Caches of exited threads kept whole for the next threads at most; the caches of more
+/// threads exiting at once give their groups to the heap.
+pub const MAX_ABANDONED: usize = if DECAY_MS == 0 { 0 } else { 32 };
+
+/// The mark in [`Meta::owner`] of a group whose owning cache was abandoned (caches are
+/// 64-byte aligned): set on each of its groups when the thread exits, cleared when the
+/// next thread takes the cache over or the cache gives its groups to the heap. In the
+/// group, not the cache: a remote free reads it, and it must not read the cache of a
+/// thread that may be running.
+pub const ABANDONED: usize = 1;
+
+/// `owner`, marked abandoned.
+#[inline(always)]
+fn abandoned(owner: *mut ThreadCache) -> *mut ThreadCache {
+    owner.map_addr(|a| a | ABANDONED)
+}
+
+/// Make `tc` the owner of its groups again (unmarked: taken over by a new thread).
 ///
 /// # Safety
-/// `g` is a live group.
-#[inline(always)]
-unsafe fn used_slots(g: *mut Meta) -> u32 {
-    // SAFETY: the caller's contract.
+/// The heap lock is held; `tc` is a cache just taken off the abandoned list.
+unsafe fn own_all(tc: *mut ThreadCache) {
+    // SAFETY: the caller's contract; an abandoned cache's lists are the lock's.
     unsafe {
-        low_mask((*g).last_idx as usize)
-            & !((*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(Relaxed))
+        for sc in 0..TC_CLASSES {
+            for m in (*tc).groups(sc) {
+                (*m).owner.store(tc, Relaxed);
+            }
+        }
     }
 }
 
-/// Whether freeing a slot of `g`, of class `sc`, may leave the group with nothing in use
-/// but slots in this cache's bin, and the bin was ever refilled (the thread built slots of
-/// the class): `free_in_run`'s cheap tests, before it compares the bin's entries.
-///
-/// # Safety
-/// `g` is a live group.
-#[inline(always)]
-unsafe fn group_may_go(tc: &ThreadCache, sc: usize, g: *mut Meta) -> bool {
-    // SAFETY: the caller's contract.
-    tc.fills[sc] != 0 && unsafe { used_slots(g) }.count_ones() as usize <= tc.count[sc] as usize + 1
-}
-
-/// An entry for slot `idx` of `g`.
-#[inline(always)]
-fn entry(g: *mut Meta, idx: usize) -> *mut Meta {
-    g.map_addr(|a| a | idx << IDX_SHIFT)
-}
-
-/// The group and slot index of an entry.
-#[inline(always)]
-fn unpack(e: *mut Meta) -> (*mut Meta, usize) {
-    (
-        e.map_addr(|a| a & ((1 << IDX_SHIFT) - 1)),
-        e.addr() >> IDX_SHIFT,
-    )
-}
-
-/// Whether `malloc(n)` may be served by a bin: a cached class, and no zero-size block.
+/// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
+/// block.
 #[inline(always)]
 fn cacheable(n: usize) -> bool {
     CACHE && n <= class_size(TC_CLASSES - 1) - IB && !(ZERO_SIZE && n == 0)
 }
 
-/// Take the newest entry of the non-empty bin `sc` and frame it for `n` bytes.
+/// Take the lowest free slot of `g` (the owner's, `avail` its nonempty mask) and frame it
+/// for `n` bytes.
 #[inline(always)]
-fn pop(tc: &mut ThreadCache, sc: usize, n: usize) -> NonNull<u8> {
-    debug_assert!(tc.count[sc] != 0 && cacheable(n) && size_to_class(n) <= sc);
-    let k = tc.count[sc] as usize - 1;
-    tc.count[sc] = k as u8;
-    // (masked, not bounds-checked: see `push`)
-    let (g, idx) = unpack(tc.ent[sc][k % TC_SLOTS]);
-    tc.cycle = tc.cycle.wrapping_add(1);
-    // SAFETY: the entry is a slot of a live group, taken out of both masks (the cache
-    // invariant) and of class `sc`, which fits `n + IB`; a user pointer is never null.
-    unsafe { NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret)) }
+fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> {
+    // SAFETY: `g` is a live group this cache owns, of a class that fits `n + IB`; the
+    // slot taken is free and becomes in use; a user pointer is never null.
+    unsafe {
+        let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
+        tc.cycle = tc.cycle.wrapping_add(1);
+        NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret))
+    }
 }
 
-/// What every free through a cache does to a validated slot first: [`retire`], and the
-/// group loses its all-zero mark (the slot comes back dirty).
+/// Slot strides from which the owner's frees count towards a sweep of its groups (a
+/// slot this long holds a whole 4 KiB page at least).
+const SWEPT_STRIDE: usize = AREA + UNIT;
+
+/// Slots `bits` of the owned group `g` are free again after use: their free time starts
+/// now (not swept), and a release mark they kept from before they were handed out is
+/// dropped at the owner's next sweep (`clean_mask &= swept_mask` there). One store on
+/// the owner's free of a long slot.
 ///
 /// # Safety
-/// As [`retire`].
+/// `g` is a live group the caller owns.
 #[inline(always)]
-unsafe fn retire_slot(p: *mut u8, s: &Slot) {
-    // SAFETY: forwarded.
-    unsafe {
-        retire(p, s);
-        clear_zeroed(s.meta);
+unsafe fn came_back(g: *mut Meta, bits: u32) {
+    // SAFETY: the caller's contract: the owner alone writes this field.
+    unsafe { (*g).swept_mask &= !bits }
+}
+
+/// Start the decay wait of `tc` unless something is already waiting.
+fn pend<O: Os>(tc: &mut ThreadCache) {
+    if tc.decay_at == 0 {
+        // (never 0 once set)
+        tc.decay_at = O::now_ms().saturating_add(DECAY_MS).max(1);
     }
 }
 
-/// Put `e` on bin `sc`, which holds `k < limit(sc)` entries.
-#[inline(always)]
-fn push(tc: &mut ThreadCache, sc: usize, k: usize, e: *mut Meta) {
-    debug_assert!(k < limit(sc));
-    // (the index is masked, not bounds-checked: a bounds check is a call to the panic
-    // handler, and a call on the path makes it save registers)
-    tc.ent[sc][k % TC_SLOTS] = e;
-    tc.count[sc] = k as u8 + 1;
+/// Bytes of the slots of the live group `g`.
+///
+/// # Safety
+/// `g` is live.
+unsafe fn group_bytes(g: *mut Meta) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { crate::meta::stride(g) * ((*g).last_idx as usize + 1) }
 }
 
-const _: () = assert!(TC_SLOTS.is_power_of_two());
-const _: () = assert!(TC_SLOTS <= u8::MAX as usize && TC_CLASSES <= crate::config::NUM_CLASSES);
-// every cached class is below a page, so a cached slot is never "medium" (sweep)
-const _: () = assert!(class_size(TC_CLASSES - 1) <= AREA);
+const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
 
 impl ThreadCache {
-    /// The entries of bin `sc`, for the walker.
-    pub(crate) fn entries(&self, sc: usize) -> impl Iterator<Item = (*mut Meta, usize)> + '_ {
-        (0..self.count[sc] as usize).map(move |k| unpack(self.ent[sc][k]))
+    /// The groups this cache owns of class `sc`, head first.
+    pub fn groups(&self, sc: usize) -> impl Iterator<Item = *mut Meta> + '_ {
+        let head = self.active[sc];
+        let mut m = head;
+        core::iter::from_fn(move || {
+            if m.is_null() {
+                return None;
+            }
+            let here = m;
+            // SAFETY: listed records are live (the cache invariant)
+            m = unsafe { (*m).next };
+            if m == head {
+                m = null_mut();
+            }
+            Some(here)
+        })
     }
 
-    /// Slots bin `sc` holds.
-    pub fn held(&self, sc: usize) -> usize {
-        self.count[sc] as usize
+    /// Whether the cache owns no group.
+    pub fn owns_nothing(&self) -> bool {
+        self.active.iter().all(|g| g.is_null()) && self.retiring.is_null()
     }
 
-    /// Slots the next refill of bin `sc` takes.
-    pub fn refill_size(&self, sc: usize) -> usize {
-        refill_count(sc, self.fills[sc])
+    /// The empty groups waiting to be retired together.
+    pub fn retiring(&self) -> impl Iterator<Item = *mut Meta> + '_ {
+        let head = self.retiring;
+        let mut m = head;
+        core::iter::from_fn(move || {
+            if m.is_null() {
+                return None;
+            }
+            let here = m;
+            // SAFETY: listed records are live (the cache invariant)
+            m = unsafe { (*m).next };
+            if m == head {
+                m = null_mut();
+            }
+            Some(here)
+        })
     }
 }
 
@@ -294,34 +320,24 @@ pub(crate) unsafe fn unregister(head: &mut *mut ThreadCache, tc: *mut ThreadCach
     }
 }
 
-/// A page of thread caches, above a guard page of its own: this header, then as many
-/// caches as fit (two in a 4 KiB page: a page each cost thread-heavy programs more). The
-/// first cache of a heap is in its region instead.
-#[repr(C)]
-struct CachePage {
-    /// Caches of this page that threads hold: the others are spare. The page is unmapped
-    /// when this drops to 0.
-    live: usize,
+/// Cache place `k` of a cache page: a page of caches above a guard page of its own
+/// (as many as fit: a page each cost thread-heavy programs more). The first cache of a
+/// heap is in its region instead. Cache pages are never unmapped (see
+/// `give_place_back`): a program that once ran many threads keeps a page per
+/// `AREA / size_of::<ThreadCache>()` of them.
+fn place(page: *mut u8, k: usize) -> *mut ThreadCache {
+    page.wrapping_add(k * size_of::<ThreadCache>()).cast()
 }
 
-/// Where the first cache of a page starts.
-const FIRST_CACHE: usize = round_up(size_of::<CachePage>(), align_of::<ThreadCache>());
-// two caches and the page's header fit a 4 KiB page
-const _: () = assert!(FIRST_CACHE + 2 * size_of::<ThreadCache>() <= AREA);
-
-/// Cache place `k` of the cache page `page`.
-fn place(page: *mut CachePage, k: usize) -> *mut ThreadCache {
-    page.cast::<u8>()
-        .wrapping_add(FIRST_CACHE + k * size_of::<ThreadCache>())
-        .cast()
-}
+// several caches fit a 4 KiB page
+const _: () = assert!(8 * size_of::<ThreadCache>() <= AREA);
 
 /// Put the zeroed cache place `tc` on the heap's spare list.
 ///
 /// # Safety
 /// The heap lock is held (or the region is not yet published); `tc` is a cache place of
 /// this heap, zeroed, on no list.
-pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache) {
+pub(crate) unsafe fn add_spare(st: &mut State, tc: *mut ThreadCache) {
     // SAFETY: the caller's contract.
     unsafe { register(&mut st.spare_caches, tc) }
 }
@@ -329,20 +345,14 @@ pub(crate) unsafe fn add_spare(st: &mut crate::heap::State, tc: *mut ThreadCache
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// Caches in one cache page.
     fn places_per_page(&self) -> usize {
-        (self.page_size() - FIRST_CACHE) / size_of::<ThreadCache>()
-    }
-
-    /// The cache page holding `tc` (not the region's place).
-    fn page_of(&self, tc: *mut ThreadCache) -> *mut CachePage {
-        let ps = self.page_size();
-        tc.map_addr(|a| a & !(ps - 1)).cast()
+        self.page_size() / size_of::<ThreadCache>()
     }
 
     /// A new cache for the calling thread, registered with the heap; null when out of
     /// memory (the caller then uses the locked paths).
     ///
     /// A cache is never in a heap slot: it is in the heap's region or in a cache page,
-    /// each with a guard page below it, so a heap overflow cannot reach the entries,
+    /// each with a guard page below it, so a heap overflow cannot reach its list heads,
     /// which `malloc` trusts.
     pub fn cache_create(&self) -> *mut ThreadCache {
         if !CACHE {
@@ -351,9 +361,20 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let Some(mut st) = self.locked() else {
             return null_mut();
         };
-        // SAFETY: spare places are zeroed caches of this heap, and a fresh page is ours;
-        // the lists are changed under the lock.
+        // SAFETY: the lock is held; spare places are zeroed caches of this heap, and a
+        // fresh page is ours.
         unsafe {
+            self.expire(&mut st);
+            if !st.abandoned.is_null() {
+                // the newest: its groups are the warmest
+                let tc = st.abandoned;
+                unregister(&mut st.abandoned, tc);
+                st.abandoned_count -= 1;
+                own_all(tc);
+                register(&mut st.caches, tc);
+                st.stats.caches += 1;
+                return tc;
+            }
             let tc = if st.spare_caches.is_null() {
                 drop(st);
                 let ps = self.page_size();
@@ -361,14 +382,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     return null_mut();
                 };
                 self.install_guard(base.as_ptr(), ps);
-                let page = base.as_ptr().wrapping_add(ps).cast::<CachePage>();
+                let page = base.as_ptr().wrapping_add(ps);
                 let Some(g) = self.locked() else {
                     O::munmap(base.as_ptr(), 2 * ps);
                     return null_mut();
                 };
                 st = g;
-                // take the first place of this page, so that a page another thread mapped
-                // meanwhile is no reason for this one to stay mapped with none in use
                 for k in 1..self.places_per_page() {
                     add_spare(&mut st, place(page, k));
                 }
@@ -378,19 +397,19 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 unregister(&mut st.spare_caches, tc);
                 tc
             };
-            if tc != self.home_cache() {
-                (*self.page_of(tc)).live += 1;
-            }
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
+            (*tc).sweep_in = SWEEP_INTERVAL;
+            (*tc).me = tc;
             register(&mut st.caches, tc);
             st.stats.caches += 1;
             tc
         }
     }
 
-    /// Give everything in `tc` back to the groups and its place to the heap (unmapping
-    /// its page if no other cache there is held): at thread exit.
+    /// At thread exit: retire the empty groups of `tc`, and abandon it to the next
+    /// thread if it still owns any; else give its place back to the heap (unmapping its
+    /// page if no other cache there is held).
     ///
     /// # Safety
     /// `tc` came from [`Heap::cache_create`] of this heap and no thread uses it any more.
@@ -399,32 +418,114 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if tc.is_null() {
             return;
         }
-        // SAFETY: the caller's contract; the lists are changed under the lock, and a page
-        // is unmapped only when none of its places is held.
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = st.secret;
+        // SAFETY: the caller's contract; the cache's lists are ours under the lock, as
+        // is the registry.
         unsafe {
-            self.drain_all(&mut *tc);
-            let Some(mut st) = self.locked() else { crash() };
             unregister(&mut st.caches, tc);
-            tc.write_bytes(0, 1);
-            if tc == self.home_cache() {
-                return add_spare(&mut st, tc);
+            self.retire_batch(&mut st, &mut *tc);
+            self.retire_orphans(&mut st, &mut *tc);
+            if st.abandoned_count >= MAX_ABANDONED {
+                return self.give_groups_back(&mut st, tc);
             }
-            let page = self.page_of(tc);
-            check!((*page).live != 0);
-            (*page).live -= 1;
-            if (*page).live != 0 {
-                return add_spare(&mut st, tc);
-            }
-            // every other place of the page is spare
-            for k in 0..self.places_per_page() {
-                let other = place(page, k);
-                if other != tc {
-                    unregister(&mut st.spare_caches, other);
+            for sc in 0..TC_CLASSES {
+                let mut left = (*tc).groups(sc).count();
+                while left != 0 {
+                    left -= 1;
+                    let g = (*tc).active[sc];
+                    // marked first, then `freed` read: a remote free that empties the
+                    // group either is seen here or sees the mark (`free_remote`)
+                    (*g).owner.store(abandoned(tc), SeqCst);
+                    (*g).freed_mask.sc_order();
+                    // (read, not collected: a remote free judges emptiness from `avail`,
+                    // which must not change once the group is marked)
+                    let free = (*g).avail_mask.load(Relaxed) | (*g).freed_mask.load(SeqCst);
+                    if free != low_mask((*g).last_idx as usize) {
+                        (*tc).active[sc] = (*g).next;
+                        continue;
+                    }
+                    dequeue(&mut (*tc).active[sc], g);
+                    self.unmap_now(st.retire_owned::<O>(g, secret));
                 }
             }
-            drop(st);
-            let ps = self.page_size();
-            O::munmap(page.cast::<u8>().wrapping_sub(ps), 2 * ps);
+            if (*tc).owns_nothing() {
+                return self.give_place_back(&mut st, tc);
+            }
+            (*tc).expires_at = O::now_ms().saturating_add(DECAY_MS);
+            register(&mut st.abandoned, tc);
+            st.abandoned_count += 1;
+            self.expire(&mut st);
+        }
+    }
+
+    /// Give every group of `tc` (an exited thread's, live or abandoned, off every
+    /// registry) to the heap, and its place back.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); no thread uses `tc`, which retires nothing.
+    unsafe fn give_groups_back(&self, st: &mut State, tc: *mut ThreadCache) {
+        // SAFETY: the cache's copy of the heap's secret
+        let secret = unsafe { (*tc).secret };
+        // SAFETY: the caller's contract; the cache's lists are the lock's.
+        unsafe {
+            for sc in 0..TC_CLASSES {
+                while let Some(g) = crate::list::dequeue_head(&mut (*tc).active[sc]) {
+                    self.unmap_now(st.disown::<O>(g, secret));
+                }
+            }
+            self.give_place_back(st, tc);
+        }
+    }
+
+    /// Give the groups of the abandoned caches that no thread took over within the
+    /// decay time to the heap: what an exited thread held goes to the other threads
+    /// (their misses take the heap's groups before they make any) and to the heap's
+    /// release sweep.
+    ///
+    /// # Safety
+    /// The lock is held (`st`).
+    unsafe fn expire(&self, st: &mut State) {
+        if st.abandoned.is_null() {
+            return;
+        }
+        let now = O::now_ms();
+        // SAFETY: abandoned caches are the lock's.
+        unsafe {
+            let mut tc = st.abandoned;
+            while !tc.is_null() {
+                let next = (*tc).next;
+                if now >= (*tc).expires_at {
+                    unregister(&mut st.abandoned, tc);
+                    st.abandoned_count -= 1;
+                    self.give_groups_back(st, tc);
+                }
+                tc = next;
+            }
+        }
+    }
+
+    /// Unmap what a retired group left to unmap (under the lock: at thread exit, where a
+    /// batch of groups goes at once, and the group cache usually keeps them anyway).
+    fn unmap_now(&self, unmap: Unmap) {
+        for (base, len) in unmap.into_iter().flatten() {
+            // SAFETY: a retired group's mapping holds nothing live.
+            unsafe { crate::heap::unmap::<O>(base, len) };
+        }
+    }
+
+    /// Zero the unregistered cache `tc`, which owns nothing, and make its place spare.
+    /// Cache pages are never unmapped: a remote free reads its group's owner after its
+    /// slot is free, when the owner may give up its last group at once.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); `tc` is a cache place of this heap on no list, owning
+    /// nothing.
+    unsafe fn give_place_back(&self, st: &mut State, tc: *mut ThreadCache) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            tc.write_bytes(0, 1);
+            add_spare(st, tc);
         }
     }
 
@@ -437,15 +538,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// What `malloc` does when [`Heap::malloc_fast`] could not serve `n` or did not run
-    /// (no cache known to the caller): a refill, or the locked path.
+    /// (no cache known to the caller): the walk to another group, a new group, or the
+    /// locked path.
     pub fn malloc_miss(&self, tc: Option<&mut ThreadCache>, n: usize) -> Option<NonNull<u8>> {
         match tc {
             Some(tc) if cacheable(n) => {
                 let sc = size_to_class(n);
-                if tc.count[sc] == 0 && !self.refill(tc, sc, n) {
-                    return self.malloc(n);
+                match self.next_group(tc, sc) {
+                    Some((g, avail)) => Some(pop(tc, g, avail, n)),
+                    None => self.malloc(n),
                 }
-                Some(pop(tc, sc, n))
             }
             _ => self.malloc(n),
         }
@@ -465,26 +567,31 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// `malloc` from the thread's cache when a bin can serve `n` at once; `None` when it
-    /// cannot (a size without a bin, an empty bin), with nothing changed but the free
-    /// streak. It calls nothing: the exports run it first and go to [`Heap::malloc_miss`]
-    /// on `None` with a tail call, so no call it does not make sets up a frame for the
-    /// pop (the registers it still saves are the framing's own).
+    /// `malloc` from the thread's active group of the class of `n` when it has a free
+    /// slot; `None` when not (a size without owned groups, an exhausted group), with
+    /// nothing changed. It calls nothing: the exports run it first and go to
+    /// [`Heap::malloc_miss`] on `None` with a tail call, so no call it does not make sets
+    /// up a frame (the registers it still saves are the framing's own).
     #[inline(always)]
     pub fn malloc_fast(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         if !cacheable(n) {
             return None;
         }
-        let sc = size_to_class(n);
-        tc.streak = 0;
-        if tc.count[sc] == 0 {
+        let g = tc.active[size_to_class(n)];
+        if g.is_null() {
             return None;
         }
-        Some(pop(tc, sc, n))
+        // SAFETY: a listed group is live and owned by this cache, whose thread alone
+        // changes its `avail_mask`.
+        let avail = unsafe { (*g).avail_mask.load(Relaxed) };
+        if avail == 0 {
+            return None;
+        }
+        Some(pop(tc, g, avail, n))
     }
 
-    /// `malloc` through the thread's cache: [`Heap::malloc_fast`], else a refill, else
-    /// the locked path.
+    /// `malloc` through the thread's cache: [`Heap::malloc_fast`], else
+    /// [`Heap::malloc_miss`].
     pub fn malloc_cached(&self, tc: &mut ThreadCache, n: usize) -> Option<NonNull<u8>> {
         match self.malloc_fast(tc, n) {
             Some(p) => Some(p),
@@ -492,34 +599,90 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// Take [`refill_count`] slots from the groups, under one lock acquisition. False when
-    /// none could be had (out of memory).
-    fn refill(&self, tc: &mut ThreadCache, sc: usize, n: usize) -> bool {
-        let Some(mut st) = self.locked() else {
-            return false;
-        };
-        let secret = st.secret;
-        let want = tc.refill_size(sc);
-        tc.fills[sc] = (tc.fills[sc] + 1).min(MAX_FILLS);
-        let mut k = 0;
-        while k < want {
-            // SAFETY: the lock is held.
-            let Some((g, idx)) = (unsafe { st.take_slot_of::<O>(sc, n, secret, false) }) else {
-                break;
+    /// A group of class `sc` with a free slot, made the head of the class's list, and its
+    /// `avail_mask`: the first of [`WALK`] groups along the list that has one once
+    /// collected, else a new group. `None` when out of memory.
+    fn next_group(&self, tc: &mut ThreadCache, sc: usize) -> Option<(*mut Meta, u32)> {
+        let head = tc.active[sc];
+        let mut g = head;
+        // SAFETY: listed groups are live and this cache's; their links are checked
+        // before they are followed.
+        unsafe {
+            let mut seen = 0;
+            while seen < WALK && !g.is_null() {
+                let before = (*g).avail_mask.load(Relaxed);
+                let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                if avail != before {
+                    clear_zeroed(g);
+                    came_back(g, avail & !before);
+                }
+                if avail != 0 {
+                    tc.active[sc] = g;
+                    return Some((g, avail));
+                }
+                seen += 1;
+                g = ok(checked_links(g)).1;
+                if g == head {
+                    break;
+                }
+            }
+            // where the walk stopped, unless decay ran (it may retire groups)
+            let mut unseen = if g == head { null_mut() } else { g };
+            if tc.decay_at != 0 && self.decay(tc) {
+                unseen = null_mut();
+            }
+            // A thread that already fills several groups of the class gets up to
+            // MAKE_BATCH at once, under one lock acquisition: the working set of a
+            // thread-heavy program is made with a lock per few groups, not per group.
+            let make = if class_size(sc) <= BATCH_SLOT_MAX {
+                seen.div_ceil(2).clamp(1, MAKE_BATCH)
+            } else {
+                1
             };
-            tc.ent[sc][k] = entry(g, idx);
-            k += 1;
+            let mut st = self.locked()?;
+            let secret = st.secret;
+            // what exited threads gave back first; else new groups
+            let adopted = st.adopt(sc, tc.me);
+            let make = if adopted.is_some() { 0 } else { make };
+            let new = match adopted {
+                Some(g) => g,
+                None => st.own_group::<O>(sc, secret, tc.me)?,
+            };
+            let mut spare = [null_mut(); MAKE_BATCH];
+            for s in spare.iter_mut().take(make).skip(1) {
+                match st.own_group::<O>(sc, secret, tc.me) {
+                    Some(m) => *s = m,
+                    None => break,
+                }
+            }
+            tc.cycle = tc.cycle.wrapping_add(st.cycle);
+            drop(st);
+            // The new group goes first, before the first group the walk did not reach
+            // (`g` is where it stopped), the spare ones next (as empty ones kept): the
+            // groups seen full fall behind, and the next walk goes on where this one
+            // stopped. (Put before the old head instead, it was followed by the groups
+            // just seen full again and again, and a thread churning through many groups
+            // never came back to its older ones, free slots and all: a fragmentation
+            // workload peaked at 2.2 times its live bytes, against 1.2.)
+            let h = if unseen.is_null() {
+                &mut tc.active[sc]
+            } else {
+                &mut unseen
+            };
+            queue(h, new);
+            tc.active[sc] = new;
+            let g = new;
+            for &m in spare.iter().skip(1).take_while(|m| !m.is_null()) {
+                let mut after = (*g).next;
+                queue(&mut after, m);
+            }
+            Some((g, (*g).avail_mask.load(Relaxed)))
         }
-        // taken in order: hand out the first-taken (lowest) slot first
-        tc.ent[sc][..k].reverse();
-        tc.count[sc] = k as u8;
-        tc.cycle = st.cycle;
-        k != 0
     }
 
-    /// `free` through the thread's cache. Validation and a push to a bin call nothing;
-    /// every other case is a tail call, so no call it does not make sets up a frame for
-    /// the push (as [`Heap::malloc_fast`]).
+    /// `free` through the thread's cache. Validation and a free into an owned group call
+    /// nothing; every other case is a tail call, so no call it does not make sets up a
+    /// frame (as [`Heap::malloc_fast`]).
     ///
     /// # Safety
     /// As [`Heap::free`].
@@ -535,23 +698,41 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let s = ok(find_slot_live(p, secret));
             ok(nominal_size(p, &s));
             let g = s.meta;
-            let sc = (*g).sizeclass as usize;
-            if sc >= TC_CLASSES {
-                return self.free_validated(tc, p, g, s.idx, s.key);
+            let owner = (*g).owner.load(Relaxed);
+            if !core::ptr::eq(owner, tc) {
+                return self.free_not_mine(tc, p, s, secret);
             }
-            // In a long run of frees with no malloc between (a thread freeing what it
-            // built), a group whose other slots are all free or in this bin goes back
-            // whole (see `free_in_run`).
-            tc.streak = tc.streak.saturating_add(1);
-            // (free_in_run's cheap tests first, here: most frees of a run leave slots of
-            // their group in use, and the call cost more than the tests)
-            if tc.streak >= FREE_STREAK {
-                if tc.streak == FREE_STREAK || group_may_go(tc, sc, g) {
-                    return self.free_validated(tc, p, g, s.idx, s.key);
+            self.free_mine(tc, p, s)
+        }
+    }
+
+    /// The owner's free of `p`, validated as `s`: into `avail_mask`, no lock.
+    ///
+    /// # Safety
+    /// `p` is a live allocation, validated as `s`, of a group `tc` owns.
+    #[inline(always)]
+    unsafe fn free_mine(&self, tc: &mut ThreadCache, p: *mut u8, s: crate::slot::Slot) {
+        let g = s.meta;
+        // SAFETY: the caller's contract; only this thread changes the group's avail_mask.
+        unsafe {
+            retire(p, &s);
+            clear_zeroed(g);
+            let Some(free) = free_owned(&(*g).freed_mask, &(*g).avail_mask, 1 << s.idx) else {
+                crash()
+            };
+            if s.stride >= SWEPT_STRIDE {
+                came_back(g, 1 << s.idx);
+                self.count_sweep(tc);
+            }
+            if free == low_mask((*g).last_idx as usize) {
+                let sc = (*g).sizeclass as usize;
+                if tc.active[sc] != g {
+                    self.emptied(tc, sc, g);
+                } else if tc.decay_at != 0 || (*g).maplen as usize * AREA > KEPT_MAX_BYTES {
+                    // (a large active group left empty is what decay is for as well)
+                    self.decay_head(tc);
                 }
-                return self.retire_in_run(tc, p, s, sc, secret);
             }
-            self.retire_to_bin(tc, p, s, sc)
         }
     }
 
@@ -566,222 +747,316 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe { self.free(p) }
     }
 
-    /// The rest of [`Heap::free_cached`] after validating `p` as slot `idx` of `g`: a
-    /// class without a bin, or a free in a run that may give the group back (the streak
-    /// already counts this free).
+    /// The rest of [`Heap::free_cached`] for a slot of a group this cache does not own.
+    /// Its frees of long slots count towards the sweep of its own groups as its own
+    /// frees do (a thread freeing mostly what others made must sweep all the same).
     ///
     /// # Safety
-    /// `p` is a live allocation, validated as slot `idx` of `g`, with the keys `key`.
+    /// `p` is a live allocation, validated as `s`.
     #[inline(never)]
-    unsafe fn free_validated(
+    unsafe fn free_not_mine(
         &self,
         tc: &mut ThreadCache,
         p: *mut u8,
-        g: *mut Meta,
-        idx: usize,
-        key: Key,
-    ) {
-        let secret = tc.secret;
-        // SAFETY: the caller's contract.
-        unsafe {
-            let s = Slot {
-                key,
-                ..ok(slot_bounds(g, idx))
-            };
-            let sc = (*g).sizeclass as usize;
-            if sc >= TC_CLASSES {
-                return self.free_slot(p, s, secret);
-            }
-            if !self.free_in_run(tc, p, s, secret) {
-                self.retire_in_run(tc, p, s, sc, secret);
-            }
-        }
-    }
-
-    /// Retire the validated allocation `p` (slot `s`, of the cached class `sc`) and put
-    /// its slot in the bin, making room if it is full.
-    ///
-    /// # Safety
-    /// `s` is the validated slot of the live allocation `p`, of class `sc < TC_CLASSES`.
-    #[inline(always)]
-    unsafe fn retire_to_bin(&self, tc: &mut ThreadCache, p: *mut u8, s: Slot, sc: usize) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            retire_slot(p, &s);
-            let k = tc.count[sc] as usize;
-            if k == limit(sc) {
-                return self.push_full(tc, sc, entry(s.meta, s.idx));
-            }
-            push(tc, sc, k, entry(s.meta, s.idx));
-        }
-    }
-
-    /// [`Heap::retire_to_bin`] in a run of frees, where no malloc takes a slot back. A
-    /// full bin stays full until the next malloc: the slot goes to its group at once
-    /// (draining the bin to push it would only give back older slots instead). And a
-    /// class this thread never refilled (a consumer's, which frees what others built)
-    /// keeps no slots: they would be out of its producers' reach for as long as the
-    /// thread lives, and their groups with them.
-    ///
-    /// # Safety
-    /// As [`Heap::retire_to_bin`].
-    #[inline(always)]
-    unsafe fn retire_in_run(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        s: Slot,
-        sc: usize,
+        s: crate::slot::Slot,
         secret: u64,
     ) {
-        // SAFETY: the caller's contract.
+        let long = s.stride >= SWEPT_STRIDE;
+        // SAFETY: forwarded; a group owned by a cache (live or abandoned) stays live
+        // while this slot is in use.
         unsafe {
-            retire_slot(p, &s);
-            let k = tc.count[sc] as usize;
-            if k == limit(sc) || tc.fills[sc] == 0 {
-                return self.release_slot(s.meta, s.idx, false, secret);
-            }
-            push(tc, sc, k, entry(s.meta, s.idx));
-        }
-    }
-
-    /// Push `e` to the full bin `sc`, after giving its older half back to the groups.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant; `e` is a retired slot of class `sc`, in use for
-    /// its group.
-    #[cold]
-    #[inline(never)]
-    unsafe fn push_full(&self, tc: &mut ThreadCache, sc: usize, e: *mut Meta) {
-        // SAFETY: the caller's contract.
-        unsafe { self.drain(tc, sc, limit(sc).div_ceil(2)) };
-        push(tc, sc, tc.count[sc] as usize, e);
-    }
-
-    /// A free in a long run of frees: if the group of `s` has nothing else in use but
-    /// slots in this bin, give the group back whole (so it can be freed: cached slots
-    /// would keep its memory alive, one group per cached slot) and return true. The bin
-    /// is searched only when the count allows it.
-    ///
-    /// # Safety
-    /// As `free_cached`, after `p` was validated as `s`, of a cached class.
-    #[inline(never)]
-    unsafe fn free_in_run(&self, tc: &mut ThreadCache, p: *mut u8, s: Slot, secret: u64) -> bool {
-        // SAFETY: the caller's contract.
-        unsafe {
-            if tc.streak == FREE_STREAK {
-                // what the bins held before the run began: its groups' last frees may
-                // be past, so no later free would give them back
-                self.drain_all(tc);
-            }
-            let g = s.meta;
-            let sc = (*g).sizeclass as usize;
-            let bit = 1u32 << s.idx;
-            if !group_may_go(tc, sc, g) || !self.give_back_group(tc, sc, g, used_slots(g) & !bit) {
-                return false;
-            }
-            // the group goes; if it is nested, its host slot is freed on the locked path,
-            // which does not see this cache: the host's group may be left with nothing in
-            // use but slots in this cache
-            let mut host = self.cached_host(tc, g, secret);
-            self.free_slot(p, s, secret);
-            while let Some(h) = host {
-                host = self.cached_host(tc, h, secret);
-                if !self.give_back_group(tc, (*h).sizeclass as usize, h, used_slots(h)) {
-                    break;
+            if (*s.meta).owner.load(Relaxed).is_null() {
+                self.free_slot(p, s, secret);
+            } else {
+                retire(p, &s);
+                if self.free_remote(s.meta, s.idx) {
+                    self.defer_orphan(tc, s.meta);
                 }
             }
-            true
+        }
+        if long {
+            self.count_sweep(tc);
         }
     }
 
-    /// The group hosting `g` if `g` is nested in a slot of a cached class and this cache
-    /// holds slots of that group (which then cannot go away while `g` is freed).
+    /// Count a free of a slot of a page or more; sweep every [`SWEEP_INTERVAL`].
+    #[inline(always)]
+    fn count_sweep(&self, tc: &mut ThreadCache) {
+        tc.sweep_in -= 1;
+        if tc.sweep_in == 0 {
+            self.sweep_owned(tc);
+        }
+    }
+
+    /// The owner freed the last slot in use of `g`, which is not its active group. Up to
+    /// [`KEPT_EMPTY`] empty groups a class are kept, next after the active one, where the
+    /// walk looks first (a thread whose use of a class goes up and down by a few blocks
+    /// would otherwise retire a group and make another, two lock acquisitions, each
+    /// time); one more is retired, so what a thread holds empty stays bounded.
     ///
     /// # Safety
-    /// `tc` satisfies the cache invariant; `g` is a live group.
-    unsafe fn cached_host(&self, tc: &ThreadCache, g: *mut Meta, secret: u64) -> Option<*mut Meta> {
-        // SAFETY: a nested group's memory is the user pointer of its host slot, whose
-        // header find_host validates.
+    /// `g` is a group of class `sc` on `tc`'s list, not its head, with no slot in use.
+    #[cold]
+    #[inline(never)]
+    unsafe fn emptied(&self, tc: &mut ThreadCache, sc: usize, g: *mut Meta) {
+        // SAFETY: the caller's contract; listed groups are live and this cache's, their
+        // links checked before they are followed.
         unsafe {
-            if !nested(g) {
-                return None;
+            let head = tc.active[sc];
+            let all = |m: *mut Meta| low_mask((*m).last_idx as usize);
+            let mut after = ok(checked_links(head)).1;
+            let mut m = after;
+            let mut kept = 0;
+            while m != head && kept < KEPT_EMPTY {
+                if m == g {
+                    // already among the kept ones
+                    return;
+                }
+                if (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed) != all(m) {
+                    break;
+                }
+                kept += 1;
+                m = ok(checked_links(m)).1;
             }
-            let h = ok(find_host((*g).mem.cast::<u8>(), secret)).meta;
-            let hsc = (*h).sizeclass as usize;
-            (hsc < TC_CLASSES && tc.entries(hsc).any(|(m, _)| m == h)).then_some(h)
+            let bytes = group_bytes(g);
+            if kept < KEPT_EMPTY && bytes <= KEPT_MAX_BYTES {
+                dequeue(&mut tc.active[sc], g);
+                // (queued before `after` is after the head)
+                queue(&mut after, g);
+                return;
+            }
+            // no slot of `g` is in use, so no other thread frees into it
+            check!(collect(&(*g).freed_mask, &(*g).avail_mask) == all(g));
+            dequeue(&mut tc.active[sc], g);
+            pend::<O>(tc);
+            queue(&mut tc.retiring, g);
+            tc.retiring_count += 1;
+            tc.retiring_bytes += bytes;
+            if tc.retiring_count >= RETIRE_BATCH || tc.retiring_bytes >= RETIRE_BYTES {
+                let Some(mut st) = self.locked() else { crash() };
+                self.retire_batch(&mut st, tc);
+            } else {
+                self.decay(tc);
+            }
         }
     }
 
-    /// If the slots `others` of `g` are exactly those of `g` in bin `sc`, give them back
-    /// to the group and return true.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant; `g` is a live group of class `sc`.
-    unsafe fn give_back_group(
-        &self,
-        tc: &mut ThreadCache,
-        sc: usize,
-        g: *mut Meta,
-        others: u32,
-    ) -> bool {
-        let mine = tc
-            .entries(sc)
-            .filter(|&(m, _)| m == g)
-            .fold(0u32, |mine, (_, i)| mine | 1 << i);
-        if mine != others {
+    /// Decay, checked when `tc` has given groups up: once they have waited [`DECAY_MS`],
+    /// retire them, and the empty groups it kept (and its empty active groups), all
+    /// under one lock acquisition. Checked on a miss, when a group is given up, and when
+    /// the active group empties: the calls of a program that frees everything and calls
+    /// again later (a kept or active group is what its next malloc takes, so they go only
+    /// once the thread has been giving groups up and time has passed).
+    #[cold]
+    #[inline(never)]
+    fn decay(&self, tc: &mut ThreadCache) -> bool {
+        if O::now_ms() < tc.decay_at {
             return false;
         }
-        // SAFETY: the caller's contract.
-        unsafe { self.release_where(tc, sc, |_, m| m == g) };
+        tc.decay_at = 0;
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = tc.secret;
+        // SAFETY: `tc` is this thread's; the groups retired are empty, so no other thread
+        // frees into them; links are checked before they are followed.
+        unsafe {
+            self.retire_batch(&mut st, tc);
+            self.retire_orphans(&mut st, tc);
+            self.expire(&mut st);
+            for sc in 0..TC_CLASSES {
+                // kept groups are next after the head, made ones too
+                let mut near = [null_mut(); 1 + KEPT_AHEAD];
+                for (k, g) in tc.groups(sc).take(near.len()).enumerate() {
+                    near[k] = g;
+                }
+                for &g in near.iter().take_while(|g| !g.is_null()) {
+                    let all = low_mask((*g).last_idx as usize);
+                    if collect(&(*g).freed_mask, &(*g).avail_mask) == all {
+                        dequeue(&mut tc.active[sc], g);
+                        self.unmap_now(st.retire_owned::<O>(g, secret));
+                    }
+                }
+            }
+        }
         true
     }
 
-    /// Give every entry of every bin back to its group.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn drain_all(&self, tc: &mut ThreadCache) {
-        for sc in 0..TC_CLASSES {
-            // SAFETY: the caller's contract.
-            unsafe { self.drain(tc, sc, tc.count[sc] as usize) };
-        }
+    /// [`Heap::decay`] when an active group empties, starting the wait if it is the
+    /// first thing waiting.
+    #[cold]
+    #[inline(never)]
+    fn decay_head(&self, tc: &mut ThreadCache) {
+        pend::<O>(tc);
+        self.decay(tc);
     }
 
-    /// Give the `n` oldest entries of bin `sc` back to their groups.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn drain(&self, tc: &mut ThreadCache, sc: usize, n: usize) {
-        // SAFETY: the caller's contract.
-        unsafe { self.release_where(tc, sc, |k, _| k < n) };
-    }
-
-    /// Give the entries of bin `sc` that `pick(position, group)` selects back to their
-    /// groups; the others keep their order.
-    ///
-    /// # Safety
-    /// `tc` satisfies the cache invariant.
-    unsafe fn release_where(
-        &self,
-        tc: &mut ThreadCache,
-        sc: usize,
-        pick: impl Fn(usize, *mut Meta) -> bool,
-    ) {
-        let secret = self.secret();
-        let mut kept = 0;
-        for k in 0..tc.count[sc] as usize {
-            let e = tc.ent[sc][k];
-            let (m, i) = unpack(e);
-            if pick(k, m) {
-                // SAFETY: a cached slot is in use for its group and its header already
-                // marked freed: what release_slot expects. Cached classes are never medium.
-                unsafe { self.release_slot(m, i, false, secret) };
-            } else {
-                tc.ent[sc][kept] = e;
-                kept += 1;
+    /// The owner's release sweep, every [`SWEEP_INTERVAL`] of its frees of slots of a page
+    /// or more: the whole pages of its groups' free slots that stayed free since its last
+    /// sweep go back to the system (as the heap's sweep does for its groups, with no lock:
+    /// only the owner hands these slots out).
+    #[cold]
+    #[inline(never)]
+    fn sweep_owned(&self, tc: &mut ThreadCache) {
+        tc.sweep_in = SWEEP_INTERVAL;
+        let ps = self.page_size();
+        let mut budget = SWEEP_GROUPS;
+        // SAFETY: listed groups are live and this cache's; their free slots are handed
+        // out only by this thread, which is here.
+        unsafe {
+            for sc in 0..TC_CLASSES {
+                if class_size(sc) < ps + IB {
+                    continue;
+                }
+                for g in tc.groups(sc).take(budget) {
+                    budget -= 1;
+                    let before = (*g).avail_mask.load(Relaxed);
+                    let avail = collect(&(*g).freed_mask, &(*g).avail_mask);
+                    clear_zeroed(g);
+                    came_back(g, avail & !before);
+                    // a slot not free at the last sweep, or handed out since, is no
+                    // longer released memory whatever its mark
+                    (*g).clean_mask &= (*g).swept_mask;
+                    release_cold::<O>(g, avail, ps);
+                }
+                if budget == 0 {
+                    break;
+                }
             }
         }
-        tc.count[sc] = kept as u8;
+    }
+
+    /// Retire the groups `tc` gave up.
+    ///
+    /// # Safety
+    /// `st` is the heap lock; `tc` satisfies the cache invariant.
+    unsafe fn retire_batch(&self, st: &mut State, tc: &mut ThreadCache) {
+        let secret = tc.secret;
+        // SAFETY: retiring groups are empty, so no other thread frees into them.
+        unsafe {
+            while let Some(g) = crate::list::dequeue_head(&mut tc.retiring) {
+                self.unmap_now(st.retire_owned::<O>(g, secret));
+            }
+        }
+        tc.retiring_count = 0;
+        tc.retiring_bytes = 0;
+    }
+
+    /// Free slot `idx` of `g`, owned by a thread cache, from a thread that is not its
+    /// owner (or has no cache): into `freed_mask`, no lock. If the owner gave the group
+    /// to the heap meanwhile (it exited), the heap may not have seen this slot free:
+    /// settle the group under the lock (see [`State::disown`]).
+    ///
+    /// # Safety
+    /// The slot is in use, validated and retired; `g` is owned.
+    pub(crate) unsafe fn free_remote(&self, g: *mut Meta, idx: usize) -> bool {
+        // SAFETY: the slot, in use until now, kept `g` live.
+        unsafe {
+            let Some(free) = free_remote(&(*g).freed_mask, &(*g).avail_mask, 1 << idx) else {
+                crash()
+            };
+            (*g).freed_mask.sc_order();
+            let owner = (*g).owner.load(SeqCst);
+            if owner.is_null() {
+                self.settle_disowned(g);
+                return false;
+            }
+            owner.addr() & ABANDONED != 0
+                && free | (*g).avail_mask.load(Relaxed) == low_mask((*g).last_idx as usize)
+        }
+    }
+
+    /// Retire `g`, a group of an abandoned cache a free without a cache emptied (see
+    /// [`Heap::retire_orphan_locked`]).
+    ///
+    /// # Safety
+    /// `g` is a meta record of this heap.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn retire_orphan(&self, g: *mut Meta) {
+        let Some(mut st) = self.locked() else { crash() };
+        // SAFETY: forwarded.
+        unsafe { self.retire_orphan_locked(&mut st, g) }
+    }
+
+    /// Note `g`, a group of an abandoned cache this thread's free emptied, for retiring
+    /// with others; retire them all once [`ORPHAN_BATCH`] wait.
+    ///
+    /// # Safety
+    /// `g` is a meta record of this heap.
+    #[cold]
+    #[inline(never)]
+    unsafe fn defer_orphan(&self, tc: &mut ThreadCache, g: *mut Meta) {
+        tc.orphans[tc.orphan_count as usize] = g;
+        tc.orphan_count += 1;
+        pend::<O>(tc);
+        if tc.orphan_count as usize == ORPHAN_BATCH {
+            let Some(mut st) = self.locked() else { crash() };
+            // SAFETY: noted groups are meta records of this heap.
+            unsafe { self.retire_orphans(&mut st, tc) };
+        }
+    }
+
+    /// Retire the groups `tc` noted ([`Heap::defer_orphan`]) that are still empty groups
+    /// of abandoned caches.
+    ///
+    /// # Safety
+    /// The lock is held (`st`).
+    unsafe fn retire_orphans(&self, st: &mut State, tc: &mut ThreadCache) {
+        for k in 0..core::mem::replace(&mut tc.orphan_count, 0) as usize {
+            // SAFETY: noted groups are meta records of this heap.
+            unsafe { self.retire_orphan_locked(st, tc.orphans[k]) };
+        }
+    }
+
+    /// Retire `g` if it is (still) an empty group of an abandoned cache: a thread may
+    /// have taken the cache over meanwhile and allocated from it, or the cache expired
+    /// and gave it to the heap, or it was retired and its record reused. Give the cache's
+    /// place back once it owns nothing.
+    ///
+    /// # Safety
+    /// The lock is held (`st`); `g` is a meta record of this heap.
+    unsafe fn retire_orphan_locked(&self, st: &mut State, g: *mut Meta) {
+        // SAFETY: an abandoned cache's lists and its groups' marks are changed only under
+        // the lock, held here: a live group marked with an abandoned cache is on its list.
+        unsafe {
+            let owner = (*g).owner.load(Relaxed);
+            if owner.addr() & ABANDONED == 0
+                || (*g).mem.is_null()
+                || collect(&(*g).freed_mask, &(*g).avail_mask) != low_mask((*g).last_idx as usize)
+            {
+                return;
+            }
+            let owner = owner.map_addr(|a| a & !ABANDONED);
+            let sc = (*g).sizeclass as usize;
+            dequeue(&mut (*owner).active[sc], g);
+            self.unmap_now(st.retire_owned::<O>(g, (*owner).secret));
+            if (*owner).owns_nothing() {
+                unregister(&mut st.abandoned, owner);
+                st.abandoned_count -= 1;
+                self.give_place_back(st, owner);
+            }
+        }
+    }
+
+    /// [`Heap::free_remote`] found `g` given to the heap after its OR.
+    ///
+    /// # Safety
+    /// `g` is a meta record of this heap (it may have been freed or reused since).
+    #[cold]
+    #[inline(never)]
+    unsafe fn settle_disowned(&self, g: *mut Meta) {
+        let Some(mut st) = self.locked() else { crash() };
+        let secret = st.secret;
+        // SAFETY: under the lock a record is live iff its `mem` is set; a live record of
+        // the heap's (no owner) of a size class is one `settle` may put in its place,
+        // whichever group it now describes (settling is idempotent).
+        unsafe {
+            if (*g).mem.is_null()
+                || !(*g).owner.load(Relaxed).is_null()
+                || (*g).sizeclass as usize >= crate::config::NUM_CLASSES
+            {
+                return;
+            }
+            self.unmap_now(st.settle::<O>(g, secret));
+        }
     }
 }

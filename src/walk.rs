@@ -15,7 +15,7 @@ use crate::meta::{
 use crate::os::Os;
 use crate::pagemap;
 use crate::slot::{RSV_EXT, find_host, find_slot, header_fields, nominal_size, redirect};
-use crate::tcache::{TC_CLASSES, limit};
+use crate::tcache::{ABANDONED, RETIRE_BATCH, TC_CLASSES};
 
 /// What the walker found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +34,8 @@ pub struct HeapStats {
     pub free_metas: usize,
     /// Meta areas.
     pub areas: usize,
-    /// Free slots held in thread caches.
-    pub cached: usize,
+    /// Groups owned by thread caches (live or abandoned).
+    pub owned: usize,
 }
 
 /// A violated invariant: which, and where.
@@ -214,13 +214,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             listed += n;
         }
         // every record of every area
-        // thread caches first: the group walk needs to know which in-use slots are cached
-        let mut cached = Cached {
-            keys: [0; CACHED_GROUPS],
-            masks: [0; CACHED_GROUPS],
-            len: 0,
-        };
-        walk_caches(st, secret, &mut s, &mut cached)?;
+        walk_caches(st, secret, &mut s)?;
         let mut usage = [0usize; NUM_CLASSES];
         let mut group_bytes = 0;
         let mut live_listed = 0usize;
@@ -265,7 +259,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     "group memory not in the page map",
                     m
                 );
-                walk_group(st, m, secret, &mut s, &mut usage, &cached, &mut group_bytes)?;
+                walk_group(st, m, secret, &mut s, &mut usage, &mut group_bytes)?;
                 if !(*m).next.is_null() {
                     live_listed += 1;
                 }
@@ -284,7 +278,7 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             0
         );
         want!(
-            live_listed == listed,
+            live_listed == listed + s.owned,
             "listed records not reachable from a list",
             0
         );
@@ -296,109 +290,106 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
     }
 }
 
-/// The slots held in thread caches, by group: a small open-addressing table on the stack
-/// (the walker allocates nothing), so the walk stays linear in the number of entries.
-struct Cached {
-    keys: [usize; CACHED_GROUPS],
-    masks: [u32; CACHED_GROUPS],
-    len: usize,
-}
-
-/// Distinct groups the table takes; more than this is a violation report, not a crash.
-const CACHED_GROUPS: usize = 2048;
-
-impl Cached {
-    fn slot(&self, m: *mut Meta) -> usize {
-        let mut k = (m.addr() >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53;
-        while self.keys[k] != 0 && self.keys[k] != m.addr() {
-            k = (k + 1) % CACHED_GROUPS;
-        }
-        k
-    }
-
-    /// Record slot `i` of `m`; false if it was already recorded (or the table is full).
-    fn insert(&mut self, m: *mut Meta, i: usize) -> bool {
-        let k = self.slot(m);
-        if self.keys[k] == 0 {
-            if self.len == CACHED_GROUPS * 3 / 4 {
-                return false;
-            }
-            self.keys[k] = m.addr();
-            self.len += 1;
-        }
-        let had = self.masks[k] & 1 << i != 0;
-        self.masks[k] |= 1 << i;
-        !had
-    }
-
-    /// The cached slots of `m`.
-    fn mask(&self, m: *mut Meta) -> u32 {
-        let k = self.slot(m);
-        if self.keys[k] == 0 { 0 } else { self.masks[k] }
-    }
-}
-
-/// The thread caches' invariant (`tcache.rs`); fills `cached` for the group walk.
+/// The thread caches' invariant (`tcache.rs`), for the live caches and the abandoned
+/// ones; counts the groups they own in `s.owned`.
 ///
 /// # Safety
 /// The lock is held and no thread uses its cache.
-unsafe fn walk_caches(
-    st: &State,
-    secret: u64,
-    s: &mut HeapStats,
-    cached: &mut Cached,
-) -> Result<(), Violation> {
-    let mut prev = core::ptr::null_mut();
-    let mut tc = st.caches;
-    // SAFETY: registered caches are live while the lock is held; each entry's record is
+unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), Violation> {
+    // SAFETY: registered caches are live while the lock is held; each listed record is
     // checked against the secret before anything else in it is read.
     unsafe {
-        while !tc.is_null() {
-            want!((*tc).prev == prev, "cache registry links", tc);
-            want!((*tc).secret == secret, "cache's copy of the secret", tc);
-            for sc in 0..TC_CLASSES {
+        let mut abandoned_count = 0;
+        for (head, abandoned) in [(st.caches, false), (st.abandoned, true)] {
+            let (mut prev, mut tc) = (core::ptr::null_mut(), head);
+            while !tc.is_null() {
+                want!((*tc).prev == prev, "cache registry links", tc);
+                want!((*tc).secret == secret, "cache's copy of the secret", tc);
+                want!((*tc).me == tc, "cache's own address", tc);
+                let owner = if abandoned {
+                    abandoned_count += 1;
+                    tc.map_addr(|a| a | ABANDONED)
+                } else {
+                    tc
+                };
                 want!(
-                    (*tc).count[sc] as usize <= limit(sc),
-                    "cache bin over its limit",
+                    !abandoned || !(*tc).owns_nothing(),
+                    "abandoned cache owning nothing",
                     tc
                 );
-                for (m, i) in (*tc).entries(sc) {
+                for sc in 0..TC_CLASSES {
+                    let mut n = 0usize;
+                    for m in (*tc).groups(sc) {
+                        want!(
+                            !m.is_null() && (*area_of(m)).check == secret && !(*m).mem.is_null(),
+                            "owned group not live",
+                            m
+                        );
+                        if let Err(e) = checked_links(m) {
+                            return Err(Violation {
+                                what: "owned list link",
+                                at: m.addr(),
+                                corrupt: Some(e),
+                            });
+                        }
+                        want!(
+                            (*m).sizeclass as usize == sc,
+                            "owned group of another class",
+                            m
+                        );
+                        want!((*m).owner.load(Relaxed) == owner, "owned group's owner", m);
+                        want!(
+                            (*(*m).mem).active_idx == (*m).last_idx,
+                            "owned group not wholly active",
+                            m
+                        );
+                        n += 1;
+                        want!(n <= 1 << 24, "owned list cycle", m);
+                    }
+                    s.owned += n;
+                }
+                let mut n = 0usize;
+                for m in (*tc).retiring() {
                     want!(
                         !m.is_null() && (*area_of(m)).check == secret && !(*m).mem.is_null(),
-                        "cached slot of no live group",
+                        "retiring group not live",
                         m
                     );
-                    let c = (*m).sizeclass as usize;
+                    if let Err(e) = checked_links(m) {
+                        return Err(Violation {
+                            what: "retiring list link",
+                            at: m.addr(),
+                            corrupt: Some(e),
+                        });
+                    }
+                    want!((*m).owner.load(Relaxed) == tc, "retiring group's owner", m);
                     want!(
-                        (sc..TC_CLASSES).contains(&c),
-                        "cached slot of another class",
+                        (*m).avail_mask.load(Relaxed) == low_mask((*m).last_idx as usize)
+                            && (*m).freed_mask.load(Relaxed) == 0,
+                        "retiring group not empty",
                         m
                     );
-                    want!(i <= (*m).last_idx as usize, "cached slot index", m);
-                    let free = (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed);
-                    want!(
-                        free & (1 << i) == 0,
-                        "cached slot also free in its group",
-                        m
-                    );
-                    want!(
-                        cached.insert(m, i),
-                        "slot cached twice (or too many to check)",
-                        m
-                    );
-                    s.cached += 1;
+                    n += 1;
+                    want!(n <= RETIRE_BATCH as usize, "retiring list too long", m);
                 }
+                want!(n == (*tc).retiring_count as usize, "retiring count", tc);
+                s.owned += n;
+                prev = tc;
+                tc = (*tc).next;
             }
-            prev = tc;
-            tc = (*tc).next;
         }
+        want!(
+            abandoned_count == st.abandoned_count,
+            "abandoned caches counted",
+            abandoned_count
+        );
         // spare places are zeroed caches held by no thread (cache_create hands them out
         // as empty ones)
         let (mut prev, mut tc) = (core::ptr::null_mut(), st.spare_caches);
         while !tc.is_null() {
             want!((*tc).prev == prev, "spare cache links", tc);
             want!(
-                (*tc).secret == 0 && (*tc).count.iter().all(|&c| c == 0),
+                (*tc).secret == 0 && (*tc).owns_nothing(),
                 "spare cache not empty",
                 tc
             );
@@ -417,7 +408,6 @@ unsafe fn walk_group(
     secret: u64,
     s: &mut HeapStats,
     usage: &mut [usize; NUM_CLASSES],
-    cached: &Cached,
     group_bytes: &mut usize,
 ) -> Result<(), Violation> {
     // SAFETY: as walk_state.
@@ -445,7 +435,11 @@ unsafe fn walk_group(
         );
         let sc = (*m).sizeclass;
         if sc != CLASS_MMAP {
-            want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+            // (an owner's groups may keep the mark of a slot it has handed out since:
+            // its free clears it, see `tcache::came_back`)
+            if (*m).owner.load(Relaxed).is_null() {
+                want!((*m).clean_mask & !freed == 0, "released slot not free", m);
+            }
             want!(
                 (*m).hosts.load(Relaxed) & (avail | freed | !all) == 0,
                 "a host slot is free",
@@ -485,6 +479,14 @@ unsafe fn walk_group(
                         m
                     );
                 }
+                if !(*m).owner.load(Relaxed).is_null() {
+                    want!(listed, "owned group off its owner's list", m);
+                    want!(
+                        (sc as usize) < TC_CLASSES,
+                        "owned group of an unowned class",
+                        m
+                    );
+                }
             } else {
                 want!(listed, "donated group unlisted", m);
             }
@@ -514,7 +516,7 @@ unsafe fn walk_group(
                 m
             );
         }
-        let used = all & !(avail | freed) & !cached.mask(m);
+        let used = all & !(avail | freed);
         for i in 0..=last {
             if used & (1 << i) == 0 || st.quarantine.iter().any(|q| q.0 == m && q.1 == i) {
                 continue;

@@ -194,7 +194,7 @@ impl Run<'_> {
             unsafe { self.h.cache_destroy(tc) };
         }
         let s = self.h.walk().unwrap();
-        assert_eq!((s.in_use, s.large, s.cached), (0, 0, 0));
+        assert_eq!((s.in_use, s.large, s.owned), (0, 0, 0));
     }
 }
 

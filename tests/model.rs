@@ -229,7 +229,7 @@ fn run_with(seed: u64, steps: usize, caches: usize) {
         m.check();
     }
     let s = m.h.walk().unwrap();
-    assert_eq!((s.in_use, s.large, s.bytes, s.cached), (0, 0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.bytes, s.owned), (0, 0, 0, 0));
 }
 
 #[test]

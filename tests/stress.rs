@@ -212,5 +212,5 @@ fn threads_free_each_others_blocks_exit_and_fork() {
         unsafe { h.free(std::ptr::with_exposed_provenance_mut(a)) };
     }
     let s = h.walk().unwrap();
-    assert_eq!((s.in_use, s.large, s.cached), (0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.owned), (0, 0, 0));
 }

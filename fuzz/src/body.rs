@@ -239,7 +239,7 @@ pub fn ops(data: &[u8]) {
         unsafe { HEAP.cache_destroy(tc) };
     }
     let s = HEAP.walk().unwrap_or_else(|v| panic!("heap walker: {v:?}"));
-    assert_eq!((s.in_use, s.large, s.bytes, s.cached), (0, 0, 0, 0));
+    assert_eq!((s.in_use, s.large, s.bytes, s.owned), (0, 0, 0, 0));
 }
 
 /// Allocate a few blocks, corrupt bytes of their in-band metadata (the header before the

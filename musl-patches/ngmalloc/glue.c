@@ -91,6 +91,15 @@ size_t __ngm_page_size(void)
 	return PAGE_SIZE;
 }
 
+uint64_t __ngm_now_ms(void)
+{
+	/* the vDSO's coarse clock (a tick's resolution, no system call): decay reads it on
+	 * the thread caches' colder paths */
+	struct timespec ts;
+	if (__clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)) return 0;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 uint64_t __ngm_random(void)
 {
 	uint64_t s = 0;

@@ -41,6 +41,8 @@ NGM_SERVICE int __ngm_guard_faults(void *addr);
 /* The brk system call: sets the break to `to` (0 queries) and returns the break. */
 NGM_SERVICE uintptr_t __ngm_brk(uintptr_t to);
 NGM_SERVICE size_t __ngm_page_size(void);
+/* CLOCK_MONOTONIC_COARSE in milliseconds (the vDSO's; 0 if it fails). */
+NGM_SERVICE uint64_t __ngm_now_ms(void);
 /* 64 unpredictable bits: AT_RANDOM, else the getrandom system call. */
 NGM_SERVICE uint64_t __ngm_random(void);
 /* The heap lock (the word mallocng called __malloc_lock), skipped while the process is

@@ -11,7 +11,8 @@ use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
 use super::{
-    EINVAL, ENOMEM, free_through, malloc_through, or_enomem, realloc_through, valid_align,
+    EINVAL, ENOMEM, WORD_LOCKED, free_through, malloc_through, or_enomem, realloc_through,
+    valid_align, word_cache, word_cached,
 };
 use crate::heap::Heap;
 use crate::os::musl::{
@@ -37,31 +38,17 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
     or_enomem(p, set_errno)
 }
 
-// The thread's word in musl's thread structure: 0 before its first call, SLOT_LOCKED
-// while its cache is being made or after it exited, else its cache.
-const SLOT_LOCKED: usize = 1;
-
 /// The calling thread's cache, made on its first call; `None`: use the locked paths.
+/// (Its word is in musl's thread structure: see [`super::WORD_NONE`].)
 #[inline(always)]
 fn cache() -> Option<&'static mut ThreadCache> {
-    match thread_word()? {
-        0 => make_cache(),
-        SLOT_LOCKED => None,
-        // SAFETY: a value above SLOT_LOCKED is a cache made below for this thread, valid
-        // until its exit hook (which sets SLOT_LOCKED first); only this thread uses it.
-        w => Some(unsafe { &mut *core::ptr::with_exposed_provenance_mut::<ThreadCache>(w) }),
-    }
+    word_cache(thread_word()?, make_cache)
 }
 
-/// The calling thread's cache if it has one and its place is known, with no call: the
-/// fast paths' test. `None` sends the caller to its slow path, which uses [`cache`].
+/// The calling thread's cache if it has one and its word's place is known, with no call.
 #[inline(always)]
 fn cached() -> Option<&'static mut ThreadCache> {
-    match known_thread_word()? {
-        0 | SLOT_LOCKED => None,
-        // SAFETY: as in `cache`.
-        w => Some(unsafe { &mut *core::ptr::with_exposed_provenance_mut::<ThreadCache>(w) }),
-    }
+    word_cached(known_thread_word()?)
 }
 
 #[cold]
@@ -69,7 +56,7 @@ fn make_cache() -> Option<&'static mut ThreadCache> {
     let slot = thread_slot()?;
     // SAFETY: the slot is this thread's own word, and the cache is fresh and this thread's.
     unsafe {
-        *slot = SLOT_LOCKED;
+        *slot = WORD_LOCKED;
         let tc = HEAP.cache_create();
         // out of memory now: try again later
         *slot = tc.expose_provenance();
@@ -84,13 +71,13 @@ pub extern "C" fn __malloc_thread_exit() {
         return;
     };
     // SAFETY: the slot is this thread's word, holding a cache made for this thread when
-    // above SLOT_LOCKED; whatever the thread allocates after this takes the locked paths.
+    // above WORD_LOCKED; whatever the thread allocates after this takes the locked paths.
     unsafe {
         let w = *slot;
-        if w <= SLOT_LOCKED {
+        if w <= WORD_LOCKED {
             return;
         }
-        *slot = SLOT_LOCKED;
+        *slot = WORD_LOCKED;
         HEAP.cache_destroy(core::ptr::with_exposed_provenance_mut(w));
     }
 }

@@ -21,7 +21,8 @@ use crate::os::linux::{
 use crate::tcache::ThreadCache;
 
 use super::{
-    EINVAL, ENOMEM, free_through, malloc_through, or_enomem, realloc_through, valid_align,
+    EINVAL, ENOMEM, WORD_LOCKED, WORD_NONE, free_through, malloc_through, or_enomem,
+    realloc_through, valid_align, word_cache, word_cached,
 };
 
 /// The host libc owns the program break: meta areas come from mmap only.
@@ -33,53 +34,38 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
     or_enomem(p, set_errno)
 }
 
-// The thread's TLS word: 0 before its first call, TLS_LOCKED while its cache is being
-// made, after its exit hook ran, or when it has none (no exit hook could be registered),
-// else its cache.
-const TLS_NONE: usize = 0;
-const TLS_LOCKED: usize = 1;
-
 /// The thread-exit hook's key: EXIT_KEY_NONE until made, EXIT_KEY_FAILED if it cannot be.
 static EXIT_KEY: AtomicU64 = AtomicU64::new(EXIT_KEY_NONE);
 const EXIT_KEY_NONE: u64 = u64::MAX;
 const EXIT_KEY_FAILED: u64 = u64::MAX - 1;
 
 /// The calling thread's cache, made on its first call; `None`: use the locked paths.
+/// (Its word is initial-exec TLS: see [`super::WORD_NONE`]; [`WORD_LOCKED`] also when no
+/// exit hook could be registered.)
 #[inline(always)]
 fn cache() -> Option<&'static mut ThreadCache> {
-    match tls_get() {
-        TLS_NONE => make_cache(),
-        TLS_LOCKED => None,
-        // SAFETY: a cache made by make_cache for this thread, used by this thread only,
-        // valid until its exit hook (which sets TLS_LOCKED first).
-        tc => Some(unsafe { &mut *(tc as *mut ThreadCache) }),
-    }
+    word_cache(tls_get(), make_cache)
 }
 
-/// The calling thread's cache if it has one, with no call: the fast paths' test. `None`
-/// sends the caller to its slow path, which uses [`cache`].
+/// The calling thread's cache if it has one, with no call: the fast paths' test.
 #[inline(always)]
 fn cached() -> Option<&'static mut ThreadCache> {
-    match tls_get() {
-        TLS_NONE | TLS_LOCKED => None,
-        // SAFETY: as in `cache`.
-        tc => Some(unsafe { &mut *(tc as *mut ThreadCache) }),
-    }
+    word_cached(tls_get())
 }
 
 #[cold]
 fn make_cache() -> Option<&'static mut ThreadCache> {
     // anything allocated on the way (by pthread_setspecific, say) takes the locked paths
-    tls_set(TLS_LOCKED);
+    tls_set(WORD_LOCKED);
     let Some(key) = exit_key() else {
         if EXIT_KEY.load(Acquire) != EXIT_KEY_FAILED {
-            tls_set(TLS_NONE); // another thread is making the key: try again later
+            tls_set(WORD_NONE); // another thread is making the key: try again later
         }
         return None;
     };
     let tc = HEAP.cache_create();
     if tc.is_null() {
-        tls_set(TLS_NONE); // out of memory now: try again later
+        tls_set(WORD_NONE); // out of memory now: try again later
         return None;
     }
     // SAFETY: the destructor, thread_exit, takes this thread's cache.
@@ -88,8 +74,8 @@ fn make_cache() -> Option<&'static mut ThreadCache> {
         unsafe { HEAP.cache_destroy(tc) };
         return None;
     }
-    tls_set(tc as usize);
-    // SAFETY: as in `cache`.
+    tls_set(tc.expose_provenance());
+    // SAFETY: the cache just made for this thread.
     Some(unsafe { &mut *tc })
 }
 
@@ -114,7 +100,7 @@ static MAKING_KEY: AtomicBool = AtomicBool::new(false);
 
 /// Thread exit: give the cache back. Later destructors that allocate take the locked paths.
 unsafe extern "C" fn thread_exit(tc: *mut c_void) {
-    tls_set(TLS_LOCKED);
+    tls_set(WORD_LOCKED);
     // SAFETY: the cache this thread made; no one else uses it.
     unsafe { HEAP.cache_destroy(tc.cast()) };
 }

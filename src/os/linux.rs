@@ -127,6 +127,7 @@ fn prot(p: Prot) -> usize {
 #[link(name = "c")]
 unsafe extern "C" {
     fn getauxval(t: core::ffi::c_ulong) -> core::ffi::c_ulong;
+    fn clock_gettime(clock: core::ffi::c_int, ts: *mut i64) -> core::ffi::c_int;
     fn __errno_location() -> *mut core::ffi::c_int;
     fn getenv(name: *const core::ffi::c_char) -> *const core::ffi::c_char;
     fn pthread_key_create(
@@ -344,6 +345,27 @@ fn auxv(t: usize) -> usize {
 
 /// The raw-syscall backend. `BRK` says whether meta areas may come from the program break.
 pub struct Linux<const BRK: bool>;
+
+/// Milliseconds of `CLOCK_MONOTONIC_COARSE` (a tick's resolution, which decay needs),
+/// through the host libc's `clock_gettime` (its vDSO: no system call), errno preserved.
+pub fn monotonic_ms() -> u64 {
+    const CLOCK_MONOTONIC_COARSE: core::ffi::c_int = 6;
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime writes one `struct timespec` (two 64-bit words on the 64-bit
+    // targets this backend builds for) into `ts`; the errno pointer is this thread's.
+    unsafe {
+        let e = __errno_location();
+        let saved = *e;
+        let r = clock_gettime(CLOCK_MONOTONIC_COARSE, ts.as_mut_ptr());
+        *e = saved;
+        if r != 0 {
+            return 0;
+        }
+    }
+    (ts[0] as u64).wrapping_mul(1000) + ts[1] as u64 / 1_000_000
+}
+// `struct timespec` is two 64-bit words (time_t and long) where this backend builds
+const _: () = assert!(size_of::<core::ffi::c_long>() == size_of::<i64>());
 
 // SAFETY: each method is the Linux system call of the same name for anonymous private
 // memory; raw system calls never touch errno; nothing here allocates.

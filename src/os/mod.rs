@@ -93,4 +93,9 @@ pub unsafe trait Os {
 
     /// 64 unpredictable bits for the heap secret.
     fn random() -> u64;
+
+    /// A monotonic clock in milliseconds, for decay (only cold paths read it).
+    fn now_ms() -> u64 {
+        linux::monotonic_ms()
+    }
 }

@@ -73,6 +73,11 @@ unsafe impl Os for Musl {
         // SAFETY: reads the auxiliary vector or calls getrandom.
         unsafe { sys::__ngm_random() }
     }
+
+    fn now_ms() -> u64 {
+        // SAFETY: reads the clock through musl's clock_gettime (the vDSO).
+        unsafe { sys::__ngm_now_ms() }
+    }
 }
 
 /// The glue's heap lock on `__malloc_lock`: spins, then sleeps on a futex; skipped while

@@ -50,6 +50,9 @@ unsafe extern "C" {
     pub fn __ngm_page_size() -> usize;
 }
 unsafe extern "C" {
+    pub fn __ngm_now_ms() -> u64;
+}
+unsafe extern "C" {
     pub fn __ngm_random() -> u64;
 }
 unsafe extern "C" {

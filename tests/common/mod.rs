@@ -149,10 +149,24 @@ pub fn brk_region() -> (usize, usize) {
 
 pub struct TestOs;
 
+thread_local! {
+    /// The test clock (milliseconds), per thread: what `TestOs::now_ms` reads.
+    static CLOCK: Cell<u64> = const { Cell::new(1_000_000) };
+}
+
+/// Move this thread's test clock on by `ms`.
+pub fn advance_clock(ms: u64) {
+    CLOCK.with(|c| c.set(c.get() + ms));
+}
+
 // SAFETY: forwards to the raw Linux backend; the emulated break lives in a reservation
 // of its own that nothing else uses.
 unsafe impl Os for TestOs {
     const USE_BRK: bool = true;
+
+    fn now_ms() -> u64 {
+        CLOCK.with(|c| c.get())
+    }
 
     unsafe fn mmap(at: *mut u8, len: usize, prot: Prot, fixed: bool) -> Option<NonNull<u8>> {
         bump(|c| c.mmap += 1);
