@@ -239,23 +239,31 @@ unsafe fn group_bytes(g: *mut Meta) -> usize {
 
 const _: () = assert!(TC_CLASSES <= crate::config::NUM_CLASSES);
 
+/// The records of the circular list at `head`, head first.
+///
+/// # Safety
+/// The list's records are live and stay so while the iterator is used.
+unsafe fn ring<'a>(head: *mut Meta) -> impl Iterator<Item = *mut Meta> + 'a {
+    let mut m = head;
+    core::iter::from_fn(move || {
+        if m.is_null() {
+            return None;
+        }
+        let here = m;
+        // SAFETY: the caller's contract
+        m = unsafe { (*m).next };
+        if m == head {
+            m = null_mut();
+        }
+        Some(here)
+    })
+}
+
 impl ThreadCache {
     /// The groups this cache owns of class `sc`, head first.
     pub fn groups(&self, sc: usize) -> impl Iterator<Item = *mut Meta> + '_ {
-        let head = self.active[sc];
-        let mut m = head;
-        core::iter::from_fn(move || {
-            if m.is_null() {
-                return None;
-            }
-            let here = m;
-            // SAFETY: listed records are live (the cache invariant)
-            m = unsafe { (*m).next };
-            if m == head {
-                m = null_mut();
-            }
-            Some(here)
-        })
+        // SAFETY: listed records are live (the cache invariant)
+        unsafe { ring(self.active[sc]) }
     }
 
     /// Whether the cache owns no group.
@@ -265,20 +273,8 @@ impl ThreadCache {
 
     /// The empty groups waiting to be retired together.
     pub fn retiring(&self) -> impl Iterator<Item = *mut Meta> + '_ {
-        let head = self.retiring;
-        let mut m = head;
-        core::iter::from_fn(move || {
-            if m.is_null() {
-                return None;
-            }
-            let here = m;
-            // SAFETY: listed records are live (the cache invariant)
-            m = unsafe { (*m).next };
-            if m == head {
-                m = null_mut();
-            }
-            Some(here)
-        })
+        // SAFETY: listed records are live (the cache invariant)
+        unsafe { ring(self.retiring) }
     }
 }
 
