@@ -21,3 +21,8 @@ static void (*volatile const keep_free)(void *) = free;
 
 static inline unsigned char peek(const void *p) { return *(const volatile unsigned char *)p; }
 static inline void poke(void *p, unsigned char v) { *(volatile unsigned char *)p = v; }
+/* Overwrite one byte with another value than it holds. A check byte is a keyed byte
+ * (ngmalloc's: 1..254, so a NUL or 0xff always differs): a blind write of one chosen value
+ * matches it, and goes unnoticed, once in 254 runs. The attacks that write a single
+ * non-NUL byte change it instead, so their outcome is the allocator's, not that chance. */
+static inline void smash(void *p) { poke(p, peek(p) ^ 0x41); }

@@ -1,2 +1,2 @@
 #include "attack.h"
-int main(void) { char *p = malloc(20); poke(p + 20, 'A'); free(p); return 0; }
+int main(void) { char *p = malloc(20); smash(p + 20); free(p); return 0; }

@@ -1,2 +1,2 @@
 #include "attack.h"
-int main(void) { char *p = malloc(0); poke(p, 'A'); free(p); return 0; }
+int main(void) { char *p = malloc(0); smash(p); free(p); return 0; }
