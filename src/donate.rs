@@ -1,6 +1,8 @@
 //! Donated memory: musl's dynamic linker gives the heap the gaps of loaded segments,
 //! which become groups that are never unmapped (mallocng's `donate.c`).
 
+use core::ptr::null_mut;
+
 use crate::config::{NUM_CLASSES, UNIT};
 use crate::heap::{Heap, init_group};
 use crate::list::queue;
@@ -28,7 +30,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         // SAFETY: the caller gives us the whole range, readable for good.
         unsafe {
             start.write_bytes(0, end.addr() - start.addr());
-            if !pagemap::register::<O>(start, end.addr() - start.addr()) {
+            if !pagemap::register::<O>(start, end.addr() - start.addr(), null_mut()) {
                 return;
             }
         }

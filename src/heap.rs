@@ -1074,6 +1074,8 @@ impl State {
                     active_idx,
                 } => {
                     if let Some((p, len)) = self.cache.take(len, 0) {
+                        // the pages stay registered while cached: a new hint cannot fail
+                        pagemap::register::<O>(p, len, m);
                         self.group_bytes += len;
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
@@ -1085,7 +1087,7 @@ impl State {
                             self.free_meta(m);
                             return None;
                         };
-                        if !pagemap::register::<O>(p.as_ptr(), len) {
+                        if !pagemap::register::<O>(p.as_ptr(), len, m) {
                             O::munmap(p.as_ptr(), len);
                             self.free_meta(m);
                             return None;

@@ -57,13 +57,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         };
         let base = mem.wrapping_sub(lead);
         let len = lead + data + guard;
-        // SAFETY: the data is mapped readable and ours; the mapping is unused on failure.
-        unsafe {
-            if !pagemap::register::<O>(mem, data) {
-                unmap::<O>(base, len);
-                return None;
-            }
-        }
         let Some(mut st) = self.locked() else {
             // SAFETY: the mapping is ours and unused.
             unsafe { unmap::<O>(base, len) };
@@ -78,8 +71,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             unsafe { unmap::<O>(base, len) };
             return None;
         };
-        // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours.
+        // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours; the data is
+        // mapped readable.
         unsafe {
+            if !pagemap::register::<O>(mem, data, g) {
+                st.free_meta(g);
+                drop(st);
+                unmap::<O>(base, len);
+                return None;
+            }
             init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
             (*g).zeroed = 1;
             set_large_guards(g, lead, guard, protnone);
@@ -179,7 +179,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     if !O::guard(tail, tail_len, true) {
                         // cannot guard the tail: keep the block as it is (its leaves
                         // exist, so registering it again cannot fail)
-                        pagemap::register::<O>(tail, tail_len);
+                        pagemap::register::<O>(tail, tail_len, g);
                         set_size(p, s, n);
                         return Some(Resize::Done(NonNull::new(p)));
                     }
@@ -202,7 +202,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                         let mem = new.as_ptr().wrapping_add(lead);
                         // A new 64 GiB window needs a new page-map leaf; with no memory
                         // even for that the block could never be freed: stop now.
-                        check!(pagemap::register::<O>(mem, needed));
+                        check!(pagemap::register::<O>(mem, needed, g));
                         (*g).mem = mem.cast::<Group>();
                         set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                         let protnone = self.install_guard(mem.wrapping_add(needed), guard);
@@ -218,7 +218,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                     // the block stays as it was: put its trailing guard back (and the
                     // block in the map: its leaves exist, that cannot fail)
                     None => {
-                        pagemap::register::<O>(mem, old_data);
+                        pagemap::register::<O>(mem, old_data, g);
                         if self.install_guard(mem.wrapping_add(old_data), trail) {
                             set_large_guards(g, lead, trail, true);
                         }

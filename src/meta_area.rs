@@ -78,7 +78,7 @@ impl State {
                     return None;
                 }
                 // the decoder reads a record's area only if the page map lists it
-                if !pagemap::note_area(p) && !pagemap::register::<O>(p, AREA) {
+                if !pagemap::note_area(p) && !pagemap::register::<O>(p, AREA, null_mut()) {
                     return None;
                 }
                 self.avail_meta_area_count -= 1;

@@ -1,77 +1,112 @@
-//! Which 4 KiB pages hold heap memory: group mappings, the data of individually mapped
-//! blocks and donated ranges in a map, meta areas in a short table of runs. The header
-//! decoder (`slot::find_meta`) checks every address it derives from user-writable bytes
-//! here before it reads through it, so a forged offset or meta pointer is rejected (a
-//! hardening crash) instead of making the decoder read wherever it points (mallocng's
-//! `get_meta` faults there, or reads another mapping). One map serves every heap of the
-//! process.
+//! Which 4 KiB pages hold heap memory, and of which group: group mappings, the data of
+//! individually mapped blocks and donated ranges in a map, meta areas in a short table of
+//! runs. The header decoder (`slot::find_meta`) checks every address it derives from
+//! user-writable bytes here before it reads through it, so a forged offset or meta pointer
+//! is rejected (a hardening crash) instead of making the decoder read wherever it points
+//! (mallocng's `get_meta` faults there, or reads another mapping). One map serves every
+//! heap of the process.
 //!
-//! Layout: a top array of `TOP_LEN` leaf pointers, one per 64 GiB of address space, and
-//! leaves of one bit per page (2 MiB each, so a leaf spans 2^24 pages). Both are anonymous
-//! mappings made on first use, whose untouched pages cost no memory; a process whose heap
-//! lives in one or two 64 GiB windows touches a page or two of each. Leaves are never
-//! unmapped.
+//! An entry is a word per page: [`ABSENT`] (not heap memory), [`HEAP`] (heap memory of no
+//! one group: donated ranges, meta areas the run table had no room for), or the address of
+//! a meta record, the *hint*: the group whose own mapping holds the page, when it was
+//! registered. The map is written only by the allocator, so a hint is always some record
+//! in a meta area (areas are never unmapped: reading one is safe), and a record whose
+//! `mem` is the group a header names is that group's record: `free` takes it from the map
+//! in one lookup instead of following the header to the group and its record and checking
+//! the record's area. A stale hint (the record freed or reused for other memory) or a
+//! nested group (its pages are its host's) fails the `mem` test, and the decoder follows
+//! the header as before.
 //!
-//! Invariant: a page's bit is set only while the page is mapped readable by the heap:
-//! [`register`] after mapping (or unguarding), [`unregister`] before unmapping (or
-//! guarding). Bits are changed with atomic read-modify-writes, so ranges registered by
-//! different threads at once (a large block is mapped without the lock) never lose each
-//! other's bits.
+//! Layout: a top array of `TOP_LEN` leaf pointers, one per GiB of address space, and
+//! leaves of one word per page (2 MiB each). Both are anonymous mappings made on first
+//! use, whose untouched pages cost no memory; a page of a leaf covers 2 MiB of address
+//! space. Leaves are never unmapped.
+//!
+//! Invariant: a page's entry is nonzero only while the page is mapped readable by the
+//! heap: [`register`] after mapping (or unguarding), [`unregister`] before unmapping (or
+//! guarding). Entries are single-word atomic stores, so ranges registered by different
+//! threads at once (a large block is mapped without the lock) never lose each other's.
 
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize};
 
 use crate::config::AREA;
+use crate::meta::Meta;
 use crate::os::{Os, Prot};
 
 /// Address bits covered: 48 (x86_64 with 4-level paging, aarch64 with 48-bit VA). Higher
 /// addresses (5-level paging's, never handed out unless asked for) are never heap pages.
 const VA_BITS: u32 = 48;
 const PAGE_SHIFT: u32 = AREA.trailing_zeros();
-/// Address bits one leaf covers: 64 GiB.
-const LEAF_SHIFT: u32 = 36;
-const LEAF_WORDS: usize = 1 << (LEAF_SHIFT - PAGE_SHIFT - 6);
-const LEAF_BYTES: usize = LEAF_WORDS * 8;
+/// Address bits one leaf covers: 1 GiB.
+const LEAF_SHIFT: u32 = 30;
+const LEAF_LEN: usize = 1 << (LEAF_SHIFT - PAGE_SHIFT);
+const LEAF_BYTES: usize = LEAF_LEN * size_of::<Entry>();
 const TOP_LEN: usize = 1 << (VA_BITS - LEAF_SHIFT);
-const TOP_BYTES: usize = TOP_LEN * 8;
+const TOP_BYTES: usize = TOP_LEN * size_of::<Leaf>();
 
-const _: () = assert!(AREA == 4096 && LEAF_BYTES == 2 << 20 && TOP_BYTES == 32 << 10);
+type Entry = AtomicPtr<Meta>;
+type Leaf = AtomicPtr<Entry>;
+
+/// Entry of a page that is not heap memory (its address).
+pub const ABSENT: usize = 0;
+/// Entry of a heap page with no hint (its address).
+pub const HEAP: usize = 1;
+
+const _: () = assert!(AREA == 4096 && LEAF_BYTES == 2 << 20 && TOP_BYTES == 2 << 20);
+// a hint is a record's address: never ABSENT nor HEAP
+const _: () = assert!(align_of::<Meta>() > HEAP);
 
 /// The top array (null until the first registration).
-static TOP: AtomicPtr<AtomicPtr<AtomicU64>> = AtomicPtr::new(null_mut());
+static TOP: AtomicPtr<Leaf> = AtomicPtr::new(null_mut());
 
-/// Whether the page holding `addr` is heap memory.
+/// The entry of the page holding `addr`: a pointer whose address is [`ABSENT`], [`HEAP`],
+/// or a hint's.
 #[inline(always)]
-pub fn contains(addr: usize) -> bool {
+pub fn entry(addr: usize) -> *mut Meta {
     let top = TOP.load(Acquire);
-    !top.is_null() && in_map(top, addr)
+    if top.is_null() {
+        return null_mut();
+    }
+    in_map(top, addr)
 }
 
-/// [`contains`] for a process that has a heap: the top array exists (every heap makes it
+/// [`entry`] for a process that has a heap: the top array exists (every heap makes it
 /// before it publishes its secret, [`ensure_top`]), so it is not tested for null.
 #[inline(always)]
-pub fn contains_live(addr: usize) -> bool {
+pub fn entry_live(addr: usize) -> *mut Meta {
     let top = TOP.load(Acquire);
     debug_assert!(!top.is_null());
     in_map(top, addr)
 }
 
-/// The lookup of [`contains`] in the non-null top array `top`.
+/// Whether the page holding `addr` is heap memory.
 #[inline(always)]
-fn in_map(top: *mut AtomicPtr<AtomicU64>, addr: usize) -> bool {
+pub fn contains(addr: usize) -> bool {
+    entry(addr).addr() != ABSENT
+}
+
+/// [`contains`] for a process that has a heap (as [`entry_live`]).
+#[inline(always)]
+pub fn contains_live(addr: usize) -> bool {
+    entry_live(addr).addr() != ABSENT
+}
+
+/// The lookup of [`entry`] in the non-null top array `top`.
+#[inline(always)]
+fn in_map(top: *mut Leaf, addr: usize) -> *mut Meta {
     if addr >> VA_BITS != 0 {
-        return false;
+        return null_mut();
     }
     // SAFETY: the top array has TOP_LEN entries and `addr >> LEAF_SHIFT < TOP_LEN`; a
-    // non-null leaf has LEAF_WORDS words and the word index is below that.
+    // non-null leaf has LEAF_LEN entries and the index is below that.
     unsafe {
         let leaf = (*top.add(addr >> LEAF_SHIFT)).load(Acquire);
         if leaf.is_null() {
-            return false;
+            return null_mut();
         }
-        let page = (addr >> PAGE_SHIFT) & ((1 << (LEAF_SHIFT - PAGE_SHIFT)) - 1);
-        (*leaf.add(page / 64)).load(Relaxed) >> (page % 64) & 1 != 0
+        (*leaf.add((addr >> PAGE_SHIFT) & (LEAF_LEN - 1))).load(Relaxed)
     }
 }
 
@@ -79,7 +114,7 @@ fn in_map(top: *mut AtomicPtr<AtomicU64>, addr: usize) -> bool {
 /// before it publishes its secret, so a pointer validated against a secret never meets a
 /// missing top array ([`contains_live`]).
 pub fn ensure_top<O: Os>() -> bool {
-    !install::<O, AtomicPtr<AtomicU64>>(&TOP, TOP_BYTES).is_null()
+    !install::<O, Leaf>(&TOP, TOP_BYTES).is_null()
 }
 
 /// Meta areas are listed here, as runs of consecutive pages (`first page << RUN_BITS |
@@ -212,37 +247,36 @@ fn install<O: Os, T>(slot: &AtomicPtr<T>, len: usize) -> *mut T {
     }
 }
 
-/// Set (`on`) or clear the bits of the pages of `p .. p + len` in their leaves; with
-/// `on`, leaves are made as needed (false if one cannot be).
-fn update<O: Os>(p: *const u8, len: usize, on: bool) -> bool {
+/// Set the entries of the pages of `p .. p + len` to `value` (making leaves as needed
+/// unless it is [`ABSENT`]); false if a leaf cannot be made.
+fn update<O: Os>(p: *const u8, len: usize, value: *mut Meta) -> bool {
     if len == 0 {
         return true;
     }
+    let on = !value.is_null();
     let first = p.addr() >> PAGE_SHIFT;
     let last = (p.addr() + len - 1) >> PAGE_SHIFT;
     if last >> (VA_BITS - PAGE_SHIFT) != 0 {
         return false;
     }
     let top = if on {
-        install::<O, AtomicPtr<AtomicU64>>(&TOP, TOP_BYTES)
+        install::<O, Leaf>(&TOP, TOP_BYTES)
     } else {
         TOP.load(Acquire)
     };
     if top.is_null() {
         return !on;
     }
-    let per_leaf = 1usize << (LEAF_SHIFT - PAGE_SHIFT);
     let mut page = first;
     while page <= last {
-        // SAFETY: `page >> (LEAF_SHIFT - PAGE_SHIFT) < TOP_LEN` (checked above for `last`).
-        let slot = unsafe { &*top.add(page / per_leaf) };
+        // SAFETY: `page / LEAF_LEN < TOP_LEN` (checked above for `last`).
+        let slot = unsafe { &*top.add(page / LEAF_LEN) };
         let leaf = if on {
-            install::<O, AtomicU64>(slot, LEAF_BYTES)
+            install::<O, Entry>(slot, LEAF_BYTES)
         } else {
             slot.load(Acquire)
         };
-        let leaf_end = (page / per_leaf + 1) * per_leaf;
-        let stop = (last + 1).min(leaf_end);
+        let stop = (last + 1).min((page / LEAF_LEN + 1) * LEAF_LEN);
         if leaf.is_null() {
             if on {
                 return false;
@@ -251,39 +285,44 @@ fn update<O: Os>(p: *const u8, len: usize, on: bool) -> bool {
             continue;
         }
         while page < stop {
-            let bit = page % 64;
-            let n = (64 - bit).min(stop - page);
-            let mask = (u64::MAX >> (64 - n)) << bit;
-            // SAFETY: the word index is below LEAF_WORDS.
-            let w = unsafe { &*leaf.add((page % per_leaf) / 64) };
-            if on {
-                w.fetch_or(mask, Relaxed);
-            } else {
-                w.fetch_and(!mask, Relaxed);
+            // SAFETY: the index is below LEAF_LEN.
+            let e = unsafe { &*leaf.add(page % LEAF_LEN) };
+            // (a page of a leaf never written reads as the shared zero page: storing 0
+            // into it would make it memory)
+            if e.load(Relaxed) != value {
+                e.store(value, Relaxed);
             }
-            page += n;
+            page += 1;
         }
     }
     true
 }
 
-/// Mark the pages of `p .. p + len` heap memory; false (nothing to undo) if the map could
-/// not be extended to them, and then the memory must not be handed out.
+/// Mark the pages of `p .. p + len` heap memory, with `hint` the record of the group
+/// whose own mapping they are (null: none); false (nothing to undo) if the map could not
+/// be extended to them, and then the memory must not be handed out. Registering pages
+/// again (a new hint for a reused mapping) cannot fail.
 ///
 /// # Safety
-/// The range is mapped readable by the heap and stays so until [`unregister`].
-pub unsafe fn register<O: Os>(p: *const u8, len: usize) -> bool {
-    if update::<O>(p, len, true) {
+/// The range is mapped readable by the heap and stays so until [`unregister`]; `hint` is
+/// null or a record in a meta area.
+pub unsafe fn register<O: Os>(p: *const u8, len: usize, hint: *const Meta) -> bool {
+    let value = if hint.is_null() {
+        core::ptr::without_provenance_mut(HEAP)
+    } else {
+        hint.cast_mut()
+    };
+    if update::<O>(p, len, value) {
         return true;
     }
-    update::<O>(p, len, false);
+    update::<O>(p, len, null_mut());
     false
 }
 
 /// The pages of `p .. p + len` are no longer heap memory (before they are unmapped or
 /// guarded).
 pub fn unregister<O: Os>(p: *const u8, len: usize) {
-    update::<O>(p, len, false);
+    update::<O>(p, len, null_mut());
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::check::{Corrupt, check, ensure, ok};
 use crate::config::{AREA, CLASS_MMAP, IB, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
-use crate::pagemap::{contains_area, contains_live};
+use crate::pagemap::{ABSENT, HEAP, contains, contains_area, entry, entry_live};
 
 /// `rsv` code: the reserved count is stored as a keyed `u32` at `end - 4`.
 pub const RSV_EXT: u8 = 5;
@@ -349,7 +349,8 @@ unsafe fn decode<const HOST: bool, const LIVE: bool>(
     ensure!(LIVE || secret != 0, Corrupt::Uninitialised);
     // the header (the unit before `p`, one page) must be heap memory before it is read
     let hdr = p.addr().wrapping_sub(UNIT);
-    ensure!(contains_live(hdr), Corrupt::Foreign);
+    let hint = if LIVE { entry_live(hdr) } else { entry(hdr) };
+    ensure!(hint.addr() != ABSENT, Corrupt::Foreign);
     // SAFETY: the header is heap memory; every address derived from it is checked to be
     // heap memory before it is read, and what is read there is checked (secret first)
     // before it is trusted.
@@ -372,28 +373,16 @@ unsafe fn decode<const HOST: bool, const LIVE: bool>(
             ensure!(offset >= OFF_BIG, Corrupt::Offset);
         }
         let base = p.wrapping_sub(UNIT * offset + UNIT).cast::<Group>();
-        // a 16-byte group header lies in one page: the header's, already checked (most
-        // small slots), or one to look up
-        ensure!(
-            (base.addr() ^ hdr) < AREA || contains_live(base.addr()),
-            Corrupt::Foreign
-        );
-        let meta = (*base).meta;
-        // a record lies whole in its area, on a record boundary past the area's header
-        // (records and the header are 64 bytes, 64-aligned), and the area is heap memory
-        let at = meta.addr() & (AREA - 1);
-        ensure!(
-            at & (size_of::<Meta>() - 1) == 0 && at != 0,
-            Corrupt::GroupLink
-        );
-        let area = area_of(meta);
-        ensure!(contains_area(area.addr()), Corrupt::Foreign);
-        ensure!((*area).check == secret, Corrupt::Secret);
-        // From here `meta` is a genuine record of this heap (its area carries the secret)
-        // and, pointing back at `base`, a live one (a free record's `mem` is null): its
-        // class and shape are the heap's own, so the offset bound below also keeps the slot
-        // inside the mapping (mallocng's separate class and `maplen` checks).
-        ensure!((*meta).mem == base.cast_mut(), Corrupt::GroupLink);
+        // The page's hint is a record (the map holds nothing else), and a record whose
+        // group is `base` is the group's own: nothing more to check. Else (a nested group,
+        // a stale hint, a forged offset) the header's links are followed and checked.
+        let meta = if hint.addr() > HEAP && (*hint).mem == base.cast_mut() {
+            hint
+        } else if LIVE {
+            group_meta_inline(base, hdr, secret)?
+        } else {
+            group_meta(base, hdr, secret)?
+        };
         ensure!(index <= (*meta).last_idx as usize, Corrupt::Index);
         let bit = 1u32 << index;
         // a free slot, or one that hosts a nested group, holds no allocation: a pointer
@@ -421,6 +410,59 @@ unsafe fn decode<const HOST: bool, const LIVE: bool>(
             key,
             rsv,
         })
+    }
+}
+
+/// The record of the group at `base`, which a header at `hdr` names, from the group's
+/// header, every link checked: what the decoder does when the page map's hint is not the
+/// group's record (a nested group, a stale hint, a forged offset). Out of line: its text
+/// is shared by every caller, and most frees never run it.
+///
+/// # Safety
+/// The heap memory the page map lists is mapped and readable; `hdr` is heap memory.
+#[inline(never)]
+unsafe fn group_meta(base: *const Group, hdr: usize, secret: u64) -> Result<*mut Meta, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe { group_meta_inline(base, hdr, secret) }
+}
+
+/// [`group_meta`], inline: the thread cache's `free`, where nested groups (every group of
+/// the smallest classes while their use is small) take this path.
+///
+/// # Safety
+/// As [`group_meta`].
+#[inline(always)]
+unsafe fn group_meta_inline(
+    base: *const Group,
+    hdr: usize,
+    secret: u64,
+) -> Result<*mut Meta, Corrupt> {
+    // a 16-byte group header lies in one page: the header's, already checked (most
+    // small slots), or one to look up
+    ensure!(
+        (base.addr() ^ hdr) < AREA || contains(base.addr()),
+        Corrupt::Foreign
+    );
+    // SAFETY: the group header is heap memory; the record it names is read only once
+    // its area is known to be heap memory.
+    unsafe {
+        let meta = (*base).meta;
+        // a record lies whole in its area, on a record boundary past the area's header
+        // (records and the header are 64 bytes, 64-aligned), and the area is heap memory
+        let at = meta.addr() & (AREA - 1);
+        ensure!(
+            at & (size_of::<Meta>() - 1) == 0 && at != 0,
+            Corrupt::GroupLink
+        );
+        let area = area_of(meta);
+        ensure!(contains_area(area.addr()), Corrupt::Foreign);
+        ensure!((*area).check == secret, Corrupt::Secret);
+        // From here `meta` is a genuine record of this heap (its area carries the secret)
+        // and, pointing back at `base`, a live one (a free record's `mem` is null): its
+        // class and shape are the heap's own, so the offset bound below also keeps the slot
+        // inside the mapping (mallocng's separate class and `maplen` checks).
+        ensure!((*meta).mem == base.cast_mut(), Corrupt::GroupLink);
+        Ok(meta)
     }
 }
 

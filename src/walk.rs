@@ -259,6 +259,17 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
                     "group memory not in the page map",
                     m
                 );
+                // a group with a mapping of its own is its pages' hint, so the decoder
+                // finds its record in one lookup (a nested or donated group's pages name
+                // its host, or no group)
+                if (*m).maplen != 0 {
+                    let own = (mem.addr()..mem.addr() + (*m).maplen as usize * AREA).step_by(AREA);
+                    want!(
+                        own.into_iter().all(|a| pagemap::entry(a) == m),
+                        "a page of a group's mapping does not name its record",
+                        m
+                    );
+                }
                 walk_group(st, m, secret, &mut s, &mut usage, &mut group_bytes)?;
                 if !(*m).next.is_null() {
                     live_listed += 1;
