@@ -1,25 +1,25 @@
-//! Small caches of freed mappings, so a churn reuses mappings instead of paying an
-//! `munmap` and an `mmap` per operation: one for group mappings below the mmap threshold
-//! ([`MapCache::groups`]), one for individually mapped blocks ([`MapCache::large`]).
+//! The budget of freed group mappings kept for reuse ([`group_budget`], used by
+//! `retain.rs`), and a small cache of freed individually mapped blocks
+//! ([`MapCache::large`]), so a churn reuses mappings instead of paying an `munmap` and an
+//! `mmap` per operation.
 //!
 //! mallocng maps medium groups at low usage as single slots and unmaps them as soon as
 //! they empty; its bounce detector only covers classes up to 38, so a malloc/free churn
-//! of 40–128 KiB blocks costs two system calls per pair. The cache keeps at most
-//! [`CACHE_ENTRIES`] mappings and [`CACHE_BYTES`] in all (for groups, also within
-//! [`group_budget`]: a share of the live group mappings that shrinks with the heap), so RSS
-//! after freeing everything grows by less than 1 MiB; a put that doesn't fit evicts the
+//! of 40–128 KiB blocks costs two system calls per pair. A [`MapCache`] keeps at most
+//! [`CACHE_ENTRIES`] mappings within its byte budget; a put that doesn't fit evicts the
 //! oldest entry.
 
 /// Mappings kept at most.
 pub const CACHE_ENTRIES: usize = 32;
-/// Group cache: bytes kept at most (dirty memory, counted in RSS).
+/// Freed group mappings: bytes kept at most without decay (dirty memory, counted in RSS).
 pub const CACHE_BYTES: usize = 896 << 10;
-/// Group cache: bytes kept at most, as a fraction of the bytes of live group mappings
+/// Freed group mappings: bytes kept at most, as a fraction of the bytes of live group mappings
 /// (`1 / GROUP_CACHE_SHARE`) once those reach [`GROUP_CACHE_FULL`] (see [`group_budget`]).
 pub const GROUP_CACHE_SHARE: usize = 4;
-/// Group cache: live group bytes from which the full share applies.
+/// Freed group mappings: live group bytes from which the full share applies.
 pub const GROUP_CACHE_FULL: usize = 1 << 20;
-/// Group cache: largest mapping kept, a single-slot group of the largest class (4 KiB pages).
+/// Freed group mappings: the longest kept, a single-slot group of the largest class (4 KiB
+/// pages).
 pub const CACHE_MAX_LEN: usize = 132 << 10;
 /// Large cache: address space kept at most. Its blocks hold no memory: their pages were
 /// zapped by the guard install that makes them inaccessible.
@@ -65,11 +65,6 @@ pub struct MapCache {
 }
 
 impl MapCache {
-    /// The cache of freed group mappings.
-    pub const fn groups() -> Self {
-        Self::new(CACHE_BYTES, CACHE_MAX_LEN)
-    }
-
     /// The cache of freed individually mapped blocks.
     pub const fn large() -> Self {
         Self::new(LARGE_CACHE_BYTES, LARGE_CACHE_MAX_LEN)
@@ -179,7 +174,7 @@ mod tests {
 
     #[test]
     fn best_fit_within_twice_the_request_and_bounded() {
-        let mut c = MapCache::groups();
+        let mut c = MapCache::new(CACHE_BYTES, CACHE_MAX_LEN);
         assert_eq!(
             c.put(p(0x1000), 200 << 10),
             [Some((p(0x1000), 200 << 10)), None]
@@ -208,7 +203,7 @@ mod tests {
         );
         assert!(c.bytes() <= CACHE_BYTES);
         // fill by count
-        let mut c = MapCache::groups();
+        let mut c = MapCache::new(CACHE_BYTES, CACHE_MAX_LEN);
         for i in 0..CACHE_ENTRIES {
             assert_eq!(c.put(p(0x1000 * (i + 1)), 4096), [None, None]);
         }

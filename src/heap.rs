@@ -23,12 +23,12 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32};
 
-use crate::cache::{MapCache, group_budget};
+use crate::cache::{CACHE_BYTES, MapCache, group_budget};
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
-    AREA, CLASS_MMAP, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE,
-    RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
+    AREA, CLASS_MMAP, DECAY_MS, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES,
+    QUARANTINE, RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
 };
 use crate::large::GUARD_UNTRIED;
 use crate::list::{checked_links, dequeue, queue};
@@ -42,6 +42,7 @@ use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
 use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
+use crate::retain::Retained;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
     Key, Slot, all_zero, enframe, find_host, find_meta, frame, mark_freed, mark_nested, retire,
@@ -91,9 +92,16 @@ pub struct State {
     pub(crate) bounce: Bounce,
     pub(crate) brk: usize,
     pub(crate) sweep_class: usize,
-    pub(crate) cache: MapCache,
-    /// Bytes of live group mappings (what the group cache's budget is a share of).
+    /// Freed group mappings held for reuse (`retain.rs`).
+    pub(crate) cache: Retained,
+    /// Bytes of live group mappings (what the held mappings' budget is a share of).
     pub(crate) group_bytes: usize,
+    /// The peak of `group_bytes` since held mappings last expired: what may be held at
+    /// most (with decay).
+    pub(crate) retain_peak: usize,
+    /// When the groups being freed now became free, if not now: a thread's decay retires
+    /// groups that have waited [`DECAY_MS`] already, which are held no longer.
+    pub(crate) freed_since: Option<u64>,
     /// Freed large blocks, guards kept and data guard-installed (inaccessible, no memory).
     pub(crate) large_cache: MapCache,
     /// xorshift state for randomised slot choice (`harden-random-slots`).
@@ -127,7 +135,8 @@ pub struct State {
 pub(crate) unsafe fn unmap<O: Os>(p: *mut u8, len: usize) {
     pagemap::unregister::<O>(p, len);
     // SAFETY: forwarded.
-    unsafe { O::munmap(p, len) }
+    unsafe { O::munmap(p, len) };
+    pagemap::trim::<O>(p, len);
 }
 
 /// The heap's own mapping: the secret, the state and one thread cache, with a PROT_NONE
@@ -673,8 +682,10 @@ impl State {
             bounce: Bounce::new(),
             brk: 0,
             sweep_class: 0,
-            cache: MapCache::groups(),
+            cache: Retained::new(),
             group_bytes: 0,
+            retain_peak: 0,
+            freed_since: None,
             large_cache: MapCache::large(),
             rng: seed | 1,
             zero_live: [0; ZERO_SLOTS / 64],
@@ -864,6 +875,41 @@ impl State {
             }
         }
         any
+    }
+
+    /// Bytes of freed group mappings that may be held when one of `len` bytes is put:
+    /// a share of the live ones (`group_budget`); with decay, up to their recent peak.
+    fn retain_budget(&self, len: usize) -> usize {
+        let share = group_budget(self.group_bytes, len);
+        if DECAY_MS == 0 {
+            share.min(CACHE_BYTES)
+        } else {
+            share.max(self.retain_peak)
+        }
+    }
+
+    /// Unmap the held group mappings that have been free [`DECAY_MS`] (down to the share
+    /// of the live groups that stays); the peak they are held against starts again.
+    ///
+    /// # Safety
+    /// The lock is held.
+    pub(crate) unsafe fn expire_retained<O: Os>(&mut self) {
+        let Some(at) = self.cache.oldest_at() else {
+            return;
+        };
+        if DECAY_MS == 0 {
+            return;
+        }
+        let now = O::now_ms();
+        if at.saturating_add(DECAY_MS) > now {
+            return;
+        }
+        let keep = group_budget(self.group_bytes, 0);
+        while let Some((p, len)) = self.cache.expired(now, keep) {
+            // SAFETY: a held mapping is the heap's and holds nothing live.
+            unsafe { unmap::<O>(p, len) };
+        }
+        self.retain_peak = self.group_bytes + self.cache.bytes();
     }
 
     /// mallocng `alloc_slot`: a slot of `sc` from the active list, or from a new group.
@@ -1073,10 +1119,12 @@ impl State {
                     len,
                     active_idx,
                 } => {
-                    if let Some((p, len)) = self.cache.take(len, 0) {
-                        // the pages stay registered while cached: a new hint cannot fail
+                    self.expire_retained::<O>();
+                    if let Some((p, len)) = self.cache.take(len) {
+                        // the pages stay registered while held: a new hint cannot fail
                         pagemap::register::<O>(p, len, m);
                         self.group_bytes += len;
+                        self.retain_peak = self.retain_peak.max(self.group_bytes);
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
                         let mut p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
@@ -1094,6 +1142,7 @@ impl State {
                         }
                         self.stats.groups_mapped += 1;
                         self.group_bytes += len;
+                        self.retain_peak = self.retain_peak.max(self.group_bytes);
                         (p.as_ptr(), cnt, active_idx, (len / AREA) as u32, Fresh::Yes)
                     }
                 }
@@ -1202,8 +1251,13 @@ impl State {
                 let (mem, len) = ((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA);
                 if sc < NUM_CLASSES {
                     self.group_bytes = self.group_bytes.saturating_sub(len);
-                    self.cache
-                        .put_within(mem, len, group_budget(self.group_bytes, len))
+                    let now = match self.freed_since {
+                        _ if DECAY_MS == 0 => 0,
+                        Some(t) => t,
+                        None => O::now_ms(),
+                    };
+                    let budget = self.retain_budget(len);
+                    self.cache.put(mem, len, budget, now)
                 } else {
                     self.retire_large::<O>(g, mem, len)
                 }

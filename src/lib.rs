@@ -32,6 +32,7 @@ pub mod os;
 pub mod pagemap;
 pub mod policy;
 pub mod release;
+pub mod retain;
 pub mod size_class;
 pub mod slot;
 pub mod tcache;

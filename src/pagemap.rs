@@ -29,7 +29,7 @@
 
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 
 use crate::config::AREA;
 use crate::meta::Meta;
@@ -247,9 +247,34 @@ fn install<O: Os, T>(slot: &AtomicPtr<T>, len: usize) -> *mut T {
     }
 }
 
+/// Held while entries are made non-null ([`update`]) and while [`trim`] gives back leaf
+/// pages whose entries are all null: a page is given back only while no entry of it can
+/// become non-null. (Clearing entries needs no lock: a null store into a page given back
+/// stores what the page reads as, or is skipped.)
+static WRITING: AtomicBool = AtomicBool::new(false);
+
+/// Run `f` holding [`WRITING`]. Its holders store a few entries or map a leaf: a spin.
+fn writing<R>(f: impl FnOnce() -> R) -> R {
+    while WRITING.swap(true, Acquire) {
+        core::hint::spin_loop();
+    }
+    let r = f();
+    WRITING.store(false, Release);
+    r
+}
+
 /// Set the entries of the pages of `p .. p + len` to `value` (making leaves as needed
-/// unless it is [`ABSENT`]); false if a leaf cannot be made.
+/// unless it is null); false if a leaf cannot be made.
 fn update<O: Os>(p: *const u8, len: usize, value: *mut Meta) -> bool {
+    if value.is_null() {
+        update_in::<O>(p, len, value)
+    } else {
+        writing(|| update_in::<O>(p, len, value))
+    }
+}
+
+/// [`update`], unlocked.
+fn update_in<O: Os>(p: *const u8, len: usize, value: *mut Meta) -> bool {
     if len == 0 {
         return true;
     }
@@ -323,6 +348,42 @@ pub unsafe fn register<O: Os>(p: *const u8, len: usize, hint: *const Meta) -> bo
 /// guarded).
 pub fn unregister<O: Os>(p: *const u8, len: usize) {
     update::<O>(p, len, null_mut());
+}
+
+/// Give back the pages of the leaves that hold the entries of `p .. p + len` (after it
+/// was unregistered) if every entry on them is null: a heap that shrank from gigabytes
+/// does not keep the map of them (2 MiB per GiB).
+pub fn trim<O: Os>(p: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let per_page = AREA / size_of::<Entry>();
+    let first = (p.addr() >> PAGE_SHIFT) / per_page;
+    let last = ((p.addr() + len - 1) >> PAGE_SHIFT) / per_page;
+    let top = TOP.load(Acquire);
+    if top.is_null() || (last * per_page) >> (VA_BITS - PAGE_SHIFT) != 0 {
+        return;
+    }
+    writing(|| {
+        for k in first..=last {
+            let page = k * per_page;
+            // SAFETY: `page / LEAF_LEN < TOP_LEN` (checked for `last`); a non-null leaf
+            // has LEAF_LEN entries, and the page's lie in it.
+            unsafe {
+                let leaf = (*top.add(page / LEAF_LEN)).load(Acquire);
+                if leaf.is_null() {
+                    continue;
+                }
+                let at = leaf.add(page % LEAF_LEN);
+                let entries = core::slice::from_raw_parts(at, per_page);
+                if entries.iter().all(|e| e.load(Relaxed).is_null()) {
+                    // (no entry of it can become non-null while WRITING is held; it
+                    // reads as zero again afterwards, which is null)
+                    O::release(at.cast(), AREA);
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

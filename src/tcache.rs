@@ -849,9 +849,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if O::now_ms() < tc.decay_at {
             return false;
         }
+        // what it retires has waited since then: the heap holds it no longer
+        let since = tc.decay_at - DECAY_MS.min(tc.decay_at);
         tc.decay_at = 0;
         let Some(mut st) = self.locked() else { crash() };
         let secret = tc.secret;
+        st.freed_since = Some(since);
         // SAFETY: `tc` is this thread's; the groups retired are empty, so no other thread
         // frees into them; links are checked before they are followed.
         unsafe {
@@ -871,6 +874,12 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                         self.unmap_now(st.retire_owned::<O>(g, secret));
                     }
                 }
+            }
+            st.freed_since = None;
+            st.expire_retained::<O>();
+            // what this thread gave the heap to hold is looked at again once it may go
+            if let Some(at) = st.cache.oldest_at() {
+                tc.decay_at = at.saturating_add(DECAY_MS).max(1);
             }
         }
         true
