@@ -620,13 +620,23 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// musl's fork hook: `who < 0` before fork (take the lock), `0` in the parent
-    /// afterwards (release it), `> 0` in the child (the lock's holder is gone: reset).
+    /// musl's fork hook: `who < 0` before fork (take the lock, and the page map's),
+    /// `0` in the parent afterwards (release them), `> 0` in the child (their holders
+    /// are gone: reset).
     pub fn atfork(&self, who: i32) {
         match who {
-            ..0 => self.lock.lock(),
-            0 => self.lock.unlock(),
-            _ => self.lock.reset(),
+            ..0 => {
+                self.lock.lock();
+                pagemap::fork_prepare();
+            }
+            0 => {
+                pagemap::fork_parent();
+                self.lock.unlock();
+            }
+            _ => {
+                pagemap::fork_child();
+                self.lock.reset();
+            }
         }
     }
 }

@@ -263,6 +263,26 @@ fn writing<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Before `fork`: hold [`WRITING`], so the child does not inherit it held by a thread
+/// it does not have (taken after the heap lock, as the heap's paths nest them).
+pub fn fork_prepare() {
+    while WRITING.swap(true, Acquire) {
+        core::hint::spin_loop();
+    }
+}
+
+/// After `fork`, in the parent: release [`WRITING`].
+pub fn fork_parent() {
+    WRITING.store(false, Release);
+}
+
+/// After `fork`, in the child, where no other thread exists (also a fork that did not
+/// go through [`fork_prepare`]: a holder that is gone left the entries it wrote, which
+/// are whole words).
+pub fn fork_child() {
+    WRITING.store(false, Relaxed);
+}
+
 /// Set the entries of the pages of `p .. p + len` to `value` (making leaves as needed
 /// unless it is null); false if a leaf cannot be made.
 fn update<O: Os>(p: *const u8, len: usize, value: *mut Meta) -> bool {

@@ -13,7 +13,11 @@ use crate::policy::round_up;
 use crate::size_class::class_size;
 
 /// Frees of multi-page slots between two release sweeps.
-pub(crate) const SWEEP_INTERVAL: u32 = 256;
+pub(crate) const SWEEP_INTERVAL: u16 = 256;
+/// Least time between two sweeps of a thread's groups, in ms (with decay): a page goes
+/// back once it was free this long at least, and at most twice this plus the decay of
+/// the frees between.
+pub(crate) const SWEEP_MS: u32 = (crate::config::DECAY_MS / 4) as u32;
 
 /// Groups one sweep looks at, at most, so its cost stays bounded in a large heap.
 pub(crate) const SWEEP_GROUPS: usize = 128;
@@ -22,7 +26,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// Count frees of multi-page slots and run a release sweep every `SWEEP_INTERVAL`.
     pub(crate) fn after_free(&self, medium: bool) {
         if medium
-            && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL == SWEEP_INTERVAL - 1
+            && self.medium_frees.fetch_add(1, Relaxed) % SWEEP_INTERVAL as u32
+                == SWEEP_INTERVAL as u32 - 1
             && let Some(mut st) = self.locked()
         {
             // SAFETY: the lock is held.

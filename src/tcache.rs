@@ -59,7 +59,7 @@ use crate::lock::RawLock;
 use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
 use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
-use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, release_cold};
+use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, SWEEP_MS, release_cold};
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
 
@@ -125,9 +125,11 @@ pub struct ThreadCache {
     pub(crate) decay_at: u64,
     /// The owner's frees of slots of a page or more until it sweeps its groups for cold
     /// pages ([`Heap::sweep_owned`]).
-    pub(crate) sweep_in: u32,
+    pub(crate) sweep_in: u16,
     /// Entries of `orphans` in use.
-    pub(crate) orphan_count: u32,
+    pub(crate) orphan_count: u16,
+    /// When the owner last swept (`Os::now_ms`, its low 32 bits: compared wrapping).
+    pub(crate) swept_at: u32,
     /// Groups of abandoned caches this thread's frees emptied, retired together under
     /// one lock acquisition when the array is full (a thread freeing what exited threads
     /// left took the lock for each group before), or at the thread's next decay or exit.
@@ -902,6 +904,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     #[inline(never)]
     fn sweep_owned(&self, tc: &mut ThreadCache) {
         tc.sweep_in = SWEEP_INTERVAL;
+        // A page is released once it stayed free from one sweep to the next: sweeps at
+        // least SWEEP_MS apart keep a page a program frees and takes again within that
+        // time (a churn frees thousands a second) instead of releasing and faulting it in.
+        let now = O::now_ms() as u32;
+        if SWEEP_MS != 0 && now.wrapping_sub(tc.swept_at) < SWEEP_MS {
+            return;
+        }
+        tc.swept_at = now;
         let ps = self.page_size();
         let mut budget = SWEEP_GROUPS;
         // SAFETY: listed groups are live and this cache's; their free slots are handed

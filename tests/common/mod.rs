@@ -314,6 +314,9 @@ pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
         let pid = libc::fork();
         assert!(pid >= 0);
         if pid == 0 {
+            // (the test threads fork without the heaps' atfork protocol: a page-map
+            // update another test ran at the fork is not the child's)
+            ngmalloc::pagemap::fork_child();
             f();
             libc::_exit(0);
         }
