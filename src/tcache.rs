@@ -149,6 +149,10 @@ pub struct ThreadCache {
     pub(crate) me: *mut ThreadCache,
 }
 
+/// Framings between two reads of the clock when an active group empties while decay is
+/// pending ([`Heap::decay_head`]).
+const DECAY_TICK: u32 = 16;
+
 /// Groups of abandoned caches a thread's frees empty before it takes the lock to retire
 /// them (as many as fit the cache's last line).
 pub const ORPHAN_BATCH: usize = 6;
@@ -888,10 +892,16 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// [`Heap::decay`] when an active group empties, starting the wait if it is the
-    /// first thing waiting.
+    /// first thing waiting. While a wait is on, the clock is read on one call in
+    /// [`DECAY_TICK`] framings only: a loop that empties its active group on every free
+    /// (one block of a class whose group is a single slot) read it on every free, a
+    /// quarter of the pair's instructions; decay runs late by as many calls at most.
     #[cold]
     #[inline(never)]
     fn decay_head(&self, tc: &mut ThreadCache) {
+        if tc.decay_at != 0 && !tc.cycle.is_multiple_of(DECAY_TICK) {
+            return;
+        }
         pend::<O>(tc);
         self.decay(tc);
     }
