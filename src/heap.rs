@@ -42,7 +42,7 @@ use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
 use crate::pagemap;
 use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
-use crate::retain::Retained;
+use crate::retain::{RETAIN_FROM, Retained};
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
     Key, Slot, all_zero, enframe, find_host, find_meta, frame, mark_freed, mark_nested, retire,
@@ -891,7 +891,7 @@ impl State {
     /// a share of the live ones (`group_budget`); with decay, up to their recent peak.
     fn retain_budget(&self, len: usize) -> usize {
         let share = group_budget(self.group_bytes, len);
-        if DECAY_MS == 0 {
+        if DECAY_MS == 0 || self.retain_peak < RETAIN_FROM {
             share.min(CACHE_BYTES)
         } else {
             share.max(self.retain_peak)

@@ -8,7 +8,8 @@
 //! system once it has been free for `DECAY_MS`, checked on allocator calls (a thread's
 //! decay, the locked paths): no thread of our own. How much is held at most: as many
 //! bytes as the group mappings' recent peak, so holding never takes a program past the
-//! footprint it just had. With `DECAY_MS == 0` only the small share is held, without
+//! footprint it just had; and nothing beyond the share while that peak is below
+//! [`RETAIN_FROM`], so small heaps stay small. With `DECAY_MS == 0` only the small share is held, without
 //! expiry: mallocng's behaviour but for that cache.
 //!
 //! Each held mapping carries its own record ([`Held`], at its start): a list by age for
@@ -19,6 +20,13 @@ use core::ptr::null_mut;
 
 use crate::cache::{CACHE_MAX_LEN, Evicted};
 use crate::config::{AREA, DECAY_MS};
+
+/// Peak bytes of group mappings below which freed ones are not held beyond the small
+/// share (`cache::group_budget`): a small heap stays small. A program that builds a
+/// structure and drops the last one holds one more structure's worth while the decay
+/// runs (the tree workload at 0.5 MiB peaked a third higher held); a large heap's churn
+/// is where the calls and faults saved pay (5 GB of faults in the orders workload).
+pub const RETAIN_FROM: usize = 8 << 20;
 
 /// Length classes: a mapping's length in 4 KiB units (group mappings are multiples of the
 /// page size, at most [`CACHE_MAX_LEN`]).
