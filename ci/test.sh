@@ -53,6 +53,9 @@ c_semantics() {
 step "cargo fmt --check" "$CARGO" fmt --all --check
 step "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets -q -- -D warnings
 step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc
+# NGMALLOC_DECAY_MS=0, mallocng's behaviour: nothing held, nothing kept for the next thread
+step "host tests with NGMALLOC_DECAY_MS=0" env NGMALLOC_DECAY_MS=0 CARGO_TARGET_DIR=target/decay0 \
+  "$CARGO" test -q -p ngmalloc
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
 step "real programs under LD_PRELOAD" ci/real-programs.sh "$BUILD/libngmalloc.so"

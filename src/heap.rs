@@ -898,6 +898,17 @@ impl State {
         }
     }
 
+    /// When the oldest held group mapping was freed, if some of them can expire: what
+    /// is held within the share of the live groups that stays does not make a thread
+    /// wait (it would read the clock on its calls for nothing).
+    pub(crate) fn retained_wait(&self) -> Option<u64> {
+        let keep = group_budget(self.group_bytes, 0);
+        if self.cache.bytes() <= keep {
+            return None;
+        }
+        self.cache.oldest_at()
+    }
+
     /// Unmap the held group mappings that have been free [`DECAY_MS`] (down to the share
     /// of the live groups that stays); the peak they are held against starts again.
     ///
@@ -1020,11 +1031,7 @@ impl State {
             let listed = !(*g).next.is_null();
             if free == low_mask((*g).last_idx as usize) && (*g).freeable != 0 {
                 if listed {
-                    let activate_new = self.active[sc] == g;
-                    dequeue(&mut self.active[sc], g);
-                    if activate_new && !self.active[sc].is_null() {
-                        activate_group(self.active[sc]);
-                    }
+                    self.unlist(sc, g);
                 }
                 return self.free_group::<O>(g, secret);
             }
@@ -1033,6 +1040,22 @@ impl State {
                 queue(&mut self.active[sc], g);
             }
             KEEP
+        }
+    }
+
+    /// Take `g` off its class's active list; if it was the head, the new head hands out
+    /// slots from now on (mallocng's `activate_group` of the next group).
+    ///
+    /// # Safety
+    /// The lock is held; `g` is on the active list of class `sc`.
+    unsafe fn unlist(&mut self, sc: usize, g: *mut Meta) {
+        // SAFETY: the caller's contract; listed records are live.
+        unsafe {
+            let was_head = self.active[sc] == g;
+            dequeue(&mut self.active[sc], g);
+            if was_head && !self.active[sc].is_null() {
+                activate_group(self.active[sc]);
+            }
         }
     }
 
@@ -1221,11 +1244,7 @@ impl State {
                 // single-slot groups might or might not be.
                 if !(*g).next.is_null() {
                     check!(sc < NUM_CLASSES);
-                    let activate_new = self.active[sc] == g;
-                    dequeue(&mut self.active[sc], g);
-                    if activate_new && !self.active[sc].is_null() {
-                        activate_group(self.active[sc]);
-                    }
+                    self.unlist(sc, g);
                 }
                 return self.free_group::<O>(g, secret);
             } else if mask == 0 {

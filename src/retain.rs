@@ -180,6 +180,42 @@ impl Retained {
         (!self.oldest.is_null()).then(|| unsafe { (*self.oldest).freed_at })
     }
 
+    /// The invariant, checked (the walker's): the age list is ordered by time and its
+    /// lengths sum to `bytes`; each length list holds only mappings of its length, newest
+    /// first, and all of them together are the age list. `Err` names what is broken.
+    pub fn check(&self) -> Result<(), &'static str> {
+        // SAFETY: listed records are held mappings' (what is checked is their links).
+        unsafe {
+            let (mut n, mut bytes, mut last, mut prev) = (0usize, 0usize, 0u64, null_mut());
+            let mut h = self.oldest;
+            while !h.is_null() {
+                if (*h).older != prev || (*h).freed_at < last {
+                    return Err("held mappings' age list");
+                }
+                (n, bytes, last, prev) = (n + 1, bytes + (*h).len, (*h).freed_at, h);
+                h = (*h).newer;
+            }
+            if prev != self.newest || bytes != self.bytes {
+                return Err("held mappings' bytes");
+            }
+            let mut m = 0;
+            for (k, &head) in self.bins.iter().enumerate() {
+                let (mut h, mut prev) = (head, null_mut());
+                while !h.is_null() {
+                    if (*h).prev != prev || (*h).len != k * AREA {
+                        return Err("held mappings' length lists");
+                    }
+                    (m, prev) = (m + 1, h);
+                    h = (*h).next;
+                }
+            }
+            if m != n {
+                return Err("held mappings on no length list");
+            }
+        }
+        Ok(())
+    }
+
     /// Take `h` off both lists; its length.
     ///
     /// # Safety
@@ -251,6 +287,7 @@ mod tests {
             assert_eq!(r.put(d, 2 << 12, 1 << 30, 4), [None, None]);
         }
         assert_eq!(r.bytes(), 18 << 12);
+        assert_eq!(r.check(), Ok(()));
         // 3 pages: the 4-page ones (newest first), not 2 (too short) nor 8 (over twice)
         assert_eq!(r.take(3 << 12), Some((b, 4 << 12)));
         assert_eq!(r.take(3 << 12), Some((a, 4 << 12)));
@@ -312,6 +349,7 @@ mod tests {
         // SAFETY: as above.
         unsafe { r.put(d, 1 << 12, usize::MAX, 150) };
         assert_eq!(r.oldest_at(), Some(150));
+        assert_eq!(r.check(), Ok(()));
         assert_eq!(r.expired(150 + DECAY_MS, 0), Some((d, 1 << 12)));
         // what is kept does not expire
         assert_eq!(r.expired(u64::MAX, 3 << 12), None);

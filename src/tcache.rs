@@ -730,9 +730,17 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let sc = (*g).sizeclass as usize;
                 if tc.active[sc] != g {
                     self.emptied(tc, sc, g);
-                } else if tc.decay_at != 0 || (*g).maplen as usize * AREA > KEPT_MAX_BYTES {
+                } else {
                     // (a large active group left empty is what decay is for as well)
-                    self.decay_head(tc);
+                    let large = (*g).maplen as usize * AREA > KEPT_MAX_BYTES;
+                    let look = if tc.decay_at == 0 {
+                        large
+                    } else {
+                        !large || tc.cycle.is_multiple_of(DECAY_TICK)
+                    };
+                    if look {
+                        self.decay_head(tc);
+                    }
                 }
             }
         }
@@ -884,24 +892,24 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             st.freed_since = None;
             st.expire_retained::<O>();
             // what this thread gave the heap to hold is looked at again once it may go
-            if let Some(at) = st.cache.oldest_at() {
+            if let Some(at) = st.retained_wait() {
                 tc.decay_at = at.saturating_add(DECAY_MS).max(1);
             }
         }
         true
     }
 
-    /// [`Heap::decay`] when an active group empties, starting the wait if it is the
-    /// first thing waiting. While a wait is on, the clock is read on one call in
-    /// [`DECAY_TICK`] framings only: a loop that empties its active group on every free
-    /// (one block of a class whose group is a single slot) read it on every free, a
-    /// quarter of the pair's instructions; decay runs late by as many calls at most.
+    /// [`Heap::decay`] when the active group empties, starting the wait if it is the
+    /// first thing waiting. While a wait is on, the owner's free calls it for a group past
+    /// [`KEPT_MAX_BYTES`] on one framing in [`DECAY_TICK`] only: a loop that empties such
+    /// a group on every free (one block of a class whose group is a single slot) read the
+    /// clock on every free, a quarter of the pair's instructions, for the wait it started
+    /// itself; decay runs late by as many calls at most. A smaller group calls it each
+    /// time: that is the call of a program that freed everything and calls again later,
+    /// and what waits then is what it gave up.
     #[cold]
     #[inline(never)]
     fn decay_head(&self, tc: &mut ThreadCache) {
-        if tc.decay_at != 0 && !tc.cycle.is_multiple_of(DECAY_TICK) {
-            return;
-        }
         pend::<O>(tc);
         self.decay(tc);
     }

@@ -36,6 +36,8 @@ pub struct HeapStats {
     pub areas: usize,
     /// Groups owned by thread caches (live or abandoned).
     pub owned: usize,
+    /// Bytes of freed group mappings held for reuse (`retain.rs`).
+    pub held: usize,
 }
 
 /// A violated invariant: which, and where.
@@ -297,6 +299,10 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             want!(seen == kept, "usage_by_class", sc);
         }
         want!(group_bytes == st.group_bytes, "group_bytes", group_bytes);
+        if let Err(what) = st.cache.check() {
+            return fail(what, st.cache.bytes());
+        }
+        s.held = st.cache.bytes();
         Ok(s)
     }
 }
