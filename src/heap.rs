@@ -898,15 +898,13 @@ impl State {
         }
     }
 
-    /// When the oldest held group mapping was freed, if some of them can expire: what
-    /// is held within the share of the live groups that stays does not make a thread
-    /// wait (it would read the clock on its calls for nothing).
-    pub(crate) fn retained_wait(&self) -> Option<u64> {
+    /// When the oldest held group mapping was freed, and the bytes that can expire, if
+    /// any can: what is held within the share of the live groups that stays does not make
+    /// a thread wait (it would read the clock on its calls for nothing).
+    pub(crate) fn retained_wait(&self) -> Option<(u64, usize)> {
         let keep = group_budget(self.group_bytes, 0);
-        if self.cache.bytes() <= keep {
-            return None;
-        }
-        self.cache.oldest_at()
+        let over = self.cache.bytes().checked_sub(keep).filter(|&b| b != 0)?;
+        Some((self.cache.oldest_at()?, over))
     }
 
     /// Unmap the held group mappings that have been free [`DECAY_MS`] (down to the share

@@ -116,9 +116,15 @@ pub struct ThreadCache {
     /// Offset cycling's counter, ticked by every slot this thread frames.
     pub(crate) cycle: u32,
     /// Groups in `retiring`.
-    pub(crate) retiring_count: u32,
-    /// Bytes of slots in `retiring`.
-    pub(crate) retiring_bytes: usize,
+    pub(crate) retiring_count: u16,
+    /// Emptyings of active groups until the next looks at the wait (0: the next does).
+    pub(crate) decay_in: u16,
+    /// Bytes of slots in `retiring` (below [`RETIRE_BYTES`] and a group's).
+    pub(crate) retiring_bytes: u32,
+    /// Bytes of groups this thread gave up since its decay last ran, and of held
+    /// mappings that can expire when it was re-armed (saturating): past [`WAIT_BIG`],
+    /// each emptying of an active group looks at the wait.
+    pub(crate) given: u32,
     /// When what waits is to go ([`DECAY_MS`] after the first of it began to wait), by
     /// `Os::now_ms`; 0 when nothing waits. What waits: `retiring`, and a large active
     /// group left empty.
@@ -149,9 +155,13 @@ pub struct ThreadCache {
     pub(crate) me: *mut ThreadCache,
 }
 
-/// Framings between two reads of the clock when an active group empties while decay is
-/// pending ([`Heap::decay_head`]).
-const DECAY_TICK: u32 = 16;
+/// Emptyings of active groups between two looks at a pending wait ([`Heap::decay_head`])
+/// while what waits is small.
+const DECAY_TICK: u16 = 16;
+/// What waits past which every emptying of an active group looks at the wait: more than
+/// a late decay may leave resident (the speed issue allows 1 MiB over stock musl after
+/// a free-all).
+const WAIT_BIG: u32 = 1 << 20;
 
 /// Groups of abandoned caches a thread's frees empty before it takes the lock to retire
 /// them (as many as fit the cache's last line).
@@ -333,6 +343,8 @@ fn place(page: *mut u8, k: usize) -> *mut ThreadCache {
 
 // several caches fit a 4 KiB page
 const _: () = assert!(8 * size_of::<ThreadCache>() <= AREA);
+// the counters' types hold their bounds
+const _: () = assert!(RETIRE_BATCH <= u16::MAX as u32 && RETIRE_BYTES < (u32::MAX / 2) as usize);
 
 /// Put the zeroed cache place `tc` on the heap's spare list.
 ///
@@ -730,17 +742,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let sc = (*g).sizeclass as usize;
                 if tc.active[sc] != g {
                     self.emptied(tc, sc, g);
-                } else {
-                    // (a large active group left empty is what decay is for as well)
-                    let large = (*g).maplen as usize * AREA > KEPT_MAX_BYTES;
-                    let look = if tc.decay_at == 0 {
-                        large
-                    } else {
-                        !large || tc.cycle.is_multiple_of(DECAY_TICK)
-                    };
-                    if look {
+                } else if tc.decay_at != 0 {
+                    if tc.decay_in <= 1 {
                         self.decay_head(tc);
+                    } else {
+                        tc.decay_in -= 1;
                     }
+                } else if (*g).maplen as usize * AREA > KEPT_MAX_BYTES {
+                    // a large active group left empty is what decay is for as well
+                    self.decay_head(tc);
                 }
             }
         }
@@ -841,8 +851,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             pend::<O>(tc);
             queue(&mut tc.retiring, g);
             tc.retiring_count += 1;
-            tc.retiring_bytes += bytes;
-            if tc.retiring_count >= RETIRE_BATCH || tc.retiring_bytes >= RETIRE_BYTES {
+            // (a group is far below 4 GiB)
+            tc.retiring_bytes += bytes as u32;
+            tc.given = tc.given.saturating_add(bytes as u32);
+            if tc.given >= WAIT_BIG {
+                tc.decay_in = 0;
+            }
+            if u32::from(tc.retiring_count) >= RETIRE_BATCH
+                || tc.retiring_bytes as usize >= RETIRE_BYTES
+            {
                 let Some(mut st) = self.locked() else { crash() };
                 self.retire_batch(&mut st, tc);
             } else {
@@ -892,26 +909,29 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             st.freed_since = None;
             st.expire_retained::<O>();
             // what this thread gave the heap to hold is looked at again once it may go
-            if let Some(at) = st.retained_wait() {
+            tc.given = 0;
+            if let Some((at, bytes)) = st.retained_wait() {
                 tc.decay_at = at.saturating_add(DECAY_MS).max(1);
+                tc.given = u32::try_from(bytes).unwrap_or(u32::MAX);
             }
         }
         true
     }
 
-    /// [`Heap::decay`] when the active group empties, starting the wait if it is the
-    /// first thing waiting. While a wait is on, the owner's free calls it for a group past
-    /// [`KEPT_MAX_BYTES`] on one framing in [`DECAY_TICK`] only: a loop that empties such
-    /// a group on every free (one block of a class whose group is a single slot) read the
-    /// clock on every free, a quarter of the pair's instructions, for the wait it started
-    /// itself; decay runs late by as many calls at most. A smaller group calls it each
-    /// time: that is the call of a program that freed everything and calls again later,
-    /// and what waits then is what it gave up.
+    /// [`Heap::decay`] when the owner's free empties its active group, starting the wait
+    /// if it is the first thing waiting. While a wait is on, the free calls it on one
+    /// emptying in [`DECAY_TICK`] unless more than [`WAIT_BIG`] waits: a loop that empties
+    /// its active group on every free (a few blocks of many classes, or one block of a
+    /// class whose group is a single slot) read the clock on every free, a sixth of a
+    /// thread-local churn's time, for a wait that holds little; decay then runs late by
+    /// as many emptyings at most. With much waiting it looks each time: that is the call
+    /// of a program that freed everything and calls again later.
     #[cold]
     #[inline(never)]
     fn decay_head(&self, tc: &mut ThreadCache) {
         pend::<O>(tc);
         self.decay(tc);
+        tc.decay_in = if tc.given >= WAIT_BIG { 0 } else { DECAY_TICK };
     }
 
     /// The owner's release sweep, every [`SWEEP_INTERVAL`] of its frees of slots of a page

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Rng, TestHeap, advance_clock, calls, heap, in_child, locks};
+use common::{Rng, TestHeap, advance_clock, calls, clock_reads, heap, in_child, locks};
 use ngmalloc::cache::CACHE_BYTES;
 use ngmalloc::retain::RETAIN_FROM;
 use ngmalloc::size_class::size_to_class;
@@ -651,6 +651,48 @@ fn one_call_after_the_decay_time_gives_back_what_a_free_all_left() {
             held.mapped
         );
     }
+    unsafe { h.cache_destroy(tc) };
+    let s = h.walk().unwrap();
+    assert_eq!((s.in_use, s.owned), (0, 0));
+}
+
+/// Workload 4 of the harness: a thread frees a few blocks of many classes, so each free
+/// empties its class's active group. While a small wait is pending (a few groups given
+/// up), that reads the clock on one emptying in 16 at most, not on each.
+#[test]
+fn emptying_active_groups_reads_the_clock_rarely_while_little_waits() {
+    let h = heap();
+    let tc = cache(&h);
+    let v: Vec<_> = (0..2000)
+        .map(|_| h.malloc_cached(tc, 40).unwrap())
+        .collect();
+    for p in v {
+        unsafe { h.free_cached(tc, p.as_ptr()) };
+    }
+    let waiting = tc.retiring().count();
+    if ngmalloc::config::DECAY_MS != 0 {
+        assert!(waiting != 0, "nothing waits");
+    }
+    let mut r = Rng(4);
+    let before = clock_reads();
+    let rounds = 1000;
+    for _ in 0..rounds {
+        let v: Vec<_> = (0..8)
+            .map(|k| {
+                h.malloc_cached(tc, 16 + 32 * k + r.below(16) as usize)
+                    .unwrap()
+            })
+            .collect();
+        for p in v {
+            unsafe { h.free_cached(tc, p.as_ptr()) };
+        }
+    }
+    let reads = clock_reads() - before;
+    assert!(
+        reads <= rounds * 8 / 16 + 8,
+        "{reads} clock reads in {} frees",
+        rounds * 8
+    );
     unsafe { h.cache_destroy(tc) };
     let s = h.walk().unwrap();
     assert_eq!((s.in_use, s.owned), (0, 0));

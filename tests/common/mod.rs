@@ -152,6 +152,13 @@ pub struct TestOs;
 thread_local! {
     /// The test clock (milliseconds), per thread: what `TestOs::now_ms` reads.
     static CLOCK: Cell<u64> = const { Cell::new(1_000_000) };
+    /// Reads of the test clock, per thread.
+    static CLOCK_READS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How often this thread's heaps read the clock.
+pub fn clock_reads() -> u64 {
+    CLOCK_READS.with(|c| c.get())
 }
 
 /// Move this thread's test clock on by `ms`.
@@ -165,6 +172,7 @@ unsafe impl Os for TestOs {
     const USE_BRK: bool = true;
 
     fn now_ms() -> u64 {
+        CLOCK_READS.with(|c| c.set(c.get() + 1));
         CLOCK.with(|c| c.get())
     }
 
