@@ -147,8 +147,14 @@ pub fn free_remote<M: Mask>(freed: &M, avail: &M, bit: u32) -> Option<u32> {
 /// `avail`.
 #[inline(always)]
 pub fn collect<M: Mask>(freed: &M, avail: &M) -> u32 {
-    // Acquire: the freeing threads' last writes to these slots happen before reuse.
-    let a = avail.load(Relaxed) | freed.fetch_and(0, Acquire);
+    let mut a = avail.load(Relaxed);
+    // a plain load first: most groups a miss walks have no remote frees, and the swap is
+    // a locked instruction (a free landing after the load is collected next time, as one
+    // landing after the swap would be). Acquire on the swap: the freeing threads' last
+    // writes to these slots happen before reuse.
+    if freed.load(Relaxed) != 0 {
+        a |= freed.fetch_and(0, Acquire);
+    }
     avail.store(a, Relaxed);
     a
 }
