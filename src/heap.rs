@@ -1,9 +1,11 @@
 //! The heap: the one context that owns all global state, the groups' lists, and the
 //! malloc/free/realloc paths (mallocng's `malloc.c`, `free.c`, `realloc.c`,
-//! `aligned_alloc.c`). Its other parts each have a module: individually mapped blocks
-//! ([`crate::large`]), meta areas ([`crate::meta_area`]), the release of cold pages
-//! ([`crate::release`]), donated memory ([`crate::donate`]), `harden-zero-size`
-//! ([`crate::zero_size`]), and the threads' caches ([`crate::tcache`]).
+//! `aligned_alloc.c`). Its other parts each have a module: groups made and freed
+//! ([`crate::groups`]), freed group mappings held for reuse ([`crate::retain`]),
+//! individually mapped blocks ([`crate::large`]), meta areas ([`crate::meta_area`]), the
+//! release of cold pages ([`crate::release`]), donated memory ([`crate::donate`]),
+//! `harden-zero-size` ([`crate::zero_size`]), the threads' caches ([`crate::tcache`]) and
+//! the heap's side of their groups ([`crate::owned`]).
 //!
 //! State split, so a future per-thread fast path needs no rewrite:
 //! - [`State`]: everything mutable, only touched with the heap lock held (a [`Guard`]);
@@ -20,33 +22,32 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32};
 
-use crate::cache::{CACHE_BYTES, MapCache, group_budget};
+use crate::cache::MapCache;
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
-    AREA, CLASS_MMAP, DECAY_MS, GUARD_PAGES, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES,
-    QUARANTINE, RANDOM_SLOTS, UNIT, ZERO_ON_FREE, ZERO_SIZE,
+    AREA, CLASS_MMAP, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE, RANDOM_SLOTS, UNIT,
+    ZERO_ON_FREE, ZERO_SIZE,
 };
 use crate::large::GUARD_UNTRIED;
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
-use crate::masks::{FastFree, Mask, free_fast, free_locked, free_slots};
+use crate::masks::{FastFree, free_fast};
 use crate::meta::{
-    Group, Meta, MetaArea, activate_group, clear_zeroed, large_guards, low_mask, set_shape,
-    storage, stride,
+    Group, Meta, MetaArea, activate_group, large_guards, low_mask, set_shape, storage,
 };
 use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
 use crate::pagemap;
-use crate::policy::{Bounce, GroupPlan, plan_group, round_up};
-use crate::retain::{RETAIN_FROM, Retained};
+use crate::policy::{Bounce, round_up};
+use crate::retain::Retained;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
-    Key, Slot, all_zero, enframe, find_host, find_meta, frame, mark_freed, mark_nested, retire,
-    set_redirect, set_size, slot_bounds, validate,
+    Key, Slot, all_zero, enframe, find_meta, frame, mark_freed, retire, set_redirect, set_size,
+    slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 use crate::zero_size::ZERO_SLOTS;
@@ -231,13 +232,7 @@ impl<L: RawLock> Drop for Guard<'_, L> {
 pub(crate) type Unmap = crate::cache::Evicted;
 
 /// Nothing to unmap.
-const KEEP: Unmap = [None, None];
-
-/// Whether a new group's memory comes straight from `mmap`.
-enum Fresh {
-    Yes,
-    No,
-}
+pub(crate) const KEEP: Unmap = [None, None];
 
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// An empty heap; nothing is mapped until the first allocation.
@@ -781,7 +776,7 @@ impl State {
 
     /// The slot to take from a nonempty `mask`: the lowest (mallocng), or a random one
     /// with `harden-random-slots`.
-    fn pick(&mut self, mask: u32) -> u32 {
+    pub(crate) fn pick(&mut self, mask: u32) -> u32 {
         if !RANDOM_SLOTS {
             return mask & mask.wrapping_neg();
         }
@@ -802,7 +797,7 @@ impl State {
     ///
     /// # Safety
     /// The lock is held.
-    unsafe fn try_avail(&mut self, sc: usize) -> u32 {
+    pub(crate) unsafe fn try_avail(&mut self, sc: usize) -> u32 {
         // Every step along the list checks that the next record points back (mallocng
         // followed `next` as it found it: a forged link took it anywhere).
         // SAFETY: listed records are live; the lock is held.
@@ -862,75 +857,6 @@ impl State {
         }
     }
 
-    /// Unmap every mapping the caches keep; whether there was any. Cached mappings hold
-    /// address space, which counts against `RLIMIT_AS` and `RLIMIT_DATA` (and commit
-    /// charge) though their pages are gone: when a mapping fails, they are what to give up
-    /// before failing the allocation.
-    ///
-    /// # Safety
-    /// The lock is held.
-    pub(crate) unsafe fn flush_map_caches<O: Os>(&mut self) -> bool {
-        let guard = GUARD_PAGES * self.pagesize;
-        let mut any = false;
-        // SAFETY: cached mappings are the heap's and hold nothing live; a large block is
-        // cached without the configured guard on each side.
-        unsafe {
-            while let Some((p, len)) = self.cache.pop() {
-                unmap::<O>(p, len);
-                any = true;
-            }
-            while let Some((p, len)) = self.large_cache.pop() {
-                unmap::<O>(p.wrapping_sub(guard), len + 2 * guard);
-                any = true;
-            }
-        }
-        any
-    }
-
-    /// Bytes of freed group mappings that may be held when one of `len` bytes is put:
-    /// a share of the live ones (`group_budget`); with decay, up to their recent peak.
-    fn retain_budget(&self, len: usize) -> usize {
-        let share = group_budget(self.group_bytes, len);
-        if DECAY_MS == 0 || self.retain_peak < RETAIN_FROM {
-            share.min(CACHE_BYTES)
-        } else {
-            share.max(self.retain_peak)
-        }
-    }
-
-    /// When the oldest held group mapping was freed, and the bytes that can expire, if
-    /// any can: what is held within the share of the live groups that stays does not make
-    /// a thread wait (it would read the clock on its calls for nothing).
-    pub(crate) fn retained_wait(&self) -> Option<(u64, usize)> {
-        let keep = group_budget(self.group_bytes, 0);
-        let over = self.cache.bytes().checked_sub(keep).filter(|&b| b != 0)?;
-        Some((self.cache.oldest_at()?, over))
-    }
-
-    /// Unmap the held group mappings that have been free [`DECAY_MS`] (down to the share
-    /// of the live groups that stays); the peak they are held against starts again.
-    ///
-    /// # Safety
-    /// The lock is held.
-    pub(crate) unsafe fn expire_retained<O: Os>(&mut self) {
-        let Some(at) = self.cache.oldest_at() else {
-            return;
-        };
-        if DECAY_MS == 0 {
-            return;
-        }
-        let now = O::now_ms();
-        if at.saturating_add(DECAY_MS) > now {
-            return;
-        }
-        let keep = group_budget(self.group_bytes, 0);
-        while let Some((p, len)) = self.cache.expired(now, keep) {
-            // SAFETY: a held mapping is the heap's and holds nothing live.
-            unsafe { unmap::<O>(p, len) };
-        }
-        self.retain_peak = self.group_bytes + self.cache.bytes();
-    }
-
     /// mallocng `alloc_slot`: a slot of `sc` from the active list, or from a new group.
     ///
     /// # Safety
@@ -952,398 +878,6 @@ impl State {
             (*g).avail_mask.fetch_sub(1, Relaxed);
             queue(&mut self.active[sc], g);
             Some(0)
-        }
-    }
-
-    /// A new group of class `sc` for the thread cache `owner` (`tcache.rs`): every slot
-    /// in `avail_mask` (the owner hands them out lowest first, so untouched pages stay
-    /// untouched without mallocng's progressive activation), unlisted. Its slots take
-    /// any request of the class (a single-slot mapping is not cut to the request that
-    /// made it: the owner reuses it for the class).
-    ///
-    /// # Safety
-    /// The lock is held; `owner` is a live cache of this heap.
-    pub(crate) unsafe fn own_group<O: Os>(
-        &mut self,
-        sc: usize,
-        secret: u64,
-        owner: *mut ThreadCache,
-    ) -> Option<*mut Meta> {
-        // SAFETY: the new group is fresh and unreachable from any other thread.
-        unsafe {
-            let m = self.alloc_group::<O>(sc, class_size(sc) - IB, secret)?;
-            let last = (*m).last_idx;
-            (*m).avail_mask.store(low_mask(last as usize), Relaxed);
-            (*m).freed_mask.store(0, Relaxed);
-            (*(*m).mem).active_idx = last;
-            (*m).owner.store(owner, Relaxed);
-            Some(m)
-        }
-    }
-
-    /// Give the group `g`, which its owner has taken off its list, to the heap: its
-    /// thread exits. Its free slots, the owner's and those other threads freed, become
-    /// the heap's (`freed_mask`; the heap's `avail_mask` is the list head's), and it goes
-    /// where mallocng would have it ([`State::settle`]).
-    ///
-    /// Sequentially consistent, against a remote free ([`crate::masks::free_remote`]):
-    /// the owner is cleared, then `freed` read; the free ORs its bit, then reads the
-    /// owner. Either this sees the bit, or the free sees the group disowned and settles it
-    /// under the lock after this: a group emptied or first freed by that free is freed or
-    /// listed either way (loom: `a_group_given_back_meets_a_remote_free`).
-    ///
-    /// # Safety
-    /// The lock is held; `g` is live, owned by an exiting cache, off its list.
-    pub(crate) unsafe fn disown<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
-        // SAFETY: the caller's contract.
-        unsafe {
-            (*g).owner.store(null_mut(), SeqCst);
-            (*g).freed_mask.sc_order();
-            let a = (*g).avail_mask.load(Relaxed);
-            // (the union `freed | avail` stays the free slots throughout, for a mallocng
-            // free that reads both meanwhile)
-            let free = (*g).freed_mask.fetch_or(a, SeqCst) | a;
-            (*g).avail_mask.store(0, Relaxed);
-            // (an owner's release marks are exact only for slots free since its last
-            // sweep: `tcache::came_back`)
-            (*g).clean_mask &= free & (*g).swept_mask;
-            (*g).swept_mask &= free;
-            self.settle::<O>(g, secret)
-        }
-    }
-
-    /// Put the heap's group `g` where its masks say, as mallocng's `nontrivial_free`
-    /// would: freed if no slot is in use (and it can be), on its class's active list if
-    /// it has a free slot, else off every list. Idempotent, so either side of a race
-    /// ([`State::disown`]) may run it.
-    ///
-    /// # Safety
-    /// The lock is held; `g` is a live record of the heap's (`owner` null) and either on
-    /// its class's active list or on none.
-    pub(crate) unsafe fn settle<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
-        // SAFETY: the caller's contract; listed records are live.
-        unsafe {
-            let sc = (*g).sizeclass as usize;
-            check!(sc < NUM_CLASSES);
-            let free = free_slots(&(*g).freed_mask, &(*g).avail_mask);
-            let listed = !(*g).next.is_null();
-            if free == low_mask((*g).last_idx as usize) && (*g).freeable != 0 {
-                if listed {
-                    self.unlist(sc, g);
-                }
-                return self.free_group::<O>(g, secret);
-            }
-            clear_zeroed(g);
-            if free != 0 && !listed {
-                queue(&mut self.active[sc], g);
-            }
-            KEEP
-        }
-    }
-
-    /// Take `g` off its class's active list; if it was the head, the new head hands out
-    /// slots from now on (mallocng's `activate_group` of the next group).
-    ///
-    /// # Safety
-    /// The lock is held; `g` is on the active list of class `sc`.
-    unsafe fn unlist(&mut self, sc: usize, g: *mut Meta) {
-        // SAFETY: the caller's contract; listed records are live.
-        unsafe {
-            let was_head = self.active[sc] == g;
-            dequeue(&mut self.active[sc], g);
-            if was_head && !self.active[sc].is_null() {
-                activate_group(self.active[sc]);
-            }
-        }
-    }
-
-    /// A group of the heap's for the cache `owner`, whose own groups of class `sc` have
-    /// no free slot: the first on the class's active list with one (groups there with
-    /// none are dropped from the list, as `try_avail` does), made `owner`'s with every
-    /// free slot in `avail_mask`. What exited threads gave back is reused before a group
-    /// is made.
-    ///
-    /// # Safety
-    /// The lock is held; `owner` is a live cache of this heap.
-    pub(crate) unsafe fn adopt(&mut self, sc: usize, owner: *mut ThreadCache) -> Option<*mut Meta> {
-        // SAFETY: listed records are live and the heap's; the lock is held.
-        unsafe {
-            let head = self.active[sc];
-            if head.is_null() {
-                return None;
-            }
-            let tail = ok(checked_links(head)).0;
-            let mut g = head;
-            loop {
-                let next = ok(checked_links(g)).1;
-                if free_slots(&(*g).freed_mask, &(*g).avail_mask) == 0 {
-                    dequeue(&mut self.active[sc], g);
-                } else if (*g).hosts.load(Relaxed) == 0 {
-                    break;
-                }
-                // (a group hosting nested groups stays the heap's: their frees are
-                // locked ones, and only the heap would see it empty when they go)
-                if g == tail {
-                    return None;
-                }
-                g = next;
-            }
-            dequeue(&mut self.active[sc], g);
-            // Owner first: a free that still sees the group as the heap's takes the
-            // lock for a first or last free, and `nontrivial_free` sees the owner.
-            (*g).owner.store(owner, Relaxed);
-            let a = crate::masks::collect(&(*g).freed_mask, &(*g).avail_mask);
-            (*(*g).mem).active_idx = (*g).last_idx;
-            // (released slots stay marked: the owner's sweep skips them, its free clears)
-            (*g).clean_mask &= a;
-            (*g).swept_mask &= a;
-            clear_zeroed(g);
-            if !self.active[sc].is_null() && (*self.active[sc]).avail_mask.load(Relaxed) == 0 {
-                // (the head hands out `avail`: give the new head its freed slots)
-                activate_group(self.active[sc]);
-            }
-            Some(g)
-        }
-    }
-
-    /// Tear down the empty, unlisted group `g` its owner gives up; a group of donated
-    /// memory, which is never unmapped, goes back to the heap's list instead.
-    ///
-    /// # Safety
-    /// The lock is held; `g` is live, owned, off its owner's list, with every slot in
-    /// `avail_mask` and none freed by another thread after it was collected.
-    pub(crate) unsafe fn retire_owned<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
-        // SAFETY: the caller's contract: nothing can reach the group's slots any more.
-        unsafe {
-            if (*g).freeable == 0 {
-                return self.disown::<O>(g, secret);
-            }
-            (*g).owner.store(null_mut(), Relaxed);
-            self.free_group::<O>(g, secret)
-        }
-    }
-
-    /// mallocng `alloc_group`: a new group for `sc`, sized from usage by [`plan_group`].
-    ///
-    /// # Safety
-    /// The lock is held.
-    unsafe fn alloc_group<O: Os>(
-        &mut self,
-        sc: usize,
-        req: usize,
-        secret: u64,
-    ) -> Option<*mut Meta> {
-        // SAFETY: the lock is held; the memory set up is fresh (a new mapping, or a slot
-        // just taken from the host class).
-        unsafe {
-            let m = self.alloc_meta::<O>(secret)?;
-            let usage = self.usage_by_class[sc];
-            let coarse = if sc & 1 == 0 && sc < 32 {
-                self.usage_by_class[sc + 1]
-            } else {
-                0
-            };
-            let plan = plan_group(sc, usage, coarse, req, self.pagesize, &mut self.bounce);
-            let (p, cnt, active_idx, maplen, fresh) = match plan {
-                GroupPlan::Mapped {
-                    cnt,
-                    len,
-                    active_idx,
-                } => {
-                    self.expire_retained::<O>();
-                    if let Some((p, len)) = self.cache.take(len) {
-                        // the pages stay registered while held: a new hint cannot fail
-                        pagemap::register::<O>(p, len, m);
-                        self.group_bytes += len;
-                        self.retain_peak = self.retain_peak.max(self.group_bytes);
-                        (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
-                    } else {
-                        let mut p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
-                        if p.is_none() && self.flush_map_caches::<O>() {
-                            p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
-                        }
-                        let Some(p) = p else {
-                            self.free_meta(m);
-                            return None;
-                        };
-                        if !pagemap::register::<O>(p.as_ptr(), len, m) {
-                            O::munmap(p.as_ptr(), len);
-                            self.free_meta(m);
-                            return None;
-                        }
-                        self.stats.groups_mapped += 1;
-                        self.group_bytes += len;
-                        self.retain_peak = self.retain_peak.max(self.group_bytes);
-                        (p.as_ptr(), cnt, active_idx, (len / AREA) as u32, Fresh::Yes)
-                    }
-                }
-                GroupPlan::Nested {
-                    cnt,
-                    host_class,
-                    host_req,
-                } => {
-                    let Some(idx) = self.alloc_slot::<O>(host_class, host_req, secret) else {
-                        self.free_meta(m);
-                        return None;
-                    };
-                    let host = self.active[host_class];
-                    let p = enframe(host, idx, class_size(host_class) - IB, self.cycle, secret);
-                    mark_nested(p, secret);
-                    (*host).hosts.fetch_or(1 << idx, Relaxed);
-                    self.stats.groups_nested += 1;
-                    (p, cnt, cnt - 1, 0, Fresh::No)
-                }
-            };
-            self.cycle = self.cycle.wrapping_add(1);
-            self.usage_by_class[sc] += cnt;
-            let avail = low_mask(active_idx);
-            let freed = low_mask(cnt - 1) & !avail;
-            init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
-            match fresh {
-                Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
-                // Reused memory holds stale data: an old allocation's header at a slot's
-                // start, keyed by the same secret and address, would still decode, so each
-                // is marked freed.
-                Fresh::No => {
-                    let (st, base) = (stride(m), storage((*m).mem));
-                    if ZERO_ON_FREE {
-                        // slots must read as zero when first handed out
-                        base.write_bytes(0, cnt * st - IB);
-                    }
-                    for i in 0..cnt {
-                        let p = base.wrapping_add(i * st);
-                        mark_freed(p, Key::of(secret, p));
-                    }
-                }
-            }
-            Some(m)
-        }
-    }
-
-    /// mallocng `nontrivial_free`: the locked part of free, when slot `i` of `g` is the
-    /// first freed (the group must be listed again) or the last in use (it may go away).
-    ///
-    /// # Safety
-    /// The lock is held; `g` is live and slot `i` in use and validated.
-    unsafe fn nontrivial_free<O: Os>(&mut self, g: *mut Meta, i: usize, secret: u64) -> Unmap {
-        // SAFETY: the lock is held; listed records are live.
-        unsafe {
-            let bit = 1u32 << i;
-            if !(*g).owner.load(Relaxed).is_null() {
-                // a thread adopted the group since this free saw it the heap's: its
-                // owner collects the slot (owners change only under the lock)
-                free_locked(&(*g).freed_mask, bit);
-                return KEEP;
-            }
-            let sc = (*g).sizeclass as usize;
-            let mask = free_slots(&(*g).freed_mask, &(*g).avail_mask);
-            if mask + bit == low_mask((*g).last_idx as usize) && self.okay_to_free(g) {
-                // any multi-slot group is necessarily on an active list here, but
-                // single-slot groups might or might not be.
-                if !(*g).next.is_null() {
-                    check!(sc < NUM_CLASSES);
-                    self.unlist(sc, g);
-                }
-                return self.free_group::<O>(g, secret);
-            } else if mask == 0 {
-                check!(sc < NUM_CLASSES);
-                // might still be active if there were no allocations after the last
-                // available slot was taken.
-                if self.active[sc] != g {
-                    queue(&mut self.active[sc], g);
-                }
-            }
-            // a kept single-slot group's memory is no longer fresh
-            clear_zeroed(g);
-            free_locked(&(*g).freed_mask, bit);
-            KEEP
-        }
-    }
-
-    /// mallocng `free_group`: tear down an empty group; its mapping is returned for
-    /// unmapping after the lock is dropped, a nested group's host slot is freed.
-    ///
-    /// # Safety
-    /// The lock is held; `g` is live, unlisted and empty.
-    pub(crate) unsafe fn free_group<O: Os>(&mut self, g: *mut Meta, secret: u64) -> Unmap {
-        // SAFETY: the lock is held; the host slot of a nested group is validated.
-        unsafe {
-            let sc = (*g).sizeclass as usize;
-            if sc < NUM_CLASSES {
-                self.usage_by_class[sc] -= (*g).last_idx as usize + 1;
-            }
-            let unmap = if (*g).maplen != 0 {
-                self.bounce.step_seq();
-                self.bounce.record_seq(sc);
-                let (mem, len) = ((*g).mem.cast::<u8>(), (*g).maplen as usize * AREA);
-                if sc < NUM_CLASSES {
-                    self.group_bytes = self.group_bytes.saturating_sub(len);
-                    let now = match self.freed_since {
-                        _ if DECAY_MS == 0 => 0,
-                        Some(t) => t,
-                        None => O::now_ms(),
-                    };
-                    let budget = self.retain_budget(len);
-                    self.cache.put(mem, len, budget, now)
-                } else {
-                    self.retire_large::<O>(g, mem, len)
-                }
-            } else {
-                let p = (*g).mem.cast::<u8>();
-                let host = ok(find_host(p, secret));
-                (*(*g).mem).meta = null_mut();
-                // not checking size/reserved here; it's intentionally invalid
-                mark_freed(p, host.key);
-                (*host.meta).hosts.fetch_and(!(1 << host.idx), Relaxed);
-                if ZERO_ON_FREE {
-                    p.write_bytes(0, host.end.addr() - p.addr());
-                }
-                self.nontrivial_free::<O>(host.meta, host.idx, secret)
-            };
-            self.free_meta(g);
-            unmap
-        }
-    }
-
-    /// mallocng `okay_to_free`: whether an empty group should go, or be kept for reuse.
-    ///
-    /// # Safety
-    /// `g` is live; the lock is held.
-    unsafe fn okay_to_free(&self, g: *mut Meta) -> bool {
-        // SAFETY: forwarded.
-        unsafe {
-            let sc = (*g).sizeclass as usize;
-            if (*g).freeable == 0 {
-                return false;
-            }
-            // always free individual mmaps not suitable for reuse
-            if sc >= NUM_CLASSES || stride(g) < class_size(sc) {
-                return true;
-            }
-            // always free groups allocated inside another group's slot since recreating
-            // them should not be expensive and they might be blocking freeing of a much
-            // larger group.
-            if (*g).maplen == 0 {
-                return true;
-            }
-            // if there is another non-full group, free this one to consolidate future
-            // allocations, reduce fragmentation.
-            if (*g).next != g {
-                return true;
-            }
-            // free any group in a size class that's not bouncing
-            if !self.bounce.is_bouncing(sc) {
-                return true;
-            }
-            let cnt = (*g).last_idx as usize + 1;
-            let usage = self.usage_by_class[sc];
-            // if usage is high enough that a larger count should be used, free the
-            // low-count group so a new one will be made.
-            if 9 * cnt <= usage && cnt < 20 {
-                return true;
-            }
-            // otherwise, keep the last group in a bouncing class.
-            false
         }
     }
 }
