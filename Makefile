@@ -6,7 +6,7 @@ BUILD   ?= build
 CARGO   ?= cargo
 CC      ?= cc
 # Optional mitigations, e.g. HARDEN="zero-on-free random-slots" or HARDEN=all
-# (src/config.rs: zero-on-free random-slots quarantine big-guards zero-size).
+# (src/config.rs: zero-on-free random-slots quarantine big-guards).
 HARDEN  ?=
 HARDEN_FEATURES := $(addprefix harden-,$(HARDEN))
 export CARGO_TARGET_DIR ?= target

@@ -100,10 +100,3 @@ pub const QUARANTINE: usize = if cfg!(feature = "harden-quarantine") {
 /// a one-page guard (a large index, a struct copy at an offset). 16 pages of guard on each
 /// side instead of 1. Cost: address space only (guard pages hold no memory).
 pub const BIG_GUARDS: bool = cfg!(feature = "harden-big-guards");
-
-/// `harden-zero-size`. Threat: reads and writes through the pointer `malloc(0)` returns
-/// (there are no bytes to touch, but a normal slot lets the program read its neighbour's
-/// data). `malloc(0)` returns a distinct pointer into a region that is never accessible.
-/// Cost: 64 KiB of address space and a 512-byte map of its live pointers; when all 4096
-/// are live, `malloc(0)` falls back to a normal slot.
-pub const ZERO_SIZE: bool = cfg!(feature = "harden-zero-size");

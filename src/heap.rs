@@ -4,7 +4,7 @@
 //! ([`crate::groups`]), freed group mappings held for reuse ([`crate::retain`]),
 //! individually mapped blocks ([`crate::large`]), meta areas ([`crate::meta_area`]), the
 //! release of cold pages ([`crate::release`]), donated memory ([`crate::donate`]),
-//! `harden-zero-size` ([`crate::zero_size`]), the threads' caches ([`crate::tcache`]) and
+//! `malloc(0)`'s pointers ([`crate::zero_size`]), the threads' caches ([`crate::tcache`]) and
 //! the heap's side of their groups ([`crate::owned`]).
 //!
 //! State split, so a future per-thread fast path needs no rewrite:
@@ -30,7 +30,7 @@ use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
     AREA, CLASS_MMAP, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE, RANDOM_SLOTS, UNIT,
-    ZERO_ON_FREE, ZERO_SIZE,
+    ZERO_ON_FREE,
 };
 use crate::large::GUARD_UNTRIED;
 use crate::list::{checked_links, dequeue, queue};
@@ -50,7 +50,6 @@ use crate::slot::{
     slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
-use crate::zero_size::ZERO_SLOTS;
 
 /// Counters of slow-path events, for reports and tests. Updated under the lock only.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +106,6 @@ pub struct State {
     pub(crate) large_cache: MapCache,
     /// xorshift state for randomised slot choice (`harden-random-slots`).
     pub(crate) rng: u64,
-    /// Which of the zero-size region's 4096 pointers are live (`harden-zero-size`).
-    pub(crate) zero_live: [u64; ZERO_SLOTS / 64],
     /// Freed small and medium slots held back (`harden-quarantine`): (group, slot, medium).
     pub(crate) quarantine: [(*mut Meta, usize, bool); QUARANTINE_SLOTS],
     pub(crate) quarantine_next: usize,
@@ -156,9 +153,8 @@ pub struct Region {
     home: UnsafeCell<ThreadCache>,
 }
 
-// the state and the home cache fit one 4 KiB page (the zero-size option's 512-byte table
-// costs a second one)
-const _: () = assert!(size_of::<Region>() <= AREA || ZERO_SIZE);
+// the state and the home cache fit one 4 KiB page
+const _: () = assert!(size_of::<Region>() <= AREA);
 
 /// What [`Heap::resize`] did.
 #[derive(Debug)]
@@ -186,8 +182,8 @@ pub struct Heap<O: Os, L: RawLock> {
     /// later failure (EINVAL before Linux 6.13, or on a locked mapping after `mlockall`),
     /// turns it to PROT_NONE sub-mappings for good.
     pub(crate) guard_mode: AtomicU8,
-    /// `harden-zero-size`: the never-accessible region `malloc(0)` points into (null
-    /// until the first zero-size allocation).
+    /// The never-accessible region `malloc(0)` points into (`zero_size.rs`; null until
+    /// the first zero-size allocation).
     pub(crate) zero_region: AtomicPtr<u8>,
     _os: PhantomData<fn() -> O>,
 }
@@ -337,8 +333,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if size_overflows(n) {
             return None;
         }
-        if ZERO_SIZE
-            && n == 0
+        if n == 0
             && let Some(p) = self.zero_size()
         {
             return Some(p);
@@ -383,7 +378,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `p` is a live allocation of this heap.
     pub unsafe fn is_allzero(&self, p: *mut u8) -> bool {
-        if self.zero_index(p).is_some() {
+        if self.is_zero_size(p) {
             return true;
         }
         // SAFETY: forwarded; the record was validated.
@@ -395,7 +390,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// `p` is null or a live allocation of this heap; anything else crashes or faults.
     pub unsafe fn usable_size(&self, p: *mut u8) -> usize {
-        if p.is_null() || self.zero_index(p).is_some() {
+        if p.is_null() || self.is_zero_size(p) {
             return 0;
         }
         // SAFETY: forwarded; every step is validated.
@@ -551,7 +546,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if size_overflows(n) {
             return Resize::Done(None);
         }
-        if self.zero_index(p).is_some() {
+        if self.is_zero_size(p) {
             let Some(new) = self.malloc(n) else {
                 return Resize::Done(None);
             };
@@ -563,6 +558,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             let secret = self.secret();
             let (s, old) = validate(p, secret);
+            if n == 0 {
+                // a zero-size pointer like malloc(0)'s: nothing to copy
+                return Resize::Copy(old);
+            }
             let g = s.meta;
             let room = s.end.addr() - p.addr();
             let sc = (*g).sizeclass as usize;
@@ -693,7 +692,6 @@ impl State {
             freed_since: None,
             large_cache: MapCache::large(),
             rng: seed | 1,
-            zero_live: [0; ZERO_SLOTS / 64],
             quarantine: [(null_mut(), 0, false); QUARANTINE_SLOTS],
             quarantine_next: 0,
             caches: null_mut(),

@@ -52,7 +52,7 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT, ZERO_SIZE};
+use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT};
 use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
@@ -199,11 +199,11 @@ unsafe fn own_all(tc: *mut ThreadCache) {
     }
 }
 
-/// Whether `malloc(n)` may be served by an owned group: an owned class, and no zero-size
-/// block.
+/// Whether `malloc(n)` may be served by an owned group: an owned class, and not
+/// `malloc(0)` (`zero_size.rs`). One compare: 0 wraps around.
 #[inline(always)]
 fn cacheable(n: usize) -> bool {
-    CACHE && n <= class_size(TC_CLASSES - 1) - IB && !(ZERO_SIZE && n == 0)
+    CACHE && n.wrapping_sub(1) < class_size(TC_CLASSES - 1) - IB
 }
 
 /// Take the lowest free slot of `g` (the owner's, `avail` its nonempty mask) and frame it
@@ -702,14 +702,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// As [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
-        if !CACHE || p.is_null() || (ZERO_SIZE && self.zero_index(p).is_some()) {
+        if !CACHE || p.is_null() {
             // SAFETY: forwarded.
             return unsafe { self.free_uncached(p) };
         }
         let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
         unsafe {
-            let s = ok(find_slot_live(p, secret));
+            let Ok(s) = find_slot_live(p, secret) else {
+                // not heap memory: malloc(0)'s, or an invalid free (the locked free
+                // tells them apart)
+                return self.free_uncached(p);
+            };
             ok(nominal_size(p, &s));
             let g = s.meta;
             let owner = (*g).owner.load(Relaxed);

@@ -78,7 +78,10 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         };
         // SAFETY: the lock is held, so nothing changes under the walk except freed_mask
         // bits added by lock-free frees (tests walk while no other thread frees).
-        unsafe { walk_state(&st, st.secret) }
+        let mut s = unsafe { walk_state(&st, st.secret) }?;
+        // live pointers into the zero-size region are allocations too
+        s.in_use += self.zero_size_live();
+        Ok(s)
     }
 }
 
@@ -279,12 +282,6 @@ unsafe fn walk_state(st: &State, secret: u64) -> Result<HeapStats, Violation> {
             }
             area = (*area).next;
         }
-        // live pointers into the zero-size region (harden-zero-size) are allocations too
-        s.in_use += st
-            .zero_live
-            .iter()
-            .map(|w| w.count_ones() as usize)
-            .sum::<usize>();
         want!(
             s.free_metas == free_list,
             "free records off the free list",

@@ -824,3 +824,113 @@ fn caches_are_off_with_random_slots_or_quarantine() {
     let h = heap();
     assert!(h.cache_create().is_null());
 }
+
+/// `malloc(0)` returns distinct pointers into a region that is never accessible: a read or
+/// a write through one faults, a second free or a stale use crashes, `realloc` to and from
+/// 0 moves between it and the slots, and the thread cache's paths agree with the locked
+/// ones.
+#[test]
+fn malloc_zero_points_where_nothing_can_be_touched() {
+    let h = heap();
+    let tc = h.cache_create();
+    let tc = unsafe { &mut *tc };
+    let mut ps: Vec<*mut u8> = (0..100).map(|_| h.malloc(0).unwrap().as_ptr()).collect();
+    ps.extend((0..100).map(|_| h.malloc_cached(tc, 0).unwrap().as_ptr()));
+    let mut sorted = ps.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 200, "distinct pointers");
+    for &p in &ps {
+        assert_eq!(p.addr() % 16, 0);
+        assert_eq!(unsafe { h.usable_size(p) }, 0);
+        // not a slot of any group: the decoder does not know it
+        assert_eq!(
+            unsafe { ngmalloc::slot::find_slot(p, h.secret()) }.err(),
+            Some(Corrupt::Foreign)
+        );
+    }
+    assert_eq!(h.walk().unwrap().in_use, 200);
+    // realloc to 0 gives a zero-size pointer and frees the block; from 0, a real block
+    let q = h.malloc(40).unwrap().as_ptr();
+    let z = unsafe { h.realloc(q, 0) }.unwrap().as_ptr();
+    assert_eq!(unsafe { h.usable_size(z) }, 0);
+    assert!(!sorted.contains(&z));
+    let r = unsafe { h.realloc(z, 24) }.unwrap().as_ptr();
+    assert_eq!(unsafe { h.usable_size(r) }, 24);
+    unsafe { r.write_bytes(1, 24) };
+    unsafe { h.free(r) };
+    for (i, &p) in ps.iter().enumerate() {
+        if i % 2 == 0 {
+            unsafe { h.free(p) };
+        } else {
+            unsafe { h.free_cached(tc, p) };
+        }
+    }
+    assert_eq!(h.walk().unwrap().in_use, 0);
+    // every pointer of the region, then a normal slot (as mallocng's malloc(0))
+    let all: Vec<*mut u8> = (0..ngmalloc::zero_size::ZERO_SLOTS + 1)
+        .map(|_| h.malloc(0).unwrap().as_ptr())
+        .collect();
+    let last = *all.last().unwrap();
+    assert!(unsafe { ngmalloc::slot::find_slot(last, h.secret()) }.is_ok());
+    assert_eq!(unsafe { h.usable_size(last) }, 0);
+    for p in all {
+        unsafe { h.free(p) };
+    }
+    assert_eq!(h.walk().unwrap().in_use, 0);
+
+    type Fault = (&'static str, Box<dyn Fn()>, i32);
+    let faults: [Fault; 5] = [
+        (
+            "read",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(0).unwrap().as_ptr();
+                let _ = unsafe { p.read_volatile() };
+            }),
+            libc::SIGSEGV,
+        ),
+        (
+            "write",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(0).unwrap().as_ptr();
+                unsafe { p.write_volatile(1) };
+            }),
+            libc::SIGSEGV,
+        ),
+        (
+            "double free",
+            Box::new(|| {
+                let h = heap();
+                let tc = unsafe { &mut *h.cache_create() };
+                let p = h.malloc(0).unwrap().as_ptr();
+                unsafe { h.free_cached(tc, p) };
+                unsafe { h.free_cached(tc, p) };
+            }),
+            SIGILL,
+        ),
+        (
+            "size of a freed one",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(0).unwrap().as_ptr();
+                unsafe { h.free(p) };
+                let _ = unsafe { h.usable_size(p) };
+            }),
+            SIGILL,
+        ),
+        (
+            "free inside the region, not a pointer of it",
+            Box::new(|| {
+                let h = heap();
+                let p = h.malloc(0).unwrap().as_ptr();
+                unsafe { h.free(p.add(8)) };
+            }),
+            SIGILL,
+        ),
+    ];
+    for (name, f, sig) in faults {
+        assert_eq!(in_child(f), Err(sig), "{name}");
+    }
+}

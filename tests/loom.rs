@@ -9,11 +9,15 @@
 //! And the protocol of groups a thread owns (`src/tcache.rs`): the owner taking, freeing
 //! and collecting with no lock against other threads' frees, and an owner that exits
 //! against the free that empties its group.
+//!
+//! And the bitmap of `malloc(0)`'s pointers (`src/zero_size.rs`): racing claims and
+//! releases never hand one pointer out twice, and a second release is seen.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU8;
 use loom::sync::atomic::AtomicU32;
+use loom::sync::atomic::AtomicU64;
 use loom::sync::{Arc, Mutex};
 use ngmalloc::masks::{
     FastFree, Mask, activate, collect, free_fast, free_locked, free_owned, free_remote, free_slots,
@@ -426,5 +430,45 @@ fn a_group_given_back_with_a_slot_in_use_is_listed() {
             (0, true),
             "not where the heap wants it"
         );
+    });
+}
+
+/// loom's 64-bit atomics under the zero-size bitmap's trait.
+struct W(AtomicU64);
+
+impl ngmalloc::zero_size::Word for W {
+    fn load(&self, o: Ordering) -> u64 {
+        self.0.load(o)
+    }
+    fn fetch_or(&self, v: u64, o: Ordering) -> u64 {
+        self.0.fetch_or(v, o)
+    }
+    fn fetch_and(&self, v: u64, o: Ordering) -> u64 {
+        self.0.fetch_and(v, o)
+    }
+}
+
+#[test]
+fn racing_zero_size_claims_and_frees_never_share_a_pointer() {
+    use ngmalloc::zero_size::{claim, is_live, release};
+    model(|| {
+        // word 0 has one clear bit (63) and bit 0 live, held by the freeing thread;
+        // word 1 is empty
+        let words = Arc::new([W(AtomicU64::new(!(1 << 63))), W(AtomicU64::new(0))]);
+        let w = words.clone();
+        let claimer = loom::thread::spawn(move || claim(&w[..]).unwrap());
+        let w = words.clone();
+        let freer = loom::thread::spawn(move || {
+            assert!(release(&w[..], 0));
+            claim(&w[..]).unwrap()
+        });
+        let a = claimer.join().unwrap();
+        let b = freer.join().unwrap();
+        assert_ne!(a, b, "one pointer handed out twice");
+        for i in [a, b] {
+            assert!(is_live(&words[..], i));
+            assert!(release(&words[..], i));
+            assert!(!release(&words[..], i), "a second free not seen");
+        }
     });
 }

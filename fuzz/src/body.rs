@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ngmalloc::Heap;
-use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES, UNIT, ZERO_SIZE};
+use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
 use ngmalloc::os::linux::{FutexLock, Linux};
 use ngmalloc::size_class::class_size;
 use ngmalloc::slot::{find_slot, nominal_size};
@@ -253,8 +253,8 @@ pub fn headers(data: &[u8]) {
     let n = 1 + b.u8() as usize % 8;
     let mut blocks = Vec::with_capacity(n);
     for _ in 0..n {
-        // (with harden-zero-size, malloc(0) is not a slot: nothing to decode)
-        let len = b.size().max(ZERO_SIZE as usize);
+        // (malloc(0) is not a slot: nothing to decode)
+        let len = b.size().max(1);
         let p = if b.u8() & 1 == 0 {
             HEAP.malloc(len)
         } else {
