@@ -5,6 +5,7 @@
 BUILD   ?= build
 CARGO   ?= cargo
 CC      ?= cc
+CXX     ?= g++
 # Optional mitigations, e.g. HARDEN="zero-on-free random-slots" or HARDEN=all
 # (src/config.rs: zero-on-free random-slots quarantine big-guards).
 HARDEN  ?=
@@ -14,6 +15,13 @@ export CARGO_TARGET_DIR ?= target
 # The standalone library's exports: exactly these are global in both libraries.
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
            valloc pvalloc malloc_usable_size free_sized free_aligned_sized
+# ...and C++'s operator new and delete, every form (standalone/new.cc)
+CXX_EXPORTS := _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t \
+           _ZnamSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t \
+           _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvRKSt9nothrow_t \
+           _ZdaPvRKSt9nothrow_t _ZdlPvm _ZdaPvm _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t \
+           _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t \
+           _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t
 
 .PHONY: all deps lib sysroot sysroot-stock sysroot-aarch64 test bench bench-quick bench-publish \
         soak rootfs rootfs-test suites clean
@@ -26,15 +34,19 @@ deps:
 lib: deps
 	$(CARGO) build --release -p ngmalloc-standalone $(if $(HARDEN),--features "$(HARDEN_FEATURES)")
 	@mkdir -p $(BUILD)
-	cp $(CARGO_TARGET_DIR)/release/libngmalloc_standalone.so $(BUILD)/libngmalloc.so
 	@# one relocatable object with only the exports global: no Rust core/builtins symbol
 	@# can clash with the program's, and no unwind tables (panic = abort).
 	ld -r $(addprefix -u ,$(EXPORTS)) -o $(BUILD)/ngmalloc.tmp.o $(CARGO_TARGET_DIR)/release/libngmalloc_standalone.a
 	objcopy $(addprefix --keep-global-symbol=,$(EXPORTS)) --strip-debug \
 		-R .eh_frame -R .rela.eh_frame -R .llvmbc -R .llvmcmd -R .comment \
 		$(BUILD)/ngmalloc.tmp.o $(BUILD)/ngmalloc.o
+	@# C++'s operators over the exports; the C++ runtime only weakly referenced, so C
+	@# programs load the library without it
+	$(CXX) -std=c++17 -O2 -fPIC -Wall -Wextra -Werror -c standalone/new.cc -o $(BUILD)/new.o
 	rm -f $(BUILD)/ngmalloc.tmp.o $(BUILD)/libngmalloc.a
-	ar rcs $(BUILD)/libngmalloc.a $(BUILD)/ngmalloc.o
+	ar rcs $(BUILD)/libngmalloc.a $(BUILD)/ngmalloc.o $(BUILD)/new.o
+	$(CC) -shared -o $(BUILD)/libngmalloc.so $(BUILD)/ngmalloc.o $(BUILD)/new.o \
+		-Wl,-soname,libngmalloc.so -Wl,-z,relro,-z,now
 	@size $(BUILD)/ngmalloc.o
 
 # The sysroot (toolchain/build-sysroot.sh --help for options: musl version, tarball).
@@ -50,7 +62,7 @@ sysroot-aarch64: deps
 	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64 --malloc mallocng
 
 test: lib sysroot
-	@BUILD=$(BUILD) CC=$(CC) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" ci/test.sh
+	@BUILD=$(BUILD) CC=$(CC) CXX=$(CXX) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" CXX_EXPORTS="$(CXX_EXPORTS)" ci/test.sh
 
 # The benchmark harness (bench/README.md): every workload on ngmalloc, stock musl, glibc,
 # mimalloc and jemalloc in one run. bench-publish copies the last full report into

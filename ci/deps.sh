@@ -22,7 +22,7 @@ need musl-gcc musl-tools        # stock musl, for the attack suite's comparison 
 need valgrind valgrind          # instruction and lock counts (benchmark harness)
 need strace strace              # futex counts (benchmark harness)
 need gnuplot gnuplot-nox        # the benchmark chart
-need g++ g++                    # libFuzzer, built by cargo-fuzz (tests only)
+need g++ g++                    # the standalone library's C++ operators (standalone/new.cc); libFuzzer
 need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu   # the aarch64 sysroot (tests only)
 need qemu-aarch64 qemu-user     # its programs, under user emulation (tests only)
 need qemu-system-x86_64 qemu-system-x86   # the rootfs image, booted (tests only)

@@ -7,6 +7,7 @@ BUILD=${BUILD:-build}
 CC=${CC:-cc}
 CARGO=${CARGO:-cargo}
 EXPORTS=${EXPORTS:?}
+CXX_EXPORTS=${CXX_EXPORTS:?}
 pass=0
 fail=0
 failed_steps=()
@@ -26,9 +27,10 @@ step() {
 
 exports_match() {
   local want got_so got_a
-  want=$(tr ' ' '\n' <<<"$EXPORTS" | grep . | sort)
+  want=$(tr ' ' '\n' <<<"$EXPORTS $CXX_EXPORTS" | grep . | sort)
   got_so=$(nm -D --defined-only "$BUILD/libngmalloc.so" | awk '$2 ~ /[TWV]/ {print $3}' | sort)
-  got_a=$(nm -g --defined-only "$BUILD/libngmalloc.a" | awk 'NF == 3 {print $3}' | sort)
+  # (new.o's DW.ref.__gxx_personality_v0 is a hidden COMDAT any C++ object has)
+  got_a=$(nm -g --defined-only "$BUILD/libngmalloc.a" | awk 'NF == 3 && $3 !~ /^DW\.ref\./ {print $3}' | sort)
   [ "$got_so" = "$want" ] || { echo "libngmalloc.so exports differ:"; diff <(echo "$want") <(echo "$got_so"); return 1; }
   [ "$got_a" = "$want" ] || { echo "libngmalloc.a globals differ:"; diff <(echo "$want") <(echo "$got_a"); return 1; }
   ! readelf -S "$BUILD/ngmalloc.o" | grep -q eh_frame || { echo "ngmalloc.o has .eh_frame"; return 1; }
@@ -50,6 +52,18 @@ c_semantics() {
     && "$t/semantics-dyn" >/dev/null && [ $r = 0 ]
 }
 
+# C++'s operators (standalone/new.cc) in a C++ program: linked in and preloaded
+cxx_operators() {
+  local t="$BUILD/c-tests"
+  mkdir -p "$t"
+  "${CXX:-g++}" -O2 -Wall -pthread -o "$t/new-static" c-tests/new.cc "$BUILD/libngmalloc.a" || return 1
+  "${CXX:-g++}" -O2 -Wall -pthread -o "$t/new" c-tests/new.cc || return 1
+  local r=0
+  echo "-- linked with libngmalloc.a"; "$t/new-static" | grep -v '^ok' || r=1
+  echo "-- LD_PRELOAD"; LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/new" | grep -v '^ok' || r=1
+  "$t/new-static" >/dev/null && LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/new" >/dev/null && [ $r = 0 ]
+}
+
 step "cargo fmt --check" "$CARGO" fmt --all --check
 step "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets -q -- -D warnings
 step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc
@@ -58,6 +72,7 @@ step "host tests with NGMALLOC_DECAY_MS=0" env NGMALLOC_DECAY_MS=0 CARGO_TARGET_
   "$CARGO" test -q -p ngmalloc
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
+step "C++ operator new and delete (static, preload)" cxx_operators
 step "real programs under LD_PRELOAD" ci/real-programs.sh "$BUILD/libngmalloc.so"
 step "Rust bindings match ngmalloc.h (bindgen)" toolchain/bindings.sh --check
 # musl: 1.2.5 (the default) and 1.2.3, each against a stock build of the same version

@@ -702,9 +702,44 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// As [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe { self.free_cached_as::<false>(tc, p, 0, None) }
+    }
+
+    /// [`Heap::free_sized`] through the thread's cache: [`Heap::free_cached`] that also
+    /// checks, on the way, that `size` is the size `p` was allocated with and `p` is
+    /// aligned to `align` (C23 `free_sized` and `free_aligned_sized`, C++'s sized and
+    /// aligned deletes: every `delete` of a C++ program), and crashes if not.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    #[inline(always)]
+    pub unsafe fn free_sized_cached(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        size: usize,
+        align: Option<usize>,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { self.free_cached_as::<true>(tc, p, size, align) }
+    }
+
+    /// [`Heap::free_cached`], and with `SIZED` [`Heap::free_sized_cached`].
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    #[inline(always)]
+    unsafe fn free_cached_as<const SIZED: bool>(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        size: usize,
+        align: Option<usize>,
+    ) {
         if !CACHE || p.is_null() {
             // SAFETY: forwarded.
-            return unsafe { self.free_uncached(p) };
+            return unsafe { self.free_uncached::<SIZED>(p, size, align) };
         }
         let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
@@ -712,9 +747,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let Ok(s) = find_slot_live(p, secret) else {
                 // not heap memory: malloc(0)'s, or an invalid free (the locked free
                 // tells them apart)
-                return self.free_uncached(p);
+                return self.free_uncached::<SIZED>(p, size, align);
             };
-            ok(nominal_size(p, &s));
+            let n = ok(nominal_size(p, &s));
+            if SIZED {
+                check!(n == size);
+                if let Some(a) = align {
+                    check!(a.is_power_of_two() && p.addr() & (a - 1) == 0);
+                }
+            }
             let g = s.meta;
             let owner = (*g).owner.load(Relaxed);
             if !core::ptr::eq(owner, tc) {
@@ -760,15 +801,26 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// [`Heap::free`], out of line: the tail call of [`Heap::free_cached`] when it has
-    /// no use for the cache.
+    /// [`Heap::free`] (with `SIZED`, [`Heap::free_sized`]), out of line: the tail call of
+    /// [`Heap::free_cached`] when it has no use for the cache.
     ///
     /// # Safety
     /// As [`Heap::free`].
     #[inline(never)]
-    unsafe fn free_uncached(&self, p: *mut u8) {
+    unsafe fn free_uncached<const SIZED: bool>(
+        &self,
+        p: *mut u8,
+        size: usize,
+        align: Option<usize>,
+    ) {
         // SAFETY: forwarded.
-        unsafe { self.free(p) }
+        unsafe {
+            if SIZED {
+                self.free_sized(p, size, align)
+            } else {
+                self.free(p)
+            }
+        }
     }
 
     /// The rest of [`Heap::free_cached`] for a slot of a group this cache does not own.

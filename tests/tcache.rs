@@ -816,3 +816,51 @@ fn a_donated_group_a_thread_took_goes_back_to_the_heap_not_unmapped() {
         "donated memory not used by a cache, or not again by the next: {from_donation:?}"
     );
 }
+
+/// The sized free through the cache (C23 `free_sized`, C++'s sized deletes): the right
+/// size and alignment free the block as `free` does, with no lock; a wrong size or an
+/// alignment the pointer does not have crashes; `malloc(0)`'s pointer is freed with size 0.
+#[test]
+fn a_sized_free_through_the_cache_checks_size_and_alignment() {
+    let h = heap();
+    let tc = cache(&h);
+    let keep = h.malloc_cached(tc, 100).unwrap();
+    // each class's group made first
+    let warm: Vec<_> = [1, 24, 1000]
+        .map(|n| h.malloc_cached(tc, n).unwrap())
+        .into();
+    let before = locks();
+    for n in [1, 24, 100, 1000] {
+        let p = h.malloc_cached(tc, n).unwrap().as_ptr();
+        unsafe { h.free_sized_cached(tc, p, n, Some(16)) };
+        let p = h.malloc_cached(tc, n).unwrap().as_ptr();
+        unsafe { h.free_sized_cached(tc, p, n, None) };
+    }
+    assert_eq!(locks() - before, 0, "the sized frees took the lock");
+    for (p, n) in warm.into_iter().zip([1, 24, 1000]) {
+        unsafe { h.free_sized_cached(tc, p.as_ptr(), n, None) };
+    }
+    for n in [1, 24, 100, 1000] {
+        let p = h.aligned_alloc(64, n).unwrap().as_ptr();
+        unsafe { h.free_sized_cached(tc, p, n, Some(64)) };
+    }
+    let z = h.malloc_cached(tc, 0).unwrap().as_ptr();
+    unsafe { h.free_sized_cached(tc, z, 0, None) };
+    unsafe { h.free_cached(tc, keep.as_ptr()) };
+    assert_eq!(h.walk().unwrap().in_use, 0);
+    let wrong: [(&str, usize, Option<usize>); 4] = [
+        ("a size too large", 41, None),
+        ("a size too small", 39, None),
+        ("an alignment the pointer lacks", 40, Some(1 << 20)),
+        ("an alignment that is no power of two", 40, Some(48)),
+    ];
+    for (name, n, align) in wrong {
+        let r = in_child(|| {
+            let h = heap();
+            let tc = cache(&h);
+            let p = h.malloc_cached(tc, 40).unwrap().as_ptr();
+            unsafe { h.free_sized_cached(tc, p, n, align) };
+        });
+        assert_eq!(r, Err(SIGILL), "{name}");
+    }
+}

@@ -111,6 +111,28 @@ pub(crate) unsafe fn free_through<O: crate::os::Os, L: crate::lock::RawLock>(
     }
 }
 
+/// C23 `free_sized`/`free_aligned_sized` on `heap`: through the thread's cache `tc` if it
+/// is known (C++'s sized deletes call it for every `delete`), else the locked path.
+///
+/// # Safety
+/// `p` is null or a live allocation of `heap`.
+#[inline(always)]
+pub(crate) unsafe fn free_sized_through<O: crate::os::Os, L: crate::lock::RawLock>(
+    heap: &crate::heap::Heap<O, L>,
+    tc: Option<&'static mut crate::tcache::ThreadCache>,
+    p: *mut core::ffi::c_void,
+    size: usize,
+    align: Option<usize>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match tc {
+            Some(tc) => heap.free_sized_cached(tc, p.cast(), size, align),
+            None => heap.free_sized(p.cast(), size, align),
+        }
+    }
+}
+
 /// C `realloc` on `heap`, whose copy (and a null `p`) goes through the export's own
 /// `malloc` and `free`, which use the thread's cache: a program that allocates with
 /// `realloc(NULL, n)` and frees with `free` (Lua does) otherwise filled its bins with

@@ -11,8 +11,8 @@ use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
 use super::{
-    EINVAL, ENOMEM, WORD_LOCKED, free_through, malloc_through, or_enomem, realloc_through,
-    valid_align, word_cache, word_cached,
+    EINVAL, ENOMEM, WORD_LOCKED, free_sized_through, free_through, malloc_through, or_enomem,
+    realloc_through, valid_align, word_cache, word_cached,
 };
 use crate::heap::Heap;
 use crate::os::musl::{
@@ -210,7 +210,7 @@ same_signature!(__malloc_atfork, fn(c_int));
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { HEAP.free_sized(p.cast(), n, None) }
+    unsafe { free_sized_through(&HEAP, cached(), p, n, None) }
 }
 same_signature!(free_sized, fn(*mut c_void, usize));
 
@@ -222,6 +222,6 @@ same_signature!(free_sized, fn(*mut c_void, usize));
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { HEAP.free_sized(p.cast(), n, Some(align)) }
+    unsafe { free_sized_through(&HEAP, cached(), p, n, Some(align)) }
 }
 same_signature!(free_aligned_sized, fn(*mut c_void, usize, usize));

@@ -21,8 +21,8 @@ use crate::os::linux::{
 use crate::tcache::ThreadCache;
 
 use super::{
-    EINVAL, ENOMEM, WORD_LOCKED, WORD_NONE, free_through, malloc_through, or_enomem,
-    realloc_through, valid_align, word_cache, word_cached,
+    EINVAL, ENOMEM, WORD_LOCKED, WORD_NONE, free_sized_through, free_through, malloc_through,
+    or_enomem, realloc_through, valid_align, word_cache, word_cached,
 };
 
 /// The host libc owns the program break: meta areas come from mmap only.
@@ -156,7 +156,7 @@ unsafe fn free_slow(p: *mut c_void) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { HEAP.free_sized(p.cast(), n, None) }
+    unsafe { free_sized_through(&HEAP, cached(), p, n, None) }
 }
 
 /// C23 `free_aligned_sized`: crashes if `n` or `align` does not match the allocation.
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { HEAP.free_sized(p.cast(), n, Some(align)) }
+    unsafe { free_sized_through(&HEAP, cached(), p, n, Some(align)) }
 }
 
 /// C `calloc`.
