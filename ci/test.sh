@@ -125,6 +125,8 @@ step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.s
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
 step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc --features harden-all
+# (the freed word does nothing beside zero-on-free, so harden-all does not run its paths)
+step "host tests with HARDEN=freed-word" "$CARGO" test -q -p ngmalloc --features harden-freed-word
 step "hardened builds (standalone, musl 1.2.5)" sh -c \
   "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
 step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \

@@ -19,7 +19,7 @@ use crate::pagemap;
 use crate::policy::{GroupPlan, plan_group};
 use crate::retain::RETAIN_FROM;
 use crate::size_class::class_size;
-use crate::slot::{Key, enframe, find_host, mark_freed, mark_nested};
+use crate::slot::{Key, MARKED_STRIDE, enframe, find_host, mark_freed, mark_nested, retire};
 
 /// Whether a new group's memory comes straight from `mmap`.
 enum Fresh {
@@ -174,7 +174,7 @@ impl State {
             let freed = low_mask(cnt - 1) & !avail;
             init_group(m, p, cnt - 1, active_idx, sc as u8, maplen, avail, freed);
             match fresh {
-                Fresh::Yes => (*m).zeroed = (cnt == 1) as u8,
+                Fresh::Yes => (*m).zeroed_or_used = (cnt == 1 && stride(m) > MARKED_STRIDE) as u8,
                 // Reused memory holds stale data: an old allocation's header at a slot's
                 // start, keyed by the same secret and address, would still decode, so each
                 // is marked freed.
@@ -272,11 +272,8 @@ impl State {
                 let host = ok(find_host(p, secret));
                 (*(*g).mem).meta = null_mut();
                 // not checking size/reserved here; it's intentionally invalid
-                mark_freed(p, host.key);
+                retire(p, &host, crate::slot::freed_word(secret));
                 (*host.meta).hosts.fetch_and(!(1 << host.idx), Relaxed);
-                if ZERO_ON_FREE {
-                    p.write_bytes(0, host.end.addr() - p.addr());
-                }
                 self.nontrivial_free::<O>(host.meta, host.idx, secret)
             };
             self.free_meta(g);

@@ -37,7 +37,8 @@ use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast};
 use crate::meta::{
-    Group, Meta, MetaArea, activate_group, large_guards, low_mask, set_shape, storage,
+    Group, Meta, MetaArea, activate_group, hand_out, is_zeroed, large_guards, low_mask, set_shape,
+    storage, stride,
 };
 use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
@@ -46,8 +47,8 @@ use crate::policy::{Bounce, round_up};
 use crate::retain::Retained;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
-    Key, Slot, all_zero, enframe, find_meta, frame, mark_freed, retire, set_redirect, set_size,
-    slot_bounds, validate,
+    Key, Slot, all_zero, check_free, enframe, find_meta, frame, freed_word, mark_freed, marks_free,
+    retire, set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -382,7 +383,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return true;
         }
         // SAFETY: forwarded; the record was validated.
-        unsafe { (*ok(find_meta(p, self.secret()))).zeroed != 0 }
+        unsafe { is_zeroed(ok(find_meta(p, self.secret()))) }
     }
 
     /// The size `p` was allocated with (exact, as mallocng).
@@ -423,7 +424,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             let g = s.meta;
             let medium = s.stride > AREA && (*g).last_idx != 0;
-            retire(p, &s);
+            retire(p, &s, freed_word(secret));
 
             if QUARANTINE != 0 && (*g).sizeclass != CLASS_MMAP {
                 // held back: the slot stays in use (its header marked freed, so a second
@@ -658,7 +659,7 @@ pub(crate) unsafe fn init_group(
         (*g).active_idx = active_idx as u8;
         set_shape(m, last_idx, sc, maplen);
         (*m).freeable = 1;
-        (*m).zeroed = 0;
+        (*m).zeroed_or_used = 0;
         (*m).avail_mask.store(avail, Relaxed);
         (*m).freed_mask.store(freed, Relaxed);
         (*m).clean_mask = 0;
@@ -764,7 +765,9 @@ impl State {
                 if mask != 0 {
                     let first = self.pick(mask);
                     (*g).avail_mask.store(mask - first, Relaxed);
-                    return Some((g, first.trailing_zeros() as usize));
+                    let idx = first.trailing_zeros() as usize;
+                    handed_out(g, idx, secret);
+                    return Some((g, idx));
                 }
             }
             let idx = self.alloc_slot::<O>(sc, n, secret)?;
@@ -869,13 +872,31 @@ impl State {
         unsafe {
             let first = self.try_avail(sc);
             if first != 0 {
-                return Some(first.trailing_zeros() as usize);
+                let idx = first.trailing_zeros() as usize;
+                handed_out(self.active[sc], idx, secret);
+                return Some(idx);
             }
             let g = self.alloc_group::<O>(sc, req, secret)?;
             // take slot 0
             (*g).avail_mask.fetch_sub(1, Relaxed);
+            handed_out(g, 0, secret);
             queue(&mut self.active[sc], g);
             Some(0)
+        }
+    }
+}
+
+/// Slot `idx` of `g` was just taken from its `avail_mask`: if it was handed out before,
+/// it must be as its free left it ([`check_free`]).
+///
+/// # Safety
+/// The caller took the slot (under the lock for a heap group).
+#[inline(always)]
+unsafe fn handed_out(g: *mut Meta, idx: usize, secret: u64) {
+    // SAFETY: forwarded.
+    unsafe {
+        if crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx) {
+            check_free(g, idx, freed_word(secret));
         }
     }
 }

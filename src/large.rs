@@ -81,7 +81,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 return None;
             }
             init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
-            (*g).zeroed = 1;
+            (*g).zeroed_or_used = 1;
             set_large_guards(g, lead, guard, protnone);
         }
         st.stats.large_mapped += 1;

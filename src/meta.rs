@@ -82,8 +82,15 @@ pub struct Meta {
     pub freeable: u8,
     /// Size class, or [`crate::config::CLASS_MMAP`] for an individually mapped allocation.
     pub sizeclass: u8,
-    /// Nonzero while the group's only slot is memory fresh from `mmap` (reads as zero).
-    pub zeroed: u8,
+    /// Two uses, by the group's stride (neither needs the other's):
+    /// - up to [`crate::slot::MARKED_STRIDE`] (`harden-freed-word`): how many of its first slots have been
+    ///   handed out since the group was made, see [`hand_out`]. Slots are taken lowest
+    ///   first, so those form a prefix; a freed one carries the freed word
+    ///   (`slot::retire`), checked when it is handed out again. Written by whoever takes
+    ///   slots: the owner, or the lock holder for the heap's groups;
+    /// - beyond: for a group of one slot, nonzero while its slot is memory fresh from
+    ///   `mmap` (reads as zero), see [`is_zeroed`] (a smaller slot is cleared by calloc).
+    pub zeroed_or_used: u8,
     /// Length of the group's own mapping in 4 KiB units; 0 when nested in another slot.
     pub maplen: u32,
     /// Free slots whose whole pages were given back to the kernel. For an individually
@@ -124,7 +131,7 @@ impl Meta {
             last_idx: 0,
             freeable: 0,
             sizeclass: 0,
-            zeroed: 0,
+            zeroed_or_used: 0,
             maplen: 0,
             clean_mask: 0,
             swept_mask: 0,
@@ -256,9 +263,10 @@ pub unsafe fn large_guards(m: *const Meta) -> (usize, usize, bool) {
 }
 
 /// A slot of `m` is being freed: its memory is no longer fresh, so calloc must not take
-/// the group's all-zero mark for it. Written only when set, i.e. for a single-slot group,
-/// whose one slot the caller owns: other groups' marks are read with no lock (by cached
-/// frees of their slots), and a plain write of them, even of the same zero, would race.
+/// the group's all-zero mark for it. Only a large slot's mark is read (a group of one,
+/// whose slot is the caller's) and written only when set: a group of small slots keeps
+/// its count of slots handed out in that byte, which their taker writes while others
+/// free.
 ///
 /// # Safety
 /// `m` is live and the caller frees one of its slots.
@@ -266,9 +274,44 @@ pub unsafe fn large_guards(m: *const Meta) -> (usize, usize, bool) {
 pub unsafe fn clear_zeroed(m: *mut Meta) {
     // SAFETY: the caller vouches for `m`; see above for who else touches the field.
     unsafe {
-        if (*m).zeroed != 0 {
-            (*m).zeroed = 0;
+        if (crate::slot::MARKED_STRIDE == 0 || stride(m) > crate::slot::MARKED_STRIDE)
+            && (*m).zeroed_or_used != 0
+        {
+            (*m).zeroed_or_used = 0;
         }
+    }
+}
+
+/// Whether the only slot of `m` is memory fresh from `mmap` (calloc need not clear it).
+///
+/// # Safety
+/// `m` is live and the caller holds one of its slots.
+#[inline(always)]
+pub unsafe fn is_zeroed(m: *mut Meta) -> bool {
+    // SAFETY: the caller vouches for `m`.
+    unsafe {
+        (crate::slot::MARKED_STRIDE == 0 || stride(m) > crate::slot::MARKED_STRIDE)
+            && (*m).zeroed_or_used != 0
+    }
+}
+
+/// Slot `idx` of `m` (of small slots) is being handed out: whether it was before (then
+/// it is free after a use, and carries the freed word), counting it if not.
+///
+/// # Safety
+/// `m` is live, of small slots, and the caller takes its slots (its owner, or the lock
+/// holder for a heap group); slots are taken lowest first.
+#[inline(always)]
+pub unsafe fn hand_out(m: *mut Meta, idx: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let used = (*m).zeroed_or_used as usize;
+        if idx < used {
+            return true;
+        }
+        debug_assert_eq!(idx, used, "slots are taken lowest first");
+        (*m).zeroed_or_used = idx as u8 + 1;
+        false
     }
 }
 

@@ -45,7 +45,7 @@ use core::sync::atomic::AtomicU8;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{Corrupt, check, ensure, ok};
-use crate::config::{AREA, CLASS_MMAP, IB, UNIT, ZERO_ON_FREE};
+use crate::config::{AREA, CLASS_MMAP, FREED_WORD, IB, RANDOM_SLOTS, UNIT, ZERO_ON_FREE};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::pagemap::{ABSENT, HEAP, contains, contains_area, entry, entry_live};
 
@@ -98,6 +98,15 @@ impl Key {
     fn word(self) -> u32 {
         self.0 as u32
     }
+}
+
+/// The word the first 8 bytes of a freed small block hold ([`retire`]): one per heap, a
+/// hash of its secret that does not give the secret away (a program can read it back
+/// through a dangling pointer). The thread caches keep a copy.
+#[inline]
+pub fn freed_word(secret: u64) -> u64 {
+    // (never 0, what a slot's first bytes hold before a block past its start)
+    Key::of(secret, core::ptr::without_provenance(0x6a09_e667_f3bc_c908)).0 | 1
 }
 
 /// The check byte of an allocation at `p` (what the byte after its data holds).
@@ -185,12 +194,18 @@ pub unsafe fn set_header(p: *mut u8, key: Key, idx: usize, rsv: u8, off: usize) 
 /// in the slot's first four bytes, which such data leaves unused).
 ///
 /// # Safety
-/// `start - 3 .. start` is writable and the slot's, and so is `start .. start + 4` when
-/// `off >= OFF_BIG`.
+/// `start - 3 .. start + 8` is writable and the slot's (`off` is 1 at least: the data
+/// starts 16 bytes in).
 #[inline(always)]
 pub unsafe fn set_redirect(start: *mut u8, off: usize) {
     // SAFETY: forwarded.
     unsafe {
+        if MARKED_STRIDE != 0 {
+            // the slot's first bytes, slack before the data (16 at least), are not a
+            // freed word: what `free_intact` falls back to is the word of a block at the
+            // start
+            start.cast::<u64>().write(0);
+        }
         if off >= OFF_BIG {
             start.cast::<u32>().write(off as u32);
         }
@@ -602,16 +617,25 @@ fn cycled(ctr: u32, slack: usize) -> usize {
 /// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
 pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
     // SAFETY: forwarded.
-    unsafe { enframe_inline(g, idx, n, ctr, secret) }
+    unsafe { enframe_inline(g, idx, n, ctr, secret, None) }
 }
 
 /// [`enframe`], inlined: for the thread cache's `malloc`, where the call and its register
-/// saves were a tenth of the cost.
+/// saves were a tenth of the cost. With `freed`, the slot is one handed out before, whose
+/// freed word (`freed`) is checked first ([`check_free`], here where the slot's start is
+/// at hand).
 ///
 /// # Safety
-/// As [`enframe`].
+/// As [`enframe`]; with `freed`, as [`check_free`] too.
 #[inline(always)]
-pub unsafe fn enframe_inline(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
+pub unsafe fn enframe_inline(
+    g: *mut Meta,
+    idx: usize,
+    n: usize,
+    ctr: u32,
+    secret: u64,
+    freed: Option<u64>,
+) -> *mut u8 {
     // SAFETY: the slot is ours; every byte written lies in its header or body, or is the
     // check byte at `end` (the next slot's header's first byte, which that slot never uses).
     unsafe {
@@ -620,6 +644,9 @@ pub unsafe fn enframe_inline(g: *mut Meta, idx: usize, n: usize, ctr: u32, secre
         let base = storage((*g).mem);
         let start = base.wrapping_add(stride * idx);
         let end = start.wrapping_add(stride - IB);
+        if let Some(word) = freed {
+            check!(freed_at(start, stride, word));
+        }
         let mapped = (*g).sizeclass == CLASS_MMAP;
         if ZERO_ON_FREE && !mapped {
             // as free left it: all zero, or something wrote through a dangling pointer
@@ -652,19 +679,88 @@ pub unsafe fn enframe_inline(g: *mut Meta, idx: usize, n: usize, ctr: u32, secre
 
 /// What every free does to a validated allocation before its slot goes anywhere (group,
 /// quarantine, thread cache): mark the header freed and, with zero-on-free, wipe the slot
-/// (and a header inside it), which is checked when the slot is handed out again.
+/// (and a header inside it), which is checked when the slot is handed out again; else,
+/// with `harden-freed-word`, in a slot of a small group, write the heap's [`freed_word`]
+/// over the block's first 8 bytes,
+/// which the next hand-out of the slot checks ([`check_free`]) with the freed header: a
+/// write through a dangling pointer into the block's first bytes or its header crashes
+/// then, before the slot's new owner can see it.
 ///
 /// # Safety
 /// `s` is the validated slot of the live allocation `p`.
 #[inline(always)]
-pub unsafe fn retire(p: *mut u8, s: &Slot) {
-    // SAFETY: the slot is the caller's; the wipe stays inside it.
+pub unsafe fn retire(p: *mut u8, s: &Slot, word: u64) {
+    // SAFETY: the slot is the caller's; the wipe stays inside it, and so do the 8 bytes
+    // at `p` (a slot's room from a user pointer is 12 bytes at least: strides are
+    // multiples of 16, and the header takes 4).
     unsafe {
         mark_freed(p, s.key);
         if ZERO_ON_FREE && (*s.meta).sizeclass != CLASS_MMAP {
             s.start.write_bytes(0, s.end.addr() - s.start.addr());
+        } else if marks_free(s.stride) {
+            p.cast::<u64>().write(word);
         }
     }
+}
+
+/// Strides up to which a freed block carries the freed word (`harden-freed-word`): no
+/// slot holds a whole page, which the release of cold pages would give back (and zero).
+/// 0 in a build without the word: none carries it (with zero-on-free, which checks the
+/// whole slot, nor with random slots: [`crate::meta::hand_out`] counts on slots taken
+/// lowest first).
+pub const MARKED_STRIDE: usize = if MARKS { AREA } else { 0 };
+const MARKS: bool = FREED_WORD && !ZERO_ON_FREE && !RANDOM_SLOTS;
+
+/// Whether the freed blocks of a group of stride `stride` carry the freed word.
+#[inline(always)]
+pub fn marks_free(stride: usize) -> bool {
+    MARKS && stride <= AREA
+}
+
+/// Whether slot `idx` of `m`, freed after a use, still holds what its free left: the
+/// freed word `word` at the block, which began at the slot's start or where the plain
+/// redirect header there says (`enframe` leaves one for a block past the start).
+///
+/// # Safety
+/// `m` is live with [`marks_free`], and slot `idx` free after a use, the caller's.
+#[inline(always)]
+pub unsafe fn free_intact(m: *mut Meta, idx: usize, word: u64) -> bool {
+    // SAFETY: every byte read lies in the slot: its start's header, and 8 bytes at the
+    // offset it gives once that is known to leave them in the slot.
+    unsafe {
+        let st = stride(m);
+        freed_at(storage((*m).mem).wrapping_add(st * idx), st, word)
+    }
+}
+
+/// [`free_intact`] of the slot at `start`, of stride `st`.
+///
+/// # Safety
+/// As [`free_intact`].
+#[inline(always)]
+unsafe fn freed_at(start: *mut u8, st: usize, word: u64) -> bool {
+    // SAFETY: as free_intact.
+    unsafe {
+        let x = load_bits(start);
+        let off = (x >> 8) as usize;
+        // (the freed header of a block at the start reads as a redirect once in 256: then
+        // its word is not where that says, and it was at the start after all; a block
+        // past the start left zeros there, `set_redirect`)
+        (x & 0xff == bits(0, RSV_REDIRECT, 0)
+            && off * UNIT + 8 <= st - IB
+            && start.wrapping_add(off * UNIT).cast::<u64>().read() == word)
+            || start.cast::<u64>().read() == word
+    }
+}
+
+/// [`free_intact`], crashing if not: the check of a slot handed out again.
+///
+/// # Safety
+/// As [`free_intact`].
+#[inline(always)]
+pub unsafe fn check_free(m: *mut Meta, idx: usize, word: u64) {
+    // SAFETY: forwarded.
+    check!(unsafe { free_intact(m, idx, word) });
 }
 
 /// Whether the `len` bytes at `p` are all zero.

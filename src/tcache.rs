@@ -57,11 +57,11 @@ use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
-use crate::meta::{Meta, clear_zeroed, low_mask};
+use crate::meta::{Meta, clear_zeroed, hand_out, low_mask, stride};
 use crate::os::{Os, Prot};
 use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, SWEEP_MS, release_cold};
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{enframe_inline, find_slot_live, nominal_size, retire};
+use crate::slot::{enframe_inline, find_slot_live, freed_word, marks_free, nominal_size, retire};
 
 /// Classes a thread owns groups of: all of them (slots up to 128 KiB; larger blocks are
 /// mapped one by one).
@@ -113,6 +113,9 @@ pub struct ThreadCache {
     /// The heap's secret, copied here so the fast paths read it from the line they
     /// already touch instead of through the heap's region pointer.
     pub(crate) secret: u64,
+    /// [`crate::slot::freed_word`] of the secret, which every free and reuse of a small
+    /// slot needs.
+    pub(crate) freed_word: u64,
     /// Offset cycling's counter, ticked by every slot this thread frames.
     pub(crate) cycle: u32,
     /// Groups in `retiring`.
@@ -165,7 +168,7 @@ const WAIT_BIG: u32 = 1 << 20;
 
 /// Groups of abandoned caches a thread's frees empty before it takes the lock to retire
 /// them (as many as fit the cache's last line).
-pub const ORPHAN_BATCH: usize = 6;
+pub const ORPHAN_BATCH: usize = 5;
 
 /// Caches of exited threads kept whole for the next threads at most; the caches of more
 /// threads exiting at once give their groups to the heap.
@@ -214,8 +217,11 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
     // slot taken is free and becomes in use; a user pointer is never null.
     unsafe {
         let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
+        let reused = crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx);
         tc.cycle = tc.cycle.wrapping_add(1);
-        NonNull::new_unchecked(enframe_inline(g, idx, n, tc.cycle, tc.secret))
+        let freed = reused.then_some(tc.freed_word);
+        let p = enframe_inline(g, idx, n, tc.cycle, tc.secret, freed);
+        NonNull::new_unchecked(p)
     }
 }
 
@@ -413,6 +419,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             };
             (*tc).cycle = st.cycle;
             (*tc).secret = st.secret;
+            (*tc).freed_word = freed_word(st.secret);
             (*tc).sweep_in = SWEEP_INTERVAL;
             (*tc).me = tc;
             register(&mut st.caches, tc);
@@ -774,7 +781,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let g = s.meta;
         // SAFETY: the caller's contract; only this thread changes the group's avail_mask.
         unsafe {
-            retire(p, &s);
+            retire(p, &s, tc.freed_word);
             clear_zeroed(g);
             let Some(free) = free_owned(&(*g).freed_mask, &(*g).avail_mask, 1 << s.idx) else {
                 crash()
@@ -844,7 +851,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if (*s.meta).owner.load(Relaxed).is_null() {
                 self.free_slot(p, s, secret);
             } else {
-                retire(p, &s);
+                retire(p, &s, tc.freed_word);
                 if self.free_remote(s.meta, s.idx) {
                     self.defer_orphan(tc, s.meta);
                 }

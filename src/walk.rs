@@ -319,6 +319,11 @@ unsafe fn walk_caches(st: &State, secret: u64, s: &mut HeapStats) -> Result<(), 
             while !tc.is_null() {
                 want!((*tc).prev == prev, "cache registry links", tc);
                 want!((*tc).secret == secret, "cache's copy of the secret", tc);
+                want!(
+                    (*tc).freed_word == crate::slot::freed_word(secret),
+                    "cache's copy of the freed word",
+                    tc
+                );
                 want!((*tc).me == tc, "cache's own address", tc);
                 let owner = if abandoned {
                     abandoned_count += 1;
@@ -464,6 +469,32 @@ unsafe fn walk_group(
                 "swept bits beyond the last slot",
                 m
             );
+            if crate::slot::marks_free(crate::meta::stride(m)) {
+                // slots are handed out lowest first: those handed out form a prefix, and
+                // those of it free now still hold the freed word
+                let used = (*m).zeroed_or_used as usize;
+                want!(
+                    used <= last + 1,
+                    "more slots handed out than the group has",
+                    m
+                );
+                let free = avail | freed;
+                let handed = if used == 0 { 0 } else { low_mask(used - 1) };
+                want!(
+                    all & !free & !handed == 0,
+                    "a slot in use beyond those handed out",
+                    m
+                );
+                for i in 0..used {
+                    if free & (1 << i) != 0 {
+                        want!(
+                            crate::slot::free_intact(m, i, crate::slot::freed_word(secret)),
+                            "a freed slot written after its free",
+                            m
+                        );
+                    }
+                }
+            }
         } else {
             let (lead, trail, _) = crate::meta::large_guards(m);
             want!(

@@ -680,6 +680,16 @@ fn the_walker_reports_corruption() {
     assert!(h.walk().is_err());
     unsafe { *p.sub(2) ^= 1 };
     h.walk().unwrap();
+    // a freed slot's first bytes, written through a dangling pointer (harden-freed-word;
+    // with zero-on-free, the slot's wipe is not the walker's to check)
+    let q = h.malloc(20).unwrap().as_ptr();
+    unsafe { h.free(q) };
+    h.walk().unwrap();
+    unsafe { *q.add(3) ^= 1 };
+    if ngmalloc::slot::MARKED_STRIDE != 0 && !cfg!(feature = "harden-quarantine") {
+        let v = h.walk().unwrap_err();
+        assert_eq!(v.what, "a freed slot written after its free", "{v:?}");
+    }
 }
 
 /// Regression (found by git under LD_PRELOAD): a single-slot group in a cached mapping
@@ -832,10 +842,11 @@ fn caches_are_off_with_random_slots_or_quarantine() {
 #[test]
 fn malloc_zero_points_where_nothing_can_be_touched() {
     let h = heap();
+    // (no cache with the options that turn caches off: then the locked paths again)
     let tc = h.cache_create();
-    let tc = unsafe { &mut *tc };
+    let mut tc = (!tc.is_null()).then(|| unsafe { &mut *tc });
     let mut ps: Vec<*mut u8> = (0..100).map(|_| h.malloc(0).unwrap().as_ptr()).collect();
-    ps.extend((0..100).map(|_| h.malloc_cached(tc, 0).unwrap().as_ptr()));
+    ps.extend((0..100).map(|_| h.malloc_with(tc.as_deref_mut(), 0).unwrap().as_ptr()));
     let mut sorted = ps.clone();
     sorted.sort();
     sorted.dedup();
@@ -863,7 +874,7 @@ fn malloc_zero_points_where_nothing_can_be_touched() {
         if i % 2 == 0 {
             unsafe { h.free(p) };
         } else {
-            unsafe { h.free_cached(tc, p) };
+            unsafe { h.free_with(tc.as_deref_mut(), p) };
         }
     }
     assert_eq!(h.walk().unwrap().in_use, 0);
@@ -903,10 +914,11 @@ fn malloc_zero_points_where_nothing_can_be_touched() {
             "double free",
             Box::new(|| {
                 let h = heap();
-                let tc = unsafe { &mut *h.cache_create() };
+                let tc = h.cache_create();
+                let mut tc = (!tc.is_null()).then(|| unsafe { &mut *tc });
                 let p = h.malloc(0).unwrap().as_ptr();
-                unsafe { h.free_cached(tc, p) };
-                unsafe { h.free_cached(tc, p) };
+                unsafe { h.free_with(tc.as_deref_mut(), p) };
+                unsafe { h.free_with(tc, p) };
             }),
             SIGILL,
         ),
@@ -932,5 +944,63 @@ fn malloc_zero_points_where_nothing_can_be_touched() {
     ];
     for (name, f, sig) in faults {
         assert_eq!(in_child(f), Err(sig), "{name}");
+    }
+}
+
+/// `harden-freed-word`: a write through a dangling pointer into the first 8 bytes of a
+/// freed small block crashes when the slot is handed out again (the freed word), on the locked path and the
+/// thread cache's, whatever offset the block had in its slot; slots freed untouched are
+/// handed out again and again as usual.
+#[test]
+#[cfg_attr(
+    not(any(feature = "harden-freed-word", feature = "harden-zero-on-free")),
+    ignore = "the freed word is harden-freed-word's (zero-on-free checks the whole slot)"
+)]
+#[cfg_attr(
+    feature = "harden-quarantine",
+    ignore = "the quarantine holds the freed slot back past the test's allocations"
+)]
+fn a_write_after_free_into_a_small_block_crashes_at_its_reuse() {
+    let h = heap();
+    let tc = h.cache_create();
+    let mut tc = (!tc.is_null()).then(|| unsafe { &mut *tc });
+    for n in [1, 8, 24, 100, 1000, 4000] {
+        for _ in 0..300 {
+            let p = h.malloc(n).unwrap().as_ptr();
+            let q = h.malloc_with(tc.as_deref_mut(), n).unwrap().as_ptr();
+            unsafe { p.write_bytes(0xa5, n) };
+            unsafe { q.write_bytes(0x5a, n) };
+            unsafe { h.free(p) };
+            unsafe { h.free_with(tc.as_deref_mut(), q) };
+        }
+    }
+    assert_eq!(h.walk().unwrap().in_use, 0);
+    for n in [8, 100, 1000] {
+        for (at, what) in [(0, "first byte"), (7, "eighth byte")] {
+            for cached in [false, true] {
+                let r = in_child(|| {
+                    let h = heap();
+                    let tc = h.cache_create();
+                    let mut tc = (!tc.is_null() && cached).then(|| unsafe { &mut *tc });
+                    let keep = h.malloc(n);
+                    // blocks first: past the locked path's first groups of a coarser
+                    // class, which later mallocs of the size leave alone
+                    let before: Vec<_> = (0..100).map(|_| h.malloc(n)).collect();
+                    let p = h.malloc_with(tc.as_deref_mut(), n).unwrap().as_ptr();
+                    unsafe {
+                        h.free_with(tc.as_deref_mut(), p);
+                        let b = p.offset(at);
+                        b.write_volatile(b.read_volatile() ^ 0x41);
+                    }
+                    // enough for the freed slot to be handed out again (the locked path
+                    // takes freed slots once a group's fresh ones are gone)
+                    let after: Vec<_> = (0..300)
+                        .map(|_| h.malloc_with(tc.as_deref_mut(), n))
+                        .collect();
+                    let _ = (keep, before, after);
+                });
+                assert_eq!(r, Err(SIGILL), "{n} bytes, {what}, cached {cached}");
+            }
+        }
     }
 }
