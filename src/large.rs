@@ -20,6 +20,14 @@ pub(crate) const GUARD_UNTRIED: u8 = 0;
 pub(crate) const GUARD_MADVISE: u8 = 1;
 pub(crate) const GUARD_PROTNONE: u8 = 2;
 
+/// The freed large blocks that the next large allocations do not take, newest first: at
+/// least the last one, so that a write through a dangling pointer to a block just freed
+/// faults on its guarded data instead of landing in the next block (which took its
+/// mapping before: C's `free(p); q = malloc(n); p[i] = x`); with `harden-quarantine`,
+/// [`QUARANTINE`]. Costs address space and a VMA (the data holds no memory), and one
+/// mapping more in a loop of one large block at a time.
+pub const LARGE_HELD: usize = if QUARANTINE > 1 { QUARANTINE } else { 1 };
+
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// An individually mapped allocation: `[guard][group header, data][guard]`, the data
     /// ending right before the trailing guard (see `enframe`), so an overflow faults
@@ -92,13 +100,14 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         NonNull::new(unsafe { enframe(g, 0, n, ctr, secret) })
     }
 
-    /// A cached large block of at least `span` bytes (at most twice), made accessible
+    /// A cached large block of at least `span` bytes (at most twice), not among the
+    /// [`LARGE_HELD`] freed last, made accessible
     /// again: its last `span` bytes become the new block's memory (reading as zero), the
     /// surplus before them stays guarded as a longer leading guard, so the data still ends
     /// right before the trailing guard and starts right after the leading one. Returns the
     /// new `mem` and its leading guard; `None` if there is none or it cannot be reopened.
     pub(crate) fn reuse_large(&self, span: usize) -> Option<(*mut u8, usize)> {
-        let (old, len) = self.locked()?.large_cache.take(span, QUARANTINE)?;
+        let (old, len) = self.locked()?.large_cache.take(span, LARGE_HELD)?;
         let guard = GUARD_PAGES * self.page_size();
         let mem = old.wrapping_add(len - span);
         // SAFETY: the block left the cache: it is ours alone.
