@@ -26,7 +26,7 @@ pub(crate) const GUARD_PROTNONE: u8 = 2;
 /// mapping before: C's `free(p); q = malloc(n); p[i] = x`); with `harden-quarantine`,
 /// [`QUARANTINE`]. Costs address space and a VMA (the data holds no memory), and one
 /// mapping more in a loop of one large block at a time.
-pub const LARGE_HELD: usize = QUARANTINE.max(1);
+pub const LARGE_HELD: usize = if QUARANTINE == 0 { 1 } else { QUARANTINE };
 
 impl<O: Os, L: RawLock> Heap<O, L> {
     /// An individually mapped allocation: `[guard][group header, data][guard]`, the data
