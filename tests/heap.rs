@@ -262,7 +262,7 @@ fn large_blocks_are_mapped_alone_and_remapped_on_realloc() {
     unsafe { h.free(q) };
     let c = calls();
     let q = h.malloc(1 << 20).unwrap().as_ptr();
-    if ngmalloc::config::QUARANTINE <= 1 {
+    if ngmalloc::large::LARGE_HELD == 1 {
         assert_eq!(q, p, "the cached block came back");
         assert_eq!(calls().mmap, c.mmap);
     }
