@@ -47,8 +47,8 @@ use crate::policy::{Bounce, round_up};
 use crate::retain::Retained;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
-    Key, Slot, all_zero, check_free, enframe, find_meta, frame, freed_word, mark_freed, marks_free,
-    retire, set_redirect, set_size, slot_bounds, validate,
+    Key, Slot, all_zero, check_free, enframe, frame, freed_word, mark_freed, marks_free, retire,
+    set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -383,7 +383,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             return true;
         }
         // SAFETY: forwarded; the record was validated.
-        unsafe { is_zeroed(ok(find_meta(p, self.secret()))) }
+        unsafe { is_zeroed(validate(p, self.secret()).0.meta) }
     }
 
     /// The size `p` was allocated with (exact, as mallocng).
@@ -500,6 +500,20 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// # Safety
     /// As [`Heap::free`].
     pub unsafe fn free_sized(&self, p: *mut u8, size: usize, align: Option<usize>) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.check_sized(p, size, align);
+            self.free(p);
+        }
+    }
+
+    /// The checks of [`Heap::free_sized`], crashing on a mismatch; `p` is then freed by
+    /// the caller (musl's `free_sized`, which frees through the thread's cache with the
+    /// plain `free`: it keeps no copy of the cached free of its own in libc's text).
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    pub unsafe fn check_sized(&self, p: *mut u8, size: usize, align: Option<usize>) {
         if p.is_null() {
             return;
         }
@@ -509,7 +523,6 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             if let Some(a) = align {
                 check!(a.is_power_of_two() && p.addr() & (a - 1) == 0);
             }
-            self.free(p);
         }
     }
 

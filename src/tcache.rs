@@ -61,7 +61,9 @@ use crate::meta::{Meta, clear_zeroed, hand_out, low_mask, stride};
 use crate::os::{Os, Prot};
 use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, SWEEP_MS, release_cold};
 use crate::size_class::{class_size, size_to_class};
-use crate::slot::{enframe_inline, find_slot_live, freed_word, marks_free, nominal_size, retire};
+use crate::slot::{
+    enframe_inline, find_slot_live, freed_word, marks_free, nominal_size, retire, validate,
+};
 
 /// Classes a thread owns groups of: all of them (slots up to 128 KiB; larger blocks are
 /// mapped one by one).
@@ -709,44 +711,9 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// As [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { self.free_cached_as::<false>(tc, p, 0, None) }
-    }
-
-    /// [`Heap::free_sized`] through the thread's cache: [`Heap::free_cached`] that also
-    /// checks, on the way, that `size` is the size `p` was allocated with and `p` is
-    /// aligned to `align` (C23 `free_sized` and `free_aligned_sized`, C++'s sized and
-    /// aligned deletes: every `delete` of a C++ program), and crashes if not.
-    ///
-    /// # Safety
-    /// As [`Heap::free`].
-    #[inline(always)]
-    pub unsafe fn free_sized_cached(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        size: usize,
-        align: Option<usize>,
-    ) {
-        // SAFETY: forwarded.
-        unsafe { self.free_cached_as::<true>(tc, p, size, align) }
-    }
-
-    /// [`Heap::free_cached`], and with `SIZED` [`Heap::free_sized_cached`].
-    ///
-    /// # Safety
-    /// As [`Heap::free`].
-    #[inline(always)]
-    unsafe fn free_cached_as<const SIZED: bool>(
-        &self,
-        tc: &mut ThreadCache,
-        p: *mut u8,
-        size: usize,
-        align: Option<usize>,
-    ) {
         if !CACHE || p.is_null() {
             // SAFETY: forwarded.
-            return unsafe { self.free_uncached::<SIZED>(p, size, align) };
+            return unsafe { self.free_uncached(p) };
         }
         let secret = tc.secret;
         // SAFETY: validated exactly as in free before anything is written.
@@ -754,17 +721,46 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let Ok(s) = find_slot_live(p, secret) else {
                 // not heap memory: malloc(0)'s, or an invalid free (the locked free
                 // tells them apart)
-                return self.free_uncached::<SIZED>(p, size, align);
+                return self.free_uncached(p);
             };
-            let n = ok(nominal_size(p, &s));
-            if SIZED {
-                check!(n == size);
-                if let Some(a) = align {
-                    check!(a.is_power_of_two() && p.addr() & (a - 1) == 0);
-                }
+            ok(nominal_size(p, &s));
+            let owner = (*s.meta).owner.load(Relaxed);
+            if !core::ptr::eq(owner, tc) {
+                return self.free_not_mine(tc, p, s, secret);
             }
-            let g = s.meta;
-            let owner = (*g).owner.load(Relaxed);
+            self.free_mine(tc, p, s)
+        }
+    }
+
+    /// [`Heap::free_sized`] through the thread's cache: the size and alignment checked,
+    /// then the slot freed as [`Heap::free_cached`] does (C23 `free_sized` and
+    /// `free_aligned_sized`, C++'s sized and aligned deletes: every `delete` of a C++
+    /// program). One copy, out of line, with the shared decoder ([`validate`]): an inline
+    /// copy of the cached free in each of the two exports was 2.5 KB of text, which
+    /// every static program maps.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    #[inline(never)]
+    pub unsafe fn free_sized_cached(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        size: usize,
+        align: Option<usize>,
+    ) {
+        // SAFETY: forwarded; `validate` checks `p` completely before anything is written.
+        unsafe {
+            if !CACHE || p.is_null() || self.is_zero_size(p) {
+                return self.free_sized(p, size, align);
+            }
+            let secret = tc.secret;
+            let (s, n) = validate(p, secret);
+            check!(n == size);
+            if let Some(a) = align {
+                check!(a.is_power_of_two() && p.addr() & (a - 1) == 0);
+            }
+            let owner = (*s.meta).owner.load(Relaxed);
             if !core::ptr::eq(owner, tc) {
                 return self.free_not_mine(tc, p, s, secret);
             }
@@ -808,26 +804,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         }
     }
 
-    /// [`Heap::free`] (with `SIZED`, [`Heap::free_sized`]), out of line: the tail call of
-    /// [`Heap::free_cached`] when it has no use for the cache.
+    /// [`Heap::free`], out of line: the tail call of [`Heap::free_cached`] when it has
+    /// no use for the cache.
     ///
     /// # Safety
     /// As [`Heap::free`].
     #[inline(never)]
-    unsafe fn free_uncached<const SIZED: bool>(
-        &self,
-        p: *mut u8,
-        size: usize,
-        align: Option<usize>,
-    ) {
+    unsafe fn free_uncached(&self, p: *mut u8) {
         // SAFETY: forwarded.
-        unsafe {
-            if SIZED {
-                self.free_sized(p, size, align)
-            } else {
-                self.free(p)
-            }
-        }
+        unsafe { self.free(p) }
     }
 
     /// The rest of [`Heap::free_cached`] for a slot of a group this cache does not own.

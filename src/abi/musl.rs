@@ -11,8 +11,8 @@ use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
 use super::{
-    EINVAL, ENOMEM, WORD_LOCKED, free_sized_through, free_through, malloc_through, or_enomem,
-    realloc_through, valid_align, word_cache, word_cached,
+    EINVAL, ENOMEM, WORD_LOCKED, free_through, malloc_through, or_enomem, realloc_through,
+    valid_align, word_cache, word_cached,
 };
 use crate::heap::Heap;
 use crate::os::musl::{
@@ -203,14 +203,19 @@ pub extern "C" fn __malloc_atfork(who: c_int) {
 same_signature!(__malloc_atfork, fn(c_int));
 
 /// C23 `free_sized` (public; weak in the packaged object): crashes if `n` is not the size
-/// `p` was allocated with.
+/// `p` was allocated with. Checked, then freed by `free`: the standalone library's faster
+/// path (for C++'s deletes) would be a third copy of the cached free in libc, and musl's
+/// sysroot has no C++.
 ///
 /// # Safety
 /// `p` is null or a live allocation.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { free_sized_through(&HEAP, cached(), p, n, None) }
+    unsafe {
+        HEAP.check_sized(p.cast(), n, None);
+        __libc_free(p)
+    }
 }
 same_signature!(free_sized, fn(*mut c_void, usize));
 
@@ -222,6 +227,9 @@ same_signature!(free_sized, fn(*mut c_void, usize));
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, n: usize) {
     // SAFETY: the caller's contract.
-    unsafe { free_sized_through(&HEAP, cached(), p, n, Some(align)) }
+    unsafe {
+        HEAP.check_sized(p.cast(), n, Some(align));
+        __libc_free(p)
+    }
 }
 same_signature!(free_aligned_sized, fn(*mut c_void, usize, usize));
