@@ -25,10 +25,14 @@ t=$tree/tests
 "$cc" -O2 -static -o "$t/mlockall" "$c/mlockall.c"
 "$cc" -O2 -static -o "$t/malloc-only" "$c/malloc-only.c"
 "$cc" -O2 -std=c11 -static -o "$t/oom" "$c/oom.c"
-# the attack programs as ci/attacks.sh builds them (-O0); the expected outcomes with them
+# the attack programs as ci/attacks.sh builds them (-O0); the expected outcomes with them,
+# but the C++ ones' (the image has no C++ library)
 for f in "$root"/attacks/*.c; do
   "$cc" -O0 -w -static -I"$root/attacks" -o "$t/attacks/$(basename "$f" .c)" "$f"
 done
-cp "$root/attacks/expected.txt" "$t/attacks/"
+while read -r name want; do
+  case "$name" in '' | '#'*) continue ;; esac
+  if [ -e "$root/attacks/$name.c" ]; then printf '%s %s\n' "$name" "$want"; fi
+done <"$root/attacks/expected.txt" >"$t/attacks/expected.txt"
 (cd "$tree" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9 >"$build/rootfs/initramfs.cpio.gz"
 echo "rootfs: $build/rootfs/initramfs.cpio.gz ($(du -k "$build/rootfs/initramfs.cpio.gz" | cut -f1) KiB)"

@@ -49,6 +49,11 @@ impl State {
                 unmap::<O>(p.wrapping_sub(guard), len + 2 * guard);
                 any = true;
             }
+            let (p, len) = core::mem::replace(&mut self.large_held, (null_mut(), 0));
+            if !p.is_null() {
+                unmap::<O>(p, len);
+                any = true;
+            }
         }
         any
     }

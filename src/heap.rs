@@ -105,6 +105,10 @@ pub struct State {
     pub(crate) freed_since: Option<u64>,
     /// Freed large blocks, guards kept and data guard-installed (inaccessible, no memory).
     pub(crate) large_cache: MapCache,
+    /// The whole mapping of the large block freed last whose guards are PROT_NONE
+    /// sub-mappings (`large.rs`: not cached, but not unmapped at once either), made
+    /// inaccessible; null when none.
+    pub(crate) large_held: (*mut u8, usize),
     /// xorshift state for randomised slot choice (`harden-random-slots`).
     pub(crate) rng: u64,
     /// Freed small and medium slots held back (`harden-quarantine`): (group, slot, medium).
@@ -705,6 +709,7 @@ impl State {
             retain_peak: 0,
             freed_since: None,
             large_cache: MapCache::large(),
+            large_held: (null_mut(), 0),
             rng: seed | 1,
             quarantine: [(null_mut(), 0, false); QUARANTINE_SLOTS],
             quarantine_next: 0,

@@ -256,15 +256,27 @@ impl State {
             // Keep the block, guards and all, with its data made a guard too: the
             // pages are zapped (no memory), any use after free faults, and the
             // address range is reused whole instead of unmapped and remapped
-            // (which fragments the address space into ever more VMAs). Blocks
-            // with PROT_NONE guards, or whose data cannot be guarded, are unmapped.
+            // (which fragments the address space into ever more VMAs). Blocks whose
+            // data cannot be guarded are unmapped.
             let (lead, trail, protnone) = large_guards(g);
             let guard = GUARD_PAGES * self.pagesize;
             let whole = (mem.wrapping_sub(lead), lead + len + trail);
             // its data is no longer heap memory to the decoder (then guarded, or
             // unmapped with the rest)
             pagemap::unregister::<O>(mem, len);
-            if !protnone && O::guard(mem, len, true) {
+            if protnone {
+                // Not cached (its guards are sub-mappings, which the reuse's `mremap`
+                // cannot move), but not unmapped at once either: the next large block
+                // would get the same address from the kernel, and a write through a
+                // dangling pointer land in it. Held inaccessible until the next such
+                // block is freed (or the caches are shed), then unmapped.
+                if O::mprotect(mem, len, Prot::None) {
+                    let held = core::mem::replace(&mut self.large_held, whole);
+                    return [(!held.0.is_null()).then_some(held), None];
+                }
+                return [Some(whole), None];
+            }
+            if O::guard(mem, len, true) {
                 // cached as a span with the configured guard on each side: the
                 // surplus guards are part of the span (already guarded)
                 let (span_at, span) = (whole.0.wrapping_add(guard), whole.1 - 2 * guard);
