@@ -3,6 +3,7 @@
 //! double in size (mallocng's `alloc_meta`).
 
 use core::ptr::null_mut;
+use core::sync::atomic::Ordering::Relaxed;
 
 use crate::config::AREA;
 use crate::heap::State;
@@ -107,12 +108,34 @@ impl State {
 
     /// Return a record to the free list, wiped.
     ///
+    /// A free from another thread than a group's owner may still read the record after
+    /// the owner took its slot back and retired the group: it publishes its bit, then
+    /// reads `owner` (`tcache::free_remote`). So the atomics are wiped with atomic
+    /// stores, field by field, never by a plain write of the whole record (a data race,
+    /// ThreadSanitizer found it); that free then sees no owner and settles the record
+    /// under the lock, which leaves a free record alone. `last_idx`, which it reads when
+    /// the owner was marked abandoned, is left as it is (a free record's is never read;
+    /// `init_group` sets it).
+    ///
     /// # Safety
     /// `m` is live and unlisted; the lock is held.
     pub(crate) unsafe fn free_meta(&mut self, m: *mut Meta) {
-        // SAFETY: forwarded.
+        // SAFETY: forwarded; plain fields are the lock holder's alone.
         unsafe {
-            m.write(Meta::empty());
+            (*m).owner.store(null_mut(), Relaxed);
+            (*m).avail_mask.store(0, Relaxed);
+            (*m).freed_mask.store(0, Relaxed);
+            (*m).hosts.store(0, Relaxed);
+            (*m).mem = null_mut();
+            (*m).prev = null_mut();
+            (*m).next = null_mut();
+            (*m).freeable = 0;
+            (*m).sizeclass = 0;
+            (*m).zeroed_or_used = 0;
+            (*m).maplen = 0;
+            (*m).clean_mask = 0;
+            (*m).swept_mask = 0;
+            (*m).units = 0;
             queue(&mut self.free_meta_head, m);
         }
     }
