@@ -47,8 +47,8 @@ use crate::policy::{Bounce, round_up};
 use crate::retain::Retained;
 use crate::size_class::{class_size, size_to_class};
 use crate::slot::{
-    Key, Slot, all_zero, check_free, enframe, frame, freed_word, mark_freed, marks_free, retire,
-    set_redirect, set_size, slot_bounds, validate,
+    Key, Slot, all_zero, check_free, enframe, freed_word, mark_freed, marks_free, reframe, retire,
+    set_redirect, set_size, slot_bounds, validate, zero_below_tail,
 };
 use crate::tcache::ThreadCache;
 
@@ -378,7 +378,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// Whether the allocation at `p` is known to read as zero: the only slot of a mapping
-    /// fresh from `mmap` (mallocng's `is_allzero`; cached mappings are not fresh).
+    /// fresh from `mmap` (mallocng's `is_allzero`; cached mappings are not fresh). Its
+    /// last bytes, which its framing wrote over, are zeroed first.
     ///
     /// # Safety
     /// `p` is a live allocation of this heap.
@@ -386,8 +387,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if self.is_zero_size(p) {
             return true;
         }
-        // SAFETY: forwarded; the record was validated.
-        unsafe { is_zeroed(validate(p, self.secret()).0.meta) }
+        // SAFETY: forwarded; the record was validated, and the allocation is the caller's.
+        unsafe {
+            let (s, n) = validate(p, self.secret());
+            if !is_zeroed(s.meta) {
+                return false;
+            }
+            zero_below_tail(p, &s, n);
+            true
+        }
     }
 
     /// The size `p` was allocated with (exact, as mallocng).
@@ -624,7 +632,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             mark_freed(p, s.key);
             let p = p.wrapping_add(adj);
             let offset = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
-            frame(p, Key::of(secret, p), s.idx, offset, s.end, len);
+            reframe(p, Key::of(secret, p), s.idx, offset, s.end, len);
             // the offset to the aligned framing at the slot start lets heap walks find the
             // data (for an extreme over-alignment it does not fit: the walker scans)
             set_redirect(s.start, (p.addr() - s.start.addr()) / UNIT);

@@ -13,7 +13,7 @@ use crate::meta::{Group, Meta, large_guards, set_large_guards, set_shape, storag
 use crate::os::{Os, Prot};
 use crate::pagemap;
 use crate::policy::round_up;
-use crate::slot::{Key, Slot, enframe, frame, set_size};
+use crate::slot::{Key, Slot, enframe, reframe, set_size};
 
 /// [`Heap::guard_mode`]'s states: not tried yet, markers, PROT_NONE sub-mappings.
 pub(crate) const GUARD_UNTRIED: u8 = 0;
@@ -221,7 +221,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                         // keys depend on the address: frame the moved block anew (the
                         // redirect at its start moved with it)
                         let end = mem.wrapping_add(needed - IB);
-                        frame(p, Key::of(secret, p), 0, base / UNIT, end, n);
+                        reframe(p, Key::of(secret, p), 0, base / UNIT, end, n);
                         return Some(Resize::Done(NonNull::new(p)));
                     }
                     // the block stays as it was: put its trailing guard back (and the

@@ -6,8 +6,8 @@
 //! ```text
 //!   p-8          p-4       p-3                p-2          p
 //!   [big off ^ w][ (prev) ][ idx:5 | rsv:3    ][ off:16     ][ user bytes ... ][rsv bytes]
-//!    u32, only    not ours  `------- 24 bits XOR key.info --'                  ^p+n: check
-//!    when off is                                                                 byte
+//!    u32, only    not ours  `------- 24 bits XOR key.info --'                  ^p+n: up to 8
+//!    when off is                                                                 check bytes
 //!    OFF_BIG
 //! ```
 //! - `off` is the distance from the group's storage to `p` in UNITs. When it does not fit
@@ -24,15 +24,17 @@
 //!   forged, nor moved to another address, without the secret; a stray write into it
 //!   (an underflow, a dangling pointer) makes it decode to fields that do not match the
 //!   group, and the free crashes.
-//! - The byte at `p+n`, the first after the data, is the *check byte*, [`Key::check`] of
-//!   `p`: never 0 (what fresh memory and string overflows write) and never 0xff. With no
-//!   reserved bytes it is the byte at `end`, the first byte of the next slot's header,
-//!   which that slot never reads nor writes (its header is `p-3 .. p`): the byte `p-4`
-//!   before every header belongs to whatever precedes it. An overflow that changes it, even
-//!   by writing a NUL, is caught at free and realloc.
+//! - The bytes from `p+n`, the first after the data, are *check bytes*: up to 8, as far as
+//!   the slot has room ([`window`]: up to `end` included, or up to an extended count),
+//!   each an odd byte from [`Key::tail`] of `p`: never 0 (what fresh memory and string
+//!   overflows write). With no reserved bytes the one check byte is the
+//!   byte at `end`, the first byte of the next slot's header, which that slot never reads
+//!   nor writes (its header is `p-3 .. p`): the byte `p-4` before every header belongs to
+//!   whatever precedes it. An overflow that changes one, even by writing a NUL, even past
+//!   the first byte after the data, is caught at free and realloc.
 //!
 //! One hash of the secret and `p` gives every key a call needs ([`Key::of`]): `malloc`
-//! computes it once to write the header and the check byte, `free` once to read them.
+//! computes it once to write the header and the check bytes, `free` once to read them.
 //!
 //! A slot whose user data starts at an offset inside it (offset cycling, alignment) keeps
 //! a redirect header at its start, in plain: `rsv == RSV_REDIRECT`, `idx == 0`, `off` =
@@ -41,7 +43,6 @@
 //! decodes it, keyed, to garbage. A freed header holds the
 //! 24 bits [`FREED`], keyed.
 
-use core::sync::atomic::AtomicU8;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{Corrupt, check, ensure, ok};
@@ -84,12 +85,12 @@ impl Key {
         (self.0 >> 40) as u32
     }
 
-    /// The check byte after the data: 1..=254.
+    /// The check bytes after the data, as the word [`window`] compares: eight odd bytes
+    /// (never 0, what fresh memory and string overflows write), 7 bits of the key
+    /// apiece, so that each byte is a separate guess.
     #[inline(always)]
-    pub fn check(self) -> u8 {
-        // the byte scaled to 0..=253 by a multiply (a remainder costs several times the
-        // instructions), then 1..=254
-        ((((self.0 >> 32) & 0xff) * 254) >> 8) as u8 + 1
+    fn tail(self) -> u64 {
+        self.0 | 0x0101_0101_0101_0101
     }
 
     /// XOR key of the 32-bit words a header points to (an extended reserved count, a big
@@ -109,32 +110,101 @@ pub fn freed_word(secret: u64) -> u64 {
     Key::of(secret, core::ptr::without_provenance(0x6a09_e667_f3bc_c908)).0 | 1
 }
 
-/// The check byte of an allocation at `p` (what the byte after its data holds).
-#[inline]
-pub fn canary(secret: u64, p: *const u8) -> u8 {
-    Key::of(secret, p).check()
+/// The check byte of an allocation at `p` whose data ends `reserved` bytes before its
+/// slot's end (what the byte after its data holds).
+pub fn canary(secret: u64, p: *const u8, reserved: usize) -> u8 {
+    let (_, shift) = window(core::ptr::null_mut(), reserved);
+    (Key::of(secret, p).tail() >> shift) as u8
 }
 
-/// Read a check byte. Atomic, relaxed (a plain byte move): a slot's last byte is the
-/// first of the next slot's header, which that slot leaves alone, but a byte any thread
-/// may come to read stays race-free whatever the layout.
+/// Where the check bytes after the data lie, as the 8-byte word at `at` whose bytes from
+/// `shift / 8` on they are: from `end - reserved` (the first byte after the data) up to
+/// 8 bytes, as far as the slot has room: with a reserved count in the header (0..=4) up
+/// to `end` included; with an extended count, up to the count's word at `end - 4`.
 ///
-/// # Safety
-/// `p` is readable.
+/// With reserved bytes, an overflow of a few bytes that skips the first byte after the
+/// data (a write at an index past the end) lands on another check byte.
+///
+/// Invariant: `at + shift / 8 == end - reserved`, `shift <= 56` and `shift % 8 == 0`,
+/// and `at >= p + 4` for the user pointer `p` of the slot (its data starts 12 bytes
+/// before `end` at least), so the word lies between the header of `p` and `end` included.
 #[inline(always)]
-pub unsafe fn check_byte(p: *const u8) -> u8 {
-    // SAFETY: the caller vouches for the byte; any byte may be accessed atomically.
-    unsafe { AtomicU8::from_ptr(p.cast_mut()) }.load(Relaxed)
+fn window(end: *mut u8, reserved: usize) -> (*mut u8, u32) {
+    // the word ends at `end` included (7 bytes before it), or at the extended count's
+    // word (12): `below` bytes of it lie below the check bytes, none if there is room for 8
+    let ends = if reserved < RSV_EXT as usize { 7 } else { 12 };
+    let below = ends - reserved.min(ends);
+    (
+        end.wrapping_sub(reserved).wrapping_sub(below),
+        8 * below as u32,
+    )
 }
 
-/// Write a check byte (see [`check_byte`]).
+/// Whether the check bytes after data that ends `reserved` bytes before `end` hold what
+/// `key` says.
 ///
 /// # Safety
-/// `p` is writable.
+/// `end` is the end of a slot, `reserved` at most its room.
 #[inline(always)]
-pub unsafe fn set_check_byte(p: *mut u8, v: u8) {
-    // SAFETY: as check_byte.
-    unsafe { AtomicU8::from_ptr(p) }.store(v, Relaxed)
+unsafe fn tail_intact(end: *mut u8, reserved: usize, key: Key) -> bool {
+    let (at, shift) = window(end, reserved);
+    // SAFETY: the word lies in the slot (`window`).
+    (unsafe { load_tail(at) } ^ key.tail()) >> shift == 0
+}
+
+/// Write the check bytes after data that ends `reserved` bytes before `end`. Below them,
+/// in their word, the data is kept with `KEEP` (a live allocation framed anew); else
+/// (a fresh allocation, its bytes uninitialised) the whole word is written, the data's
+/// last bytes too, one store: [`zero_below_tail`] clears them for a calloc that counts
+/// on fresh memory reading as zero.
+///
+/// # Safety
+/// As [`tail_intact`], and the bytes writable.
+#[inline(always)]
+unsafe fn set_tail<const KEEP: bool>(end: *mut u8, reserved: usize, key: Key) {
+    let (at, shift) = window(end, reserved);
+    // SAFETY: as tail_intact.
+    unsafe {
+        if KEEP {
+            let w = load_tail(at);
+            store_tail(at, (w ^ key.tail()) >> shift << shift ^ w);
+        } else {
+            store_tail(at, key.tail());
+        }
+    }
+}
+
+/// Zero the last bytes of the data of `p`, `n` bytes in the validated slot `s`, that its
+/// fresh framing wrote over ([`set_tail`]): what `calloc` does before it counts on the
+/// memory of a fresh mapping reading as zero.
+///
+/// # Safety
+/// `s` is the slot of the live allocation `p` of `n` bytes, the caller's.
+pub unsafe fn zero_below_tail(p: *mut u8, s: &Slot, n: usize) {
+    let (at, shift) = window(s.end, s.end.addr() - p.addr() - n);
+    // SAFETY: the bytes lie in the data of `p` (`window`: the word starts past the
+    // header of `p`).
+    unsafe { at.write_bytes(0, shift as usize / 8) }
+}
+
+/// The 8-byte word at `at` in memory order (its first byte the least significant).
+///
+/// # Safety
+/// `at .. at + 8` is readable.
+#[inline(always)]
+unsafe fn load_tail(at: *const u8) -> u64 {
+    // SAFETY: forwarded.
+    u64::from_le(unsafe { at.cast::<u64>().read_unaligned() })
+}
+
+/// Store [`load_tail`]'s word.
+///
+/// # Safety
+/// `at .. at + 8` is writable.
+#[inline(always)]
+unsafe fn store_tail(at: *mut u8, w: u64) {
+    // SAFETY: forwarded.
+    unsafe { at.cast::<u64>().write_unaligned(w.to_le()) }
 }
 
 /// The header's 24 bits as stored (`p - 3 .. p`, the `u16` part aligned).
@@ -413,9 +483,12 @@ unsafe fn decode<const HOST: bool, const LIVE: bool>(
         // the offset must lie in slot `index` (its stride: the class's, or a single-slot
         // mapping's whole mapping, which a reused mapping makes larger than the class)
         let units = (*meta).units as usize;
-        ensure!(offset.wrapping_sub(units * index) < units, Corrupt::Bounds);
+        let into = offset.wrapping_sub(units * index);
+        ensure!(into < units, Corrupt::Bounds);
         let stride = units * UNIT;
-        let start = storage((*meta).mem).wrapping_add(stride * index);
+        // `into` units into slot `index` of the group's storage, at `base + UNIT`
+        let start = p.wrapping_sub(into * UNIT).cast_mut();
+        debug_assert!(start == storage((*meta).mem).wrapping_add(stride * index));
         Ok(Slot {
             meta,
             idx: index,
@@ -516,17 +589,19 @@ pub unsafe fn nominal_size(p: *const u8, s: &Slot) -> Result<usize, Corrupt> {
     // or are the byte at `end`, the next header's first byte, which is in the group too.
     unsafe {
         let end = s.end;
-        let mut reserved = s.rsv as usize;
-        if reserved == RSV_EXT as usize {
-            reserved = (end.wrapping_sub(4).cast::<u32>().read_unaligned() ^ s.key.word()) as usize;
-            ensure!(reserved >= RSV_EXT as usize, Corrupt::Reserved);
-        }
         let room = end.addr() - p.addr();
-        ensure!(reserved <= room, Corrupt::Reserved);
-        ensure!(
-            check_byte(end.wrapping_sub(reserved)) == s.key.check(),
-            Corrupt::CheckByte
-        );
+        let reserved = if s.rsv == RSV_EXT {
+            let r = (end.wrapping_sub(4).cast::<u32>().read_unaligned() ^ s.key.word()) as usize;
+            ensure!(r >= RSV_EXT as usize && r <= room, Corrupt::Reserved);
+            // (the check in each arm: the window's arithmetic folds into the arm's)
+            ensure!(tail_intact(end, r, s.key), Corrupt::CheckByte);
+            r
+        } else {
+            let r = s.rsv as usize;
+            ensure!(r <= room, Corrupt::Reserved);
+            ensure!(tail_intact(end, r, s.key), Corrupt::CheckByte);
+            r
+        };
         Ok(room - reserved)
     }
 }
@@ -549,31 +624,50 @@ pub unsafe fn validate(p: *const u8, secret: u64) -> (Slot, usize) {
 
 /// mallocng `set_size` with `enframe`'s header: frame an `n`-byte allocation at `p`, in
 /// slot `idx` whose usable bytes end at `end`, `off` units from its group's storage:
-/// the keyed header, the check byte after the data and, past 4 reserved bytes, the
-/// reserved count.
+/// the keyed header, the check bytes after the data ([`window`]) and, past 4 reserved
+/// bytes, the reserved count. With `KEEP`, the data below the check bytes is kept.
 ///
 /// # Safety
 /// `p .. end` lies in slot `idx`, `p`'s header is writable and the slot's, `n <= end - p`.
 #[inline(always)]
-pub unsafe fn frame(p: *mut u8, key: Key, idx: usize, off: usize, end: *mut u8, n: usize) {
+unsafe fn frame<const KEEP: bool>(
+    p: *mut u8,
+    key: Key,
+    idx: usize,
+    off: usize,
+    end: *mut u8,
+    n: usize,
+) {
     let reserved = end.addr() - p.addr() - n;
     // SAFETY: every byte written lies in `p - 8 ..= end`, which the caller vouches for.
     unsafe {
-        set_check_byte(end.wrapping_sub(reserved), key.check());
         let rsv = if reserved >= RSV_EXT as usize {
             debug_assert!(reserved <= u32::MAX as usize);
             end.wrapping_sub(4)
                 .cast::<u32>()
                 .write_unaligned(reserved as u32 ^ key.word());
+            set_tail::<KEEP>(end, reserved, key);
             RSV_EXT
         } else {
+            set_tail::<KEEP>(end, reserved, key);
             reserved as u8
         };
         set_header(p, key, idx, rsv, off);
     }
 }
 
-/// [`frame`] the live allocation `p` of the validated slot `s` anew for `n` bytes (realloc
+/// [`frame`] an allocation at `p` anew, its data kept: a realloc in place, a block that
+/// moved, an aligned framing inside a fresh one. Out of line, one copy for all of them.
+///
+/// # Safety
+/// As [`frame`].
+#[inline(never)]
+pub unsafe fn reframe(p: *mut u8, key: Key, idx: usize, off: usize, end: *mut u8, n: usize) {
+    // SAFETY: forwarded.
+    unsafe { frame::<true>(p, key, idx, off, end, n) }
+}
+
+/// [`reframe`] the live allocation `p` of the validated slot `s` for `n` bytes (realloc
 /// in place).
 ///
 /// # Safety
@@ -583,7 +677,7 @@ pub unsafe fn set_size(p: *mut u8, s: &Slot, n: usize) {
     // SAFETY: forwarded.
     unsafe {
         let off = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
-        frame(p, s.key, s.idx, off, s.end, n);
+        reframe(p, s.key, s.idx, off, s.end, n);
     }
 }
 
@@ -617,18 +711,20 @@ fn cycled(ctr: u32, slack: usize) -> usize {
 /// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
 pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
     // SAFETY: forwarded.
-    unsafe { enframe_inline(g, idx, n, ctr, secret, None) }
+    unsafe { enframe_inline::<true>(g, idx, n, ctr, secret, None) }
 }
 
 /// [`enframe`], inlined: for the thread cache's `malloc`, where the call and its register
 /// saves were a tenth of the cost. With `freed`, the slot is one handed out before, whose
 /// freed word (`freed`) is checked first ([`check_free`], here where the slot's start is
-/// at hand).
+/// at hand). Without `MAPPED`, `g` is no individually mapped block (the thread cache's
+/// groups never are), which then is not tested.
 ///
 /// # Safety
-/// As [`enframe`]; with `freed`, as [`check_free`] too.
+/// As [`enframe`]; with `freed`, as [`check_free`] too; without `MAPPED`, `g` is not of
+/// class [`CLASS_MMAP`].
 #[inline(always)]
-pub unsafe fn enframe_inline(
+pub unsafe fn enframe_inline<const MAPPED: bool>(
     g: *mut Meta,
     idx: usize,
     n: usize,
@@ -647,7 +743,8 @@ pub unsafe fn enframe_inline(
         if let Some(word) = freed {
             check!(freed_at(start, stride, word));
         }
-        let mapped = (*g).sizeclass == CLASS_MMAP;
+        debug_assert!(MAPPED || (*g).sizeclass != CLASS_MMAP);
+        let mapped = MAPPED && (*g).sizeclass == CLASS_MMAP;
         if ZERO_ON_FREE && !mapped {
             // as free left it: all zero, or something wrote through a dangling pointer
             check!(all_zero(start, stride - IB));
@@ -665,7 +762,7 @@ pub unsafe fn enframe_inline(
         if off != 0 {
             set_redirect(start, off);
         }
-        frame(
+        frame::<false>(
             p,
             Key::of(secret, p),
             idx,
@@ -799,23 +896,49 @@ pub unsafe fn all_zero(p: *const u8, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{FREED, Key, RSV_EXT, RSV_NESTED, RSV_REDIRECT, bits, canary, cycled};
+    use super::{FREED, Key, RSV_EXT, RSV_NESTED, RSV_REDIRECT, bits, canary, cycled, window};
 
-    /// Canaries are never 0 (what fresh memory and string overflows write) nor 0xff, and
-    /// take every other value.
+    /// Check bytes are never 0 (what fresh memory and string overflows write), and take
+    /// every odd value.
     #[test]
-    fn canaries_are_1_to_254_and_take_every_value() {
+    fn check_bytes_are_odd_and_take_every_odd_value() {
         let mut seen = [false; 256];
         let mut x = 0x1234_5678_9abc_def0u64;
         for i in 0..200_000usize {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let c = canary(x | 1, core::ptr::without_provenance(i * 16));
-            assert!((1..=254).contains(&c), "canary {c}");
+            let c = canary(x | 1, core::ptr::without_provenance(i * 16), i % 40);
+            assert!(c & 1 == 1, "check byte {c}");
             seen[c as usize] = true;
         }
-        assert_eq!(seen.iter().filter(|&&s| s).count(), 254);
+        assert_eq!(seen.iter().filter(|&&s| s).count(), 128);
+    }
+
+    /// The check bytes start right after the data, and stay in the slot's room: up to
+    /// `end` included with a count in the header, below the count's word with an
+    /// extended one; 8 of them where there is room.
+    #[test]
+    fn the_check_bytes_fill_the_room_after_the_data() {
+        let end = core::ptr::without_provenance_mut::<u8>(0x10_000c);
+        for reserved in 0..100usize {
+            let (at, shift) = window(end, reserved);
+            assert_eq!(shift % 8, 0);
+            let first = at.addr() + shift as usize / 8;
+            let past = at.addr() + 8;
+            assert_eq!(first, end.addr() - reserved, "reserved {reserved}");
+            let room_end = if reserved < RSV_EXT as usize {
+                end.addr() + 1
+            } else {
+                end.addr() - 4
+            };
+            assert!(past <= room_end, "reserved {reserved}");
+            assert_eq!(
+                past - first,
+                (room_end - first).min(8),
+                "reserved {reserved}"
+            );
+        }
     }
 
     /// A header's keys differ between neighbouring frames and between secrets: a header

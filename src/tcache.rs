@@ -215,14 +215,15 @@ fn cacheable(n: usize) -> bool {
 /// for `n` bytes.
 #[inline(always)]
 fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> {
-    // SAFETY: `g` is a live group this cache owns, of a class that fits `n + IB`; the
-    // slot taken is free and becomes in use; a user pointer is never null.
+    // SAFETY: `g` is a live group this cache owns, of a class that fits `n + IB` (a size
+    // class: no single mapping); the slot taken is free and becomes in use; a user
+    // pointer is never null.
     unsafe {
         let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
         let reused = crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx);
         tc.cycle = tc.cycle.wrapping_add(1);
         let freed = reused.then_some(tc.freed_word);
-        let p = enframe_inline(g, idx, n, tc.cycle, tc.secret, freed);
+        let p = enframe_inline::<false>(g, idx, n, tc.cycle, tc.secret, freed);
         NonNull::new_unchecked(p)
     }
 }

@@ -539,6 +539,18 @@ fn corruption_crashes_at_once() {
             }),
         ),
         (
+            "overflow past the first check byte: 4 of 4 reserved bytes",
+            Box::new(|| overflow_at(8, 12)),
+        ),
+        (
+            "overflow past the first check byte: 4 of 8 reserved bytes (extended count)",
+            Box::new(|| overflow_at(20, 23)),
+        ),
+        (
+            "overflow past the first check byte: 8 of 12 reserved bytes",
+            Box::new(|| overflow_at(16, 23)),
+        ),
+        (
             "overflow by a NUL into the next slot's header (exact fit)",
             Box::new(|| {
                 let h = heap();
@@ -669,6 +681,17 @@ fn corruption_crashes_at_once() {
         // in the page map, so the header is not even read)
         assert_eq!(r, Err(SIGILL), "{name}");
     }
+}
+
+/// Allocate `n` bytes (a size whose slot has no room for offset cycling, so the data ends
+/// `reserved` bytes before the slot's end) and change the byte at index `i` past its end,
+/// then free it.
+fn overflow_at(n: usize, i: usize) {
+    let h = heap();
+    let p = h.malloc(n).unwrap().as_ptr();
+    // (a changed byte: a blind value matches the check byte once in 254)
+    unsafe { *p.add(i) ^= 1 };
+    unsafe { h.free(p) };
 }
 
 #[test]

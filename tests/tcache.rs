@@ -865,3 +865,39 @@ fn a_sized_free_through_the_cache_checks_size_and_alignment() {
         assert_eq!(r, Err(SIGILL), "{name}");
     }
 }
+
+#[test]
+fn fresh_memory_said_to_read_as_zero_does() {
+    // A fresh framing writes its check bytes' whole word, over the data's last bytes
+    // (one store): `is_allzero`, what musl's calloc asks before it skips its memset,
+    // must clear them first.
+    let h = heap();
+    let tc = cache(&h);
+    let mut fresh = 0;
+    let mut kept = Vec::new();
+    // every class's sizes whose data ends 0 to 11 bytes before the slot's end (offset
+    // cycling aside): the check bytes' word then holds data bytes too
+    let sizes = (0..ngmalloc::config::NUM_CLASSES).flat_map(|sc| {
+        let top = ngmalloc::size_class::class_size(sc) - ngmalloc::config::IB;
+        (0..12).map(move |k| top - k).filter(|&n| n > 0)
+    });
+    for n in sizes.chain([200_000]) {
+        for _ in 0..3 {
+            let p = h.malloc_cached(tc, n).unwrap().as_ptr();
+            if unsafe { h.is_allzero(p) } {
+                fresh += 1;
+                assert!(
+                    (0..n).all(|i| unsafe { *p.add(i) } == 0),
+                    "{n} bytes said to read as zero"
+                );
+            }
+            kept.push(p);
+        }
+    }
+    assert!(fresh > 0, "no allocation was fresh memory");
+    for p in kept {
+        unsafe { h.free_cached(tc, p) };
+    }
+    unsafe { h.cache_destroy(tc) };
+    h.walk().unwrap();
+}
