@@ -7,7 +7,8 @@ CARGO   ?= cargo
 CC      ?= cc
 CXX     ?= g++
 # Optional mitigations, e.g. HARDEN="zero-on-free random-slots" or HARDEN=all
-# (src/config.rs: zero-on-free random-slots quarantine big-guards freed-word).
+# (src/config.rs: zero-on-free random-slots quarantine big-guards freed-word string-end
+# canary-room).
 HARDEN  ?=
 HARDEN_FEATURES := $(addprefix harden-,$(HARDEN))
 export CARGO_TARGET_DIR ?= target

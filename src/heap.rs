@@ -29,8 +29,8 @@ use crate::cache::MapCache;
 use crate::check::{check, ok};
 use crate::config::size_overflows;
 use crate::config::{
-    AREA, CLASS_MMAP, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE, RANDOM_SLOTS, UNIT,
-    ZERO_ON_FREE,
+    AREA, CANARY_ROOM, CLASS_MMAP, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, QUARANTINE,
+    RANDOM_SLOTS, UNIT, ZERO_ON_FREE,
 };
 use crate::large::GUARD_UNTRIED;
 use crate::list::{checked_links, dequeue, queue};
@@ -38,14 +38,14 @@ use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast};
 use crate::meta::{
     Group, Meta, MetaArea, activate_group, hand_out, is_zeroed, large_guards, low_mask, set_shape,
-    storage, stride,
+    stride,
 };
 use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
 use crate::pagemap;
 use crate::policy::{Bounce, round_up};
 use crate::retain::Retained;
-use crate::size_class::{class_size, size_to_class};
+use crate::size_class::{class_size, request_class};
 use crate::slot::{
     Key, Slot, all_zero, check_free, enframe, freed_word, mark_freed, marks_free, reframe, retire,
     set_redirect, set_size, slot_bounds, validate, zero_below_tail,
@@ -357,7 +357,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let mut st = self.locked()?;
         let secret = st.secret;
         // SAFETY: the lock is held.
-        let (g, idx) = unsafe { st.take_slot::<O>(size_to_class(n), n, secret)? };
+        let (g, idx) = unsafe { st.take_slot::<O>(request_class(n), n, secret)? };
         st.cycle = st.cycle.wrapping_add(1);
         let ctr = st.cycle;
         drop(st);
@@ -592,7 +592,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             let room = s.end.addr() - p.addr();
             let sc = (*g).sizeclass as usize;
             // only resize in place if the size class matches
-            if n <= room && n < MMAP_THRESHOLD && size_to_class(n) + 1 >= sc {
+            if n + CANARY_ROOM <= room && n < MMAP_THRESHOLD && request_class(n) + 1 >= sc {
                 set_size(p, &s, n);
                 return Resize::Done(NonNull::new(p));
             }
@@ -631,8 +631,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             // the first framing is no allocation any more
             mark_freed(p, s.key);
             let p = p.wrapping_add(adj);
-            let offset = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
-            reframe(p, Key::of(secret, p), s.idx, offset, s.end, len);
+            reframe(p, Key::of(secret, p), &s, s.end, len);
             // the offset to the aligned framing at the slot start lets heap walks find the
             // data (for an extreme over-alignment it does not fit: the walker scans)
             set_redirect(s.start, (p.addr() - s.start.addr()) / UNIT);

@@ -221,7 +221,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                         // keys depend on the address: frame the moved block anew (the
                         // redirect at its start moved with it)
                         let end = mem.wrapping_add(needed - IB);
-                        reframe(p, Key::of(secret, p), 0, base / UNIT, end, n);
+                        reframe(p, Key::of(secret, p), s, end, n);
                         return Some(Resize::Done(NonNull::new(p)));
                     }
                     // the block stays as it was: put its trailing guard back (and the

@@ -4,7 +4,7 @@
 //! power of two, each just below `2^k * {1, 5/4... }` so that a power-of-two group of slots
 //! (plus its 16-byte header) fits a power-of-two span with little waste.
 
-use crate::config::{IB, NUM_CLASSES, UNIT};
+use crate::config::{CANARY_ROOM, IB, NUM_CLASSES, UNIT};
 
 /// Slot size of each class, in UNITs (mallocng's `size_classes`).
 pub const SIZE_CLASSES: [u16; NUM_CLASSES] = [
@@ -62,6 +62,13 @@ pub const fn size_to_class(n: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The class of a user's request of `n` bytes: the one of `n` plus [`CANARY_ROOM`].
+/// Precondition: `n < MMAP_THRESHOLD`.
+#[inline]
+pub const fn request_class(n: usize) -> usize {
+    size_to_class(n + CANARY_ROOM)
 }
 
 #[cfg(test)]

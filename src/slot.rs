@@ -46,7 +46,9 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{Corrupt, check, ensure, ok};
-use crate::config::{AREA, CLASS_MMAP, FREED_WORD, IB, RANDOM_SLOTS, UNIT, ZERO_ON_FREE};
+use crate::config::{
+    AREA, CANARY_ROOM, CLASS_MMAP, FREED_WORD, IB, RANDOM_SLOTS, STRING_END, UNIT, ZERO_ON_FREE,
+};
 use crate::meta::{Group, Meta, area_of, storage, stride};
 use crate::pagemap::{ABSENT, HEAP, contains, contains_area, entry, entry_live};
 
@@ -114,7 +116,7 @@ pub fn freed_word(secret: u64) -> u64 {
 /// slot's end (what the byte after its data holds).
 pub fn canary(secret: u64, p: *const u8, reserved: usize) -> u8 {
     let (_, shift) = window(core::ptr::null_mut(), reserved);
-    (Key::of(secret, p).tail() >> shift) as u8
+    (pattern(Key::of(secret, p), shift, STRING_END) >> shift) as u8
 }
 
 /// Where the check bytes after the data lie, as the 8-byte word at `at` whose bytes from
@@ -146,10 +148,34 @@ fn window(end: *mut u8, reserved: usize) -> (*mut u8, u32) {
 /// # Safety
 /// `end` is the end of a slot, `reserved` at most its room.
 #[inline(always)]
-unsafe fn tail_intact(end: *mut u8, reserved: usize, key: Key) -> bool {
+unsafe fn tail_intact(end: *mut u8, reserved: usize, key: Key, strings: bool) -> bool {
     let (at, shift) = window(end, reserved);
     // SAFETY: the word lies in the slot (`window`).
-    (unsafe { load_tail(at) } ^ key.tail()) >> shift == 0
+    (unsafe { load_tail(at) } ^ pattern(key, shift, strings)) >> shift == 0
+}
+
+/// The word of check bytes whose first is at bit `shift`: [`Key::tail`], with a 0 as the
+/// first if `strings` ([`ends_strings`]).
+#[inline(always)]
+fn pattern(key: Key, shift: u32, strings: bool) -> u64 {
+    if strings {
+        key.tail() & !(0xff << shift)
+    } else {
+        key.tail()
+    }
+}
+
+/// Whether the byte after the data of the blocks of `m` is 0 (`harden-string-end`): in
+/// slots of a size class only. An individually mapped block keeps a check byte there, so
+/// that a NUL written one past its end is still caught (a string read past its end runs
+/// into its guard within 16 bytes: a fault, not a leak).
+///
+/// # Safety
+/// `m` is a live record.
+#[inline(always)]
+pub unsafe fn ends_strings(m: *mut Meta) -> bool {
+    // SAFETY: the caller vouches for `m`.
+    STRING_END && unsafe { (*m).sizeclass } != CLASS_MMAP
 }
 
 /// Write the check bytes after data that ends `reserved` bytes before `end`. Below them,
@@ -161,15 +187,15 @@ unsafe fn tail_intact(end: *mut u8, reserved: usize, key: Key) -> bool {
 /// # Safety
 /// As [`tail_intact`], and the bytes writable.
 #[inline(always)]
-unsafe fn set_tail<const KEEP: bool>(end: *mut u8, reserved: usize, key: Key) {
+unsafe fn set_tail<const KEEP: bool>(end: *mut u8, reserved: usize, key: Key, strings: bool) {
     let (at, shift) = window(end, reserved);
     // SAFETY: as tail_intact.
     unsafe {
         if KEEP {
             let w = load_tail(at);
-            store_tail(at, (w ^ key.tail()) >> shift << shift ^ w);
+            store_tail(at, (w ^ pattern(key, shift, strings)) >> shift << shift ^ w);
         } else {
-            store_tail(at, key.tail());
+            store_tail(at, pattern(key, shift, strings));
         }
     }
 }
@@ -590,16 +616,17 @@ pub unsafe fn nominal_size(p: *const u8, s: &Slot) -> Result<usize, Corrupt> {
     unsafe {
         let end = s.end;
         let room = end.addr() - p.addr();
+        let strings = ends_strings(s.meta);
         let reserved = if s.rsv == RSV_EXT {
             let r = (end.wrapping_sub(4).cast::<u32>().read_unaligned() ^ s.key.word()) as usize;
             ensure!(r >= RSV_EXT as usize && r <= room, Corrupt::Reserved);
             // (the check in each arm: the window's arithmetic folds into the arm's)
-            ensure!(tail_intact(end, r, s.key), Corrupt::CheckByte);
+            ensure!(tail_intact(end, r, s.key, strings), Corrupt::CheckByte);
             r
         } else {
             let r = s.rsv as usize;
             ensure!(r <= room, Corrupt::Reserved);
-            ensure!(tail_intact(end, r, s.key), Corrupt::CheckByte);
+            ensure!(tail_intact(end, r, s.key, strings), Corrupt::CheckByte);
             r
         };
         Ok(room - reserved)
@@ -637,6 +664,7 @@ unsafe fn frame<const KEEP: bool>(
     off: usize,
     end: *mut u8,
     n: usize,
+    strings: bool,
 ) {
     let reserved = end.addr() - p.addr() - n;
     // SAFETY: every byte written lies in `p - 8 ..= end`, which the caller vouches for.
@@ -646,25 +674,29 @@ unsafe fn frame<const KEEP: bool>(
             end.wrapping_sub(4)
                 .cast::<u32>()
                 .write_unaligned(reserved as u32 ^ key.word());
-            set_tail::<KEEP>(end, reserved, key);
+            set_tail::<KEEP>(end, reserved, key, strings);
             RSV_EXT
         } else {
-            set_tail::<KEEP>(end, reserved, key);
+            set_tail::<KEEP>(end, reserved, key, strings);
             reserved as u8
         };
         set_header(p, key, idx, rsv, off);
     }
 }
 
-/// [`frame`] an allocation at `p` anew, its data kept: a realloc in place, a block that
-/// moved, an aligned framing inside a fresh one. Out of line, one copy for all of them.
+/// [`frame`] an allocation at `p` (keys `key`) in the slot of `s` anew, its data kept,
+/// its usable bytes ending at `end`: a realloc in place, a block that moved or shrank,
+/// an aligned framing inside a fresh one. Out of line, one copy for all of them.
 ///
 /// # Safety
-/// As [`frame`].
+/// As [`frame`]; `s.meta` is the slot's record, its `mem` where the slot now is.
 #[inline(never)]
-pub unsafe fn reframe(p: *mut u8, key: Key, idx: usize, off: usize, end: *mut u8, n: usize) {
+pub unsafe fn reframe(p: *mut u8, key: Key, s: &Slot, end: *mut u8, n: usize) {
     // SAFETY: forwarded.
-    unsafe { frame::<true>(p, key, idx, off, end, n) }
+    unsafe {
+        let off = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
+        frame::<true>(p, key, s.idx, off, end, n, ends_strings(s.meta));
+    }
 }
 
 /// [`reframe`] the live allocation `p` of the validated slot `s` for `n` bytes (realloc
@@ -675,10 +707,7 @@ pub unsafe fn reframe(p: *mut u8, key: Key, idx: usize, off: usize, end: *mut u8
 #[inline]
 pub unsafe fn set_size(p: *mut u8, s: &Slot, n: usize) {
     // SAFETY: forwarded.
-    unsafe {
-        let off = (p.addr() - storage((*s.meta).mem).addr()) / UNIT;
-        reframe(p, s.key, s.idx, off, s.end, n);
-    }
+    unsafe { reframe(p, s.key, s, s.end, n) }
 }
 
 /// The offset at which the `ctr`-th framing of a slot with `slack` spare units starts:
@@ -736,7 +765,9 @@ pub unsafe fn enframe_inline<const MAPPED: bool>(
     // check byte at `end` (the next slot's header's first byte, which that slot never uses).
     unsafe {
         let stride = stride(g);
-        let slack = (stride - IB - n) / UNIT;
+        // (with a canary room, a user's request leaves it: a nested group's host, which
+        // fills its slot, has none)
+        let slack = (stride - IB - n).saturating_sub(CANARY_ROOM) / UNIT;
         let base = storage((*g).mem);
         let start = base.wrapping_add(stride * idx);
         let end = start.wrapping_add(stride - IB);
@@ -769,6 +800,7 @@ pub unsafe fn enframe_inline<const MAPPED: bool>(
             (p.addr() - base.addr()) / UNIT,
             end,
             n,
+            STRING_END && !mapped,
         );
         p
     }
@@ -897,22 +929,30 @@ pub unsafe fn all_zero(p: *const u8, len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{FREED, Key, RSV_EXT, RSV_NESTED, RSV_REDIRECT, bits, canary, cycled, window};
+    use crate::config::STRING_END;
 
     /// Check bytes are never 0 (what fresh memory and string overflows write), and take
-    /// every odd value.
+    /// every odd value; with `harden-string-end` the first is 0.
     #[test]
     fn check_bytes_are_odd_and_take_every_odd_value() {
-        let mut seen = [false; 256];
+        let mut seen = [[false; 256]; 8];
         let mut x = 0x1234_5678_9abc_def0u64;
         for i in 0..200_000usize {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let c = canary(x | 1, core::ptr::without_provenance(i * 16), i % 40);
-            assert!(c & 1 == 1, "check byte {c}");
-            seen[c as usize] = true;
+            let (secret, p) = (x | 1, core::ptr::without_provenance(i * 16));
+            let tail = Key::of(secret, p).tail();
+            for (b, seen) in tail.to_le_bytes().iter().zip(&mut seen) {
+                assert!(b & 1 == 1, "check byte {b}");
+                seen[*b as usize] = true;
+            }
+            let first = canary(secret, p, i % 40);
+            assert_eq!(first == 0, STRING_END, "first check byte {first}");
         }
-        assert_eq!(seen.iter().filter(|&&s| s).count(), 128);
+        for seen in seen {
+            assert_eq!(seen.iter().filter(|&&s| s).count(), 128);
+        }
     }
 
     /// The check bytes start right after the data, and stay in the slot's room: up to

@@ -52,7 +52,7 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::check::{check, crash, ok};
-use crate::config::{AREA, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT};
+use crate::config::{AREA, CANARY_ROOM, DECAY_MS, IB, QUARANTINE, RANDOM_SLOTS, UNIT};
 use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
@@ -60,7 +60,7 @@ use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
 use crate::meta::{Meta, clear_zeroed, hand_out, low_mask, stride};
 use crate::os::{Os, Prot};
 use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, SWEEP_MS, release_cold};
-use crate::size_class::{class_size, size_to_class};
+use crate::size_class::{class_size, request_class};
 use crate::slot::{
     enframe_inline, find_slot_live, freed_word, marks_free, nominal_size, retire, validate,
 };
@@ -208,7 +208,7 @@ unsafe fn own_all(tc: *mut ThreadCache) {
 /// `malloc(0)` (`zero_size.rs`). One compare: 0 wraps around.
 #[inline(always)]
 fn cacheable(n: usize) -> bool {
-    CACHE && n.wrapping_sub(1) < class_size(TC_CLASSES - 1) - IB
+    CACHE && n.wrapping_sub(1) < class_size(TC_CLASSES - 1) - IB - CANARY_ROOM
 }
 
 /// Take the lowest free slot of `g` (the owner's, `avail` its nonempty mask) and frame it
@@ -567,7 +567,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     pub fn malloc_miss(&self, tc: Option<&mut ThreadCache>, n: usize) -> Option<NonNull<u8>> {
         match tc {
             Some(tc) if cacheable(n) => {
-                let sc = size_to_class(n);
+                let sc = request_class(n);
                 match self.next_group(tc, sc) {
                     Some((g, avail)) => Some(pop(tc, g, avail, n)),
                     None => self.malloc(n),
@@ -601,7 +601,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if !cacheable(n) {
             return None;
         }
-        let g = tc.active[size_to_class(n)];
+        let g = tc.active[request_class(n)];
         if g.is_null() {
             return None;
         }

@@ -11,7 +11,8 @@
 #   --out      sysroot directory (default: build/sysroot-musl-VERSION[-mallocng])
 #   --malloc   mallocng builds a stock musl the same way, for comparisons
 #   --harden   optional mitigations (space- or comma-separated: zero-on-free random-slots
-#              quarantine big-guards freed-word, or all); default out dir gets -hardened
+#              quarantine big-guards freed-word string-end canary-room, or all); default
+#              out dir gets -hardened
 #
 # musl's source comes from, in order: --tarball; the download cache (build/dl); Debian's
 # source package, fetched with apt into a private state directory (the system's apt
