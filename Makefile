@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR ?= target
 
 # The standalone library's exports: exactly these are global in both libraries.
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
-           valloc pvalloc malloc_usable_size free_sized free_aligned_sized
+           valloc pvalloc malloc_usable_size free_sized free_aligned_sized malloc_object_size
 # ...and C++'s operator new and delete, every form (standalone/new.cc)
 CXX_EXPORTS := _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t \
            _ZnamSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t \

@@ -29,6 +29,7 @@ pub mod lock;
 pub mod masks;
 pub mod meta;
 pub mod meta_area;
+pub mod object_size;
 pub mod os;
 pub mod owned;
 pub mod pagemap;

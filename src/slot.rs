@@ -540,6 +540,16 @@ unsafe fn group_meta(base: *const Group, hdr: usize, secret: u64) -> Result<*mut
     unsafe { group_meta_inline(base, hdr, secret) }
 }
 
+/// The record of the nested group at `base`, the start of a slot that hosts one: its
+/// group header's link checked as the decoder checks it ([`group_meta`]).
+///
+/// # Safety
+/// As [`group_meta`], `base` heap memory.
+pub unsafe fn nested_meta(base: *const Group, secret: u64) -> Result<*mut Meta, Corrupt> {
+    // SAFETY: forwarded.
+    unsafe { group_meta(base, base.addr(), secret) }
+}
+
 /// [`group_meta`], inline: the thread cache's `free`, where nested groups (every group of
 /// the smallest classes while their use is small) take this path.
 ///

@@ -1047,3 +1047,45 @@ fn a_write_after_free_into_a_small_block_crashes_at_its_reuse() {
         }
     }
 }
+
+#[test]
+fn object_size_bounds_interior_pointers_and_stops_on_dangling_ones() {
+    use ngmalloc::object_size::UNKNOWN;
+    let h = heap();
+    let mut kept = Vec::new();
+    for n in [1, 16, 20, 100, 1000, 5000, 70_000, 300_000] {
+        for _ in 0..3 {
+            let p = h.malloc(n).unwrap().as_ptr();
+            unsafe {
+                assert_eq!(h.object_size(p), n, "{n}");
+                assert_eq!(h.object_size(p.add(n / 2)), n - n / 2, "{n}");
+                assert_eq!(h.object_size(p.add(n)), 0, "{n}: one past the end");
+            }
+            kept.push(p);
+        }
+    }
+    let z = h.malloc(0).unwrap().as_ptr();
+    let local = 0u64;
+    unsafe {
+        assert_eq!(h.object_size(z), 0);
+        assert_eq!(h.object_size(std::ptr::null()), 0);
+        assert_eq!(h.object_size((&raw const local).cast()), UNKNOWN);
+        h.free(z);
+        for p in kept {
+            h.free(p);
+        }
+    }
+    h.walk().unwrap();
+    for (what, n) in [("small", 16), ("medium", 5000), ("large", 300_000)] {
+        let r = in_child(move || {
+            let h = heap();
+            let _keep = h.malloc(n);
+            let p = h.malloc(n).unwrap().as_ptr();
+            unsafe { h.free(p) };
+            unsafe { h.object_size(p.add(1)) };
+        });
+        // (a freed large block is guarded and out of the page map: unknown memory)
+        let want = if n > MMAP_THRESHOLD { Ok(0) } else { Err(SIGILL) };
+        assert_eq!(r, want, "object_size of a freed {what} block");
+    }
+}

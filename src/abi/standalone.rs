@@ -275,6 +275,19 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { HEAP.usable_size(p.cast()) }
 }
 
+/// hardened_malloc's `malloc_object_size`: the bytes from `p` to the end of the live
+/// allocation holding it, interior pointers included (a run-time bounds check asks it);
+/// `SIZE_MAX` for memory that is not the allocator's; a crash for heap memory no live
+/// allocation holds (a dangling pointer).
+///
+/// # Safety
+/// No other thread frees the allocation holding `p` meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_object_size(p: *mut c_void) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { HEAP.object_size(p.cast()) }
+}
+
 unsafe extern "C" fn fork_prepare() {
     HEAP.atfork(-1);
 }
