@@ -48,7 +48,7 @@ use crate::retain::Retained;
 use crate::size_class::{class_size, request_class};
 use crate::slot::{
     Key, Slot, all_zero, check_free, enframe, freed_word, mark_freed, marks_free, reframe, retire,
-    set_redirect, set_size, slot_bounds, validate, zero_below_tail,
+    set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -378,8 +378,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     }
 
     /// Whether the allocation at `p` is known to read as zero: the only slot of a mapping
-    /// fresh from `mmap` (mallocng's `is_allzero`; cached mappings are not fresh). Its
-    /// last bytes, which its framing wrote over, are zeroed first.
+    /// fresh from `mmap` (mallocng's `is_allzero`; cached mappings are not fresh).
     ///
     /// # Safety
     /// `p` is a live allocation of this heap.
@@ -387,15 +386,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         if self.is_zero_size(p) {
             return true;
         }
-        // SAFETY: forwarded; the record was validated, and the allocation is the caller's.
-        unsafe {
-            let (s, n) = validate(p, self.secret());
-            if !is_zeroed(s.meta) {
-                return false;
-            }
-            zero_below_tail(p, &s, n);
-            true
-        }
+        // SAFETY: forwarded; the record was validated.
+        unsafe { is_zeroed(validate(p, self.secret()).0.meta) }
     }
 
     /// The size `p` was allocated with (exact, as mallocng).

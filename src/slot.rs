@@ -115,32 +115,43 @@ pub fn freed_word(secret: u64) -> u64 {
 /// The check byte of an allocation at `p` whose data ends `reserved` bytes before its
 /// slot's end (what the byte after its data holds).
 pub fn canary(secret: u64, p: *const u8, reserved: usize) -> u8 {
-    let (_, shift) = window(core::ptr::null_mut(), reserved);
-    (pattern(Key::of(secret, p), shift, STRING_END) >> shift) as u8
+    let (_, below) = window(core::ptr::null_mut(), reserved);
+    (pattern(Key::of(secret, p), below, STRING_END) >> (8 * below)) as u8
 }
 
 /// Where the check bytes after the data lie, as the 8-byte word at `at` whose bytes from
-/// `shift / 8` on they are: from `end - reserved` (the first byte after the data) up to
-/// 8 bytes, as far as the slot has room: with a reserved count in the header (0..=4) up
-/// to `end` included; with an extended count, up to the count's word at `end - 4`.
+/// `below` on they are (the bytes [`CHECKED`]`[below]` covers): from `end - reserved`
+/// (the first byte after the data) up to 8 bytes, as far as the slot has room: with a
+/// reserved count in the header (0..=4) up to `end` included; with an extended count, up
+/// to the count's word at `end - 4`.
 ///
 /// With reserved bytes, an overflow of a few bytes that skips the first byte after the
 /// data (a write at an index past the end) lands on another check byte.
 ///
-/// Invariant: `at + shift / 8 == end - reserved`, `shift <= 56` and `shift % 8 == 0`,
-/// and `at >= p + 4` for the user pointer `p` of the slot (its data starts 12 bytes
-/// before `end` at least), so the word lies between the header of `p` and `end` included.
+/// Invariant: `at + below == end - reserved`, `below <= 7`, and `at >= p + 4` for the
+/// user pointer `p` of the slot (its data starts 12 bytes before `end` at least), so the
+/// word lies between the header of `p` and `end` included.
 #[inline(always)]
-fn window(end: *mut u8, reserved: usize) -> (*mut u8, u32) {
+fn window(end: *mut u8, reserved: usize) -> (*mut u8, usize) {
     // the word ends at `end` included (7 bytes before it), or at the extended count's
     // word (12): `below` bytes of it lie below the check bytes, none if there is room for 8
     let ends = if reserved < RSV_EXT as usize { 7 } else { 12 };
     let below = ends - reserved.min(ends);
-    (
-        end.wrapping_sub(reserved).wrapping_sub(below),
-        8 * below as u32,
-    )
+    (end.wrapping_sub(reserved).wrapping_sub(below), below & 7)
 }
+
+/// The bytes of a window's word from `b` on: its check bytes when `b` bytes of it lie
+/// below them. A load with the compare (a shift by a computed count is two more
+/// instructions on each side).
+static CHECKED: [u64; 8] = {
+    let mut t = [0u64; 8];
+    let mut b = 0;
+    while b < 8 {
+        t[b] = !0 << (8 * b);
+        b += 1;
+    }
+    t
+};
 
 /// Whether the check bytes after data that ends `reserved` bytes before `end` hold what
 /// `key` says.
@@ -149,17 +160,17 @@ fn window(end: *mut u8, reserved: usize) -> (*mut u8, u32) {
 /// `end` is the end of a slot, `reserved` at most its room.
 #[inline(always)]
 unsafe fn tail_intact(end: *mut u8, reserved: usize, key: Key, strings: bool) -> bool {
-    let (at, shift) = window(end, reserved);
+    let (at, below) = window(end, reserved);
     // SAFETY: the word lies in the slot (`window`).
-    (unsafe { load_tail(at) } ^ pattern(key, shift, strings)) >> shift == 0
+    (unsafe { load_tail(at) } ^ pattern(key, below, strings)) & CHECKED[below] == 0
 }
 
-/// The word of check bytes whose first is at bit `shift`: [`Key::tail`], with a 0 as the
+/// The word of check bytes whose first is byte `below`: [`Key::tail`], with a 0 as the
 /// first if `strings` ([`ends_strings`]).
 #[inline(always)]
-fn pattern(key: Key, shift: u32, strings: bool) -> u64 {
+fn pattern(key: Key, below: usize, strings: bool) -> u64 {
     if strings {
-        key.tail() & !(0xff << shift)
+        key.tail() & !(0xff << (8 * below))
     } else {
         key.tail()
     }
@@ -179,38 +190,21 @@ pub unsafe fn ends_strings(m: *mut Meta) -> bool {
 }
 
 /// Write the check bytes after data that ends `reserved` bytes before `end`. Below them,
-/// in their word, the data is kept with `KEEP` (a live allocation framed anew); else
-/// (a fresh allocation, its bytes uninitialised) the whole word is written, the data's
-/// last bytes too, one store: [`zero_below_tail`] clears them for a calloc that counts
-/// on fresh memory reading as zero.
+/// in their word, the data is kept with `KEEP` (a live allocation framed anew); else (a
+/// fresh allocation, its bytes uninitialised) it is zeroed, one store: fresh memory reads
+/// as zero, as calloc counts on and a read of uninitialised memory then sees.
 ///
 /// # Safety
 /// As [`tail_intact`], and the bytes writable.
 #[inline(always)]
 unsafe fn set_tail<const KEEP: bool>(end: *mut u8, reserved: usize, key: Key, strings: bool) {
-    let (at, shift) = window(end, reserved);
+    let (at, below) = window(end, reserved);
+    let mask = CHECKED[below];
     // SAFETY: as tail_intact.
     unsafe {
-        if KEEP {
-            let w = load_tail(at);
-            store_tail(at, (w ^ pattern(key, shift, strings)) >> shift << shift ^ w);
-        } else {
-            store_tail(at, pattern(key, shift, strings));
-        }
+        let w = if KEEP { load_tail(at) & !mask } else { 0 };
+        store_tail(at, w | pattern(key, below, strings) & mask);
     }
-}
-
-/// Zero the last bytes of the data of `p`, `n` bytes in the validated slot `s`, that its
-/// fresh framing wrote over ([`set_tail`]): what `calloc` does before it counts on the
-/// memory of a fresh mapping reading as zero.
-///
-/// # Safety
-/// `s` is the slot of the live allocation `p` of `n` bytes, the caller's.
-pub unsafe fn zero_below_tail(p: *mut u8, s: &Slot, n: usize) {
-    let (at, shift) = window(s.end, s.end.addr() - p.addr() - n);
-    // SAFETY: the bytes lie in the data of `p` (`window`: the word starts past the
-    // header of `p`).
-    unsafe { at.write_bytes(0, shift as usize / 8) }
 }
 
 /// The 8-byte word at `at` in memory order (its first byte the least significant).
@@ -750,14 +744,15 @@ fn cycled(ctr: u32, slack: usize) -> usize {
 /// `g` is live, slot `idx` was just taken from its `avail_mask`, `n + IB <= stride`.
 pub unsafe fn enframe(g: *mut Meta, idx: usize, n: usize, ctr: u32, secret: u64) -> *mut u8 {
     // SAFETY: forwarded.
-    unsafe { enframe_inline::<true>(g, idx, n, ctr, secret, None) }
+    unsafe { enframe_inline::<true>(g, idx, n, &mut { ctr }, secret, None) }
 }
 
 /// [`enframe`], inlined: for the thread cache's `malloc`, where the call and its register
 /// saves were a tenth of the cost. With `freed`, the slot is one handed out before, whose
 /// freed word (`freed`) is checked first ([`check_free`], here where the slot's start is
 /// at hand). Without `MAPPED`, `g` is no individually mapped block (the thread cache's
-/// groups never are), which then is not tested.
+/// groups never are), which then is not tested. The cache's counter `ctr` is advanced
+/// here, and only by a framing that cycles (a slot with no spare unit does not).
 ///
 /// # Safety
 /// As [`enframe`]; with `freed`, as [`check_free`] too; without `MAPPED`, `g` is not of
@@ -767,12 +762,13 @@ pub unsafe fn enframe_inline<const MAPPED: bool>(
     g: *mut Meta,
     idx: usize,
     n: usize,
-    ctr: u32,
+    ctr: &mut u32,
     secret: u64,
     freed: Option<u64>,
 ) -> *mut u8 {
     // SAFETY: the slot is ours; every byte written lies in its header or body, or is the
-    // check byte at `end` (the next slot's header's first byte, which that slot never uses).
+    // last check byte at `end` (the next slot's header's first byte, which that slot
+    // never uses).
     unsafe {
         let stride = stride(g);
         // (with a canary room, a user's request leaves it: a nested group's host, which
@@ -797,7 +793,9 @@ pub unsafe fn enframe_inline<const MAPPED: bool>(
         } else if slack == 0 {
             0
         } else {
-            cycled(ctr, slack)
+            // (advanced here, only when it is used: a call that does not cycle leaves it)
+            *ctr = ctr.wrapping_add(1);
+            cycled(*ctr, slack)
         };
         let p = start.wrapping_add(UNIT * off);
         if off != 0 {
@@ -972,9 +970,8 @@ mod tests {
     fn the_check_bytes_fill_the_room_after_the_data() {
         let end = core::ptr::without_provenance_mut::<u8>(0x10_000c);
         for reserved in 0..100usize {
-            let (at, shift) = window(end, reserved);
-            assert_eq!(shift % 8, 0);
-            let first = at.addr() + shift as usize / 8;
+            let (at, below) = window(end, reserved);
+            let first = at.addr() + below;
             let past = at.addr() + 8;
             assert_eq!(first, end.addr() - reserved, "reserved {reserved}");
             let room_end = if reserved < RSV_EXT as usize {

@@ -221,9 +221,8 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
     unsafe {
         let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
         let reused = crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx);
-        tc.cycle = tc.cycle.wrapping_add(1);
         let freed = reused.then_some(tc.freed_word);
-        let p = enframe_inline::<false>(g, idx, n, tc.cycle, tc.secret, freed);
+        let p = enframe_inline::<false>(g, idx, n, &mut tc.cycle, tc.secret, freed);
         NonNull::new_unchecked(p)
     }
 }

@@ -1085,7 +1085,11 @@ fn object_size_bounds_interior_pointers_and_stops_on_dangling_ones() {
             unsafe { h.object_size(p.add(1)) };
         });
         // (a freed large block is guarded and out of the page map: unknown memory)
-        let want = if n > MMAP_THRESHOLD { Ok(0) } else { Err(SIGILL) };
+        let want = if n > MMAP_THRESHOLD {
+            Ok(0)
+        } else {
+            Err(SIGILL)
+        };
         assert_eq!(r, want, "object_size of a freed {what} block");
     }
 }

@@ -871,8 +871,8 @@ fn a_sized_free_through_the_cache_checks_size_and_alignment() {
 #[test]
 fn fresh_memory_said_to_read_as_zero_does() {
     // A fresh framing writes its check bytes' whole word, over the data's last bytes
-    // (one store): `is_allzero`, what musl's calloc asks before it skips its memset,
-    // must clear them first.
+    // (one store), zero there: `is_allzero` is what musl's calloc asks before it skips
+    // its memset.
     let h = heap();
     let tc = cache(&h);
     let mut fresh = 0;
