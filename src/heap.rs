@@ -626,7 +626,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             reframe(p, Key::of(secret, p), &s, s.end, len);
             // the offset to the aligned framing at the slot start lets heap walks find the
             // data (for an extreme over-alignment it does not fit: the walker scans)
-            set_redirect(s.start, (p.addr() - s.start.addr()) / UNIT);
+            set_redirect::<true>(s.start, (p.addr() - s.start.addr()) / UNIT);
             NonNull::new(p)
         }
     }

@@ -128,9 +128,10 @@ pub fn canary(secret: u64, p: *const u8, reserved: usize) -> u8 {
 /// With reserved bytes, an overflow of a few bytes that skips the first byte after the
 /// data (a write at an index past the end) lands on another check byte.
 ///
-/// Invariant: `at + below == end - reserved`, `below <= 7`, and `at >= p + 4` for the
-/// user pointer `p` of the slot (its data starts 12 bytes before `end` at least), so the
-/// word lies between the header of `p` and `end` included.
+/// Invariant: `at + below == end - reserved`, `below <= 7`, and `at >= p` for the user
+/// pointer `p` of the slot (`p` is 16-aligned and `end` 12 past a multiple of 16, so the
+/// data starts 12 bytes before `end` at least), so the word lies between the header of
+/// `p` and `end` included.
 #[inline(always)]
 fn window(end: *mut u8, reserved: usize) -> (*mut u8, usize) {
     // the word ends at `end` included (7 bytes before it), or at the extended count's
@@ -283,11 +284,14 @@ pub unsafe fn set_header(p: *mut u8, key: Key, idx: usize, rsv: u8, off: usize) 
 /// (an offset of 16 bits or more, over-aligned data deep in a single-slot mapping, also
 /// in the slot's first four bytes, which such data leaves unused).
 ///
+/// Without `BIG`, `off` is known to fit 16 bits (offset cycling's, 255 units at most),
+/// which then is not tested.
+///
 /// # Safety
 /// `start - 3 .. start + 8` is writable and the slot's (`off` is 1 at least: the data
-/// starts 16 bytes in).
+/// starts 16 bytes in); without `BIG`, `off < 0xffff`.
 #[inline(always)]
-pub unsafe fn set_redirect(start: *mut u8, off: usize) {
+pub unsafe fn set_redirect<const BIG: bool>(start: *mut u8, off: usize) {
     // SAFETY: forwarded.
     unsafe {
         if MARKED_STRIDE != 0 {
@@ -296,10 +300,14 @@ pub unsafe fn set_redirect(start: *mut u8, off: usize) {
             // start
             start.cast::<u64>().write(0);
         }
-        if off >= OFF_BIG {
+        debug_assert!(BIG || off < OFF_BIG);
+        if BIG && off >= OFF_BIG {
             start.cast::<u32>().write(off as u32);
         }
-        store_bits(start, bits(0, RSV_REDIRECT, off.min(OFF_BIG)));
+        store_bits(
+            start,
+            bits(0, RSV_REDIRECT, if BIG { off.min(OFF_BIG) } else { off }),
+        );
     }
 }
 
@@ -799,7 +807,8 @@ pub unsafe fn enframe_inline<const MAPPED: bool>(
         };
         let p = start.wrapping_add(UNIT * off);
         if off != 0 {
-            set_redirect(start, off);
+            // (a single mapping's data may start far in; cycling's 255 units at most)
+            set_redirect::<MAPPED>(start, off);
         }
         frame::<false>(
             p,
