@@ -500,6 +500,8 @@ def main():
     if problems:
         die("; ".join(problems))
 
+    # the tree as it was built and measured: edits made while the run goes on are not in it
+    facts = machine()
     started = time.time()
     load0 = os.getloadavg()
     samples = {w[0]: {n: [] for n in allocs} for w in work}
@@ -548,7 +550,7 @@ def main():
             errors.append(f"{wid}: the allocators disagree on the result: {checks}")
 
     results = {
-        "machine": machine(),
+        "machine": facts,
         "quick": a.quick,
         "scale": scale,
         "repeats": repeats,
