@@ -37,8 +37,7 @@ use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{FastFree, free_fast};
 use crate::meta::{
-    Group, Meta, MetaArea, activate_group, hand_out, is_zeroed, large_guards, low_mask, set_shape,
-    stride,
+    Group, Meta, MetaArea, activate_group, is_zeroed, large_guards, low_mask, set_shape,
 };
 use crate::meta_area::FIRST_META_SHIFT;
 use crate::os::{Os, Prot};
@@ -47,8 +46,8 @@ use crate::policy::{Bounce, round_up};
 use crate::retain::Retained;
 use crate::size_class::{class_size, request_class};
 use crate::slot::{
-    Key, Slot, all_zero, check_free, enframe, freed_word, mark_freed, marks_free, reframe, retire,
-    set_redirect, set_size, slot_bounds, validate,
+    Key, Slot, all_zero, check_free, enframe, freed_word, mark_freed, owes_free_check, reframe,
+    retire, set_redirect, set_size, slot_bounds, validate,
 };
 use crate::tcache::ThreadCache;
 
@@ -912,7 +911,7 @@ impl State {
 unsafe fn handed_out(g: *mut Meta, idx: usize, secret: u64) {
     // SAFETY: forwarded.
     unsafe {
-        if crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx) {
+        if owes_free_check(g, idx) {
             check_free(g, idx, freed_word(secret));
         }
     }

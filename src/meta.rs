@@ -33,7 +33,6 @@
 //! Shape invariant: `units * UNIT == maplen * AREA - UNIT` if `last_idx == 0 && maplen != 0`
 //! (a single-slot mapping), else `units * UNIT == class_size(sizeclass)`.
 
-use core::ptr::null_mut;
 use core::sync::atomic::Ordering::Relaxed;
 use core::sync::atomic::{AtomicPtr, AtomicU32};
 
@@ -118,29 +117,6 @@ pub struct Meta {
 }
 
 const _: () = assert!(core::mem::size_of::<Meta>() == 64);
-
-impl Meta {
-    /// A free record: what `free_meta` leaves behind.
-    pub const fn empty() -> Meta {
-        Meta {
-            prev: null_mut(),
-            next: null_mut(),
-            mem: null_mut(),
-            avail_mask: AtomicU32::new(0),
-            freed_mask: AtomicU32::new(0),
-            last_idx: 0,
-            freeable: 0,
-            sizeclass: 0,
-            zeroed_or_used: 0,
-            maplen: 0,
-            clean_mask: 0,
-            swept_mask: 0,
-            units: 0,
-            hosts: AtomicU32::new(0),
-            owner: AtomicPtr::new(null_mut()),
-        }
-    }
-}
 
 /// A 4 KiB page of meta records tagged with the heap's secret. The header takes a whole
 /// record's place, so records start at multiples of 64 bytes.

@@ -6,20 +6,20 @@
 //!
 //! The lookup goes page map → the record of the group whose mapping holds the page →
 //! slot index by the stride, down into the nested group a slot hosts, then the slot's
-//! user pointer (at its start, or where the plain redirect header there says), which is
-//! then validated as `free` validates it. Every record followed is checked as the decoder
+//! user pointer, found as the heap walker finds it (at its start, or where the plain
+//! redirect header there says), which is then validated as `free` validates it. Every record followed is checked as the decoder
 //! checks one: a hint by its `mem` covering the address, a nested group's by its area's
 //! secret and back link.
 
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::check::{check, crash, ok};
-use crate::config::UNIT;
 use crate::heap::Heap;
-use crate::meta::{Group, Meta, storage};
+use crate::meta::{Group, Meta, storage, stride};
 use crate::os::Os;
 use crate::pagemap::{ABSENT, HEAP, entry};
-use crate::slot::{find_slot, nested_meta, redirect, validate};
+use crate::slot::{nested_meta, validate};
+use crate::walk::{InUse, user_pointer};
 
 /// What a pointer the allocator does not manage gets: no bound known (hardened_malloc's
 /// answer too).
@@ -50,27 +50,24 @@ impl<O: Os, L: crate::lock::RawLock> Heap<O, L> {
                 return UNKNOWN;
             }
             loop {
-                let stride = (*m).units as usize * UNIT;
+                let stride = stride(m);
                 let base = storage((*m).mem);
                 let idx = (q.addr() - base.addr()) / stride;
                 check!(idx <= (*m).last_idx as usize);
-                let start = base.wrapping_add(idx * stride);
-                let bit = 1u32 << idx;
                 let free = (*m).avail_mask.load(Relaxed) | (*m).freed_mask.load(Relaxed);
-                check!(free & bit == 0);
-                if (*m).hosts.load(Relaxed) & bit != 0 {
-                    // a nested group at the slot's start: its record, checked
-                    m = ok(nested_meta(start.cast::<Group>(), secret));
-                    check!(holds(m, q));
-                    continue;
-                }
-                // a block at the slot's start, or where the redirect there says (a keyed
-                // header reads as a plain redirect once in 256: the start is tried first)
-                let at_start =
-                    matches!(find_slot(start, secret), Ok(s) if s.meta == m && s.idx == idx);
-                let p = match redirect(start) {
-                    Some(off) if !at_start && off * UNIT < stride => start.wrapping_add(off * UNIT),
-                    _ => start,
+                check!(free & 1u32 << idx == 0);
+                // the walker's search, redirect target first and wholly validated: a
+                // redirect's plain bits name their own slot as a keyed header by chance
+                let p = match user_pointer(m, idx, secret) {
+                    Ok(InUse::Host) => {
+                        // a nested group at the slot's start: its record, checked
+                        let start = base.wrapping_add(idx * stride);
+                        m = ok(nested_meta(start.cast::<Group>(), secret));
+                        check!(holds(m, q));
+                        continue;
+                    }
+                    Ok(InUse::Block(p)) => p,
+                    Err(_) => crash(),
                 };
                 let (_, n) = validate(p, secret);
                 if q < p {
@@ -95,7 +92,7 @@ unsafe fn holds(m: *mut Meta, q: *const u8) -> bool {
             return false;
         }
         let base = storage(mem);
-        let len = ((*m).last_idx as usize + 1) * (*m).units as usize * UNIT;
+        let len = ((*m).last_idx as usize + 1) * stride(m);
         q >= base.cast_const() && q.addr() - base.addr() < len
     }
 }

@@ -49,7 +49,7 @@ use crate::check::{Corrupt, check, ensure, ok};
 use crate::config::{
     AREA, CANARY_ROOM, CLASS_MMAP, FREED_WORD, IB, RANDOM_SLOTS, STRING_END, UNIT, ZERO_ON_FREE,
 };
-use crate::meta::{Group, Meta, area_of, storage, stride};
+use crate::meta::{Group, Meta, area_of, hand_out, storage, stride};
 use crate::pagemap::{ABSENT, HEAP, contains, contains_area, entry, entry_live};
 
 /// `rsv` code: the reserved count is stored as a keyed `u32` at `end - 4`.
@@ -861,6 +861,18 @@ const MARKS: bool = FREED_WORD && !ZERO_ON_FREE && !RANDOM_SLOTS;
 #[inline(always)]
 pub fn marks_free(stride: usize) -> bool {
     MARKS && stride <= AREA
+}
+
+/// Whether slot `idx` of `g`, just taken from its `avail_mask`, was handed out before in a
+/// group whose freed blocks carry the freed word: then [`check_free`] is owed. (Else, in
+/// such a group, the slot is counted as handed out.)
+///
+/// # Safety
+/// `g` is live and the slot the caller's, taken lowest first.
+#[inline(always)]
+pub unsafe fn owes_free_check(g: *mut Meta, idx: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { marks_free(stride(g)) && hand_out(g, idx) }
 }
 
 /// Whether slot `idx` of `m`, freed after a use, still holds what its free left: the

@@ -57,12 +57,12 @@ use crate::heap::{Heap, State, Unmap};
 use crate::list::{checked_links, dequeue, queue};
 use crate::lock::RawLock;
 use crate::masks::{Mask, collect, free_owned, free_remote, take_owned};
-use crate::meta::{Meta, clear_zeroed, hand_out, low_mask, stride};
+use crate::meta::{Meta, clear_zeroed, low_mask};
 use crate::os::{Os, Prot};
 use crate::release::{SWEEP_GROUPS, SWEEP_INTERVAL, SWEEP_MS, release_cold};
 use crate::size_class::{class_size, request_class};
 use crate::slot::{
-    enframe_inline, find_slot_live, freed_word, marks_free, nominal_size, retire, validate,
+    enframe_inline, find_slot_live, freed_word, nominal_size, owes_free_check, retire, validate,
 };
 
 /// Classes a thread owns groups of: all of them (slots up to 128 KiB; larger blocks are
@@ -220,8 +220,7 @@ fn pop(tc: &mut ThreadCache, g: *mut Meta, avail: u32, n: usize) -> NonNull<u8> 
     // pointer is never null.
     unsafe {
         let idx = take_owned(&(*g).avail_mask, avail).trailing_zeros() as usize;
-        let reused = crate::slot::MARKED_STRIDE != 0 && marks_free(stride(g)) && hand_out(g, idx);
-        let freed = reused.then_some(tc.freed_word);
+        let freed = owes_free_check(g, idx).then_some(tc.freed_word);
         let p = enframe_inline::<false>(g, idx, n, &mut tc.cycle, tc.secret, freed);
         NonNull::new_unchecked(p)
     }

@@ -86,7 +86,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
 }
 
 /// What an in-use slot holds.
-enum InUse {
+pub(crate) enum InUse {
     /// An allocation at this user pointer.
     Block(*mut u8),
     /// A nested group (its memory at the slot's start).
@@ -98,7 +98,7 @@ enum InUse {
 ///
 /// # Safety
 /// `m` is live and slot `i` in use.
-unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Violation> {
+pub(crate) unsafe fn user_pointer(m: *mut Meta, i: usize, secret: u64) -> Result<InUse, Violation> {
     // SAFETY: all reads lie inside the group's memory, and every candidate's header is
     // validated before it is believed.
     unsafe {
