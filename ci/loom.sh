@@ -5,4 +5,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/loom \
-  cargo test --release -q -p ngmalloc --test loom
+  cargo test --release -q -p ngmalloc-core --test loom

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-ignore-leaks ${MIRIFLAGS:-}"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/miri
 cargo +nightly miri setup -q >/dev/null 2>&1 || cargo +nightly miri setup
-cargo +nightly miri test -q -p ngmalloc --lib --test miri
+cargo +nightly miri test -q -p ngmalloc-core --lib --test miri

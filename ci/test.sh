@@ -66,10 +66,10 @@ cxx_operators() {
 
 step "cargo fmt --check" "$CARGO" fmt --all --check
 step "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets -q -- -D warnings
-step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc
+step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc-core
 # NGMALLOC_DECAY_MS=0, mallocng's behaviour: nothing held, nothing kept for the next thread
 step "host tests with NGMALLOC_DECAY_MS=0" env NGMALLOC_DECAY_MS=0 CARGO_TARGET_DIR=target/decay0 \
-  "$CARGO" test -q -p ngmalloc
+  "$CARGO" test -q -p ngmalloc-core
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
 step "C++ operator new and delete (static, preload)" cxx_operators
@@ -92,7 +92,7 @@ step "aarch64: sysroots cross-build (ngmalloc and stock)" sh -c \
 step "aarch64 (qemu-user): host tests, but the 3 of real guard markers" env \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
-  "$CARGO" test -q -p ngmalloc --target aarch64-unknown-linux-musl --target-dir target/aarch64 -- \
+  "$CARGO" test -q -p ngmalloc-core --target aarch64-unknown-linux-musl --target-dir target/aarch64 -- \
   --skip a_failing_mapping_first_gives_up_the_cached_ones \
   --skip large_blocks_are_guarded_with_madvise_and_with_the_fallback \
   --skip large_blocks_are_mapped_alone_and_remapped_on_realloc
@@ -124,9 +124,9 @@ step "fuzzing: ops and headers, 60 s each" ci/fuzz.sh 60
 step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
-step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc --features harden-all
+step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc-core --features harden-all
 # (the freed word does nothing beside zero-on-free, so harden-all does not run its paths)
-step "host tests with HARDEN=freed-word" "$CARGO" test -q -p ngmalloc --features harden-freed-word
+step "host tests with HARDEN=freed-word" "$CARGO" test -q -p ngmalloc-core --features harden-freed-word
 step "hardened builds (standalone, musl 1.2.5)" sh -c \
   "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
 step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \

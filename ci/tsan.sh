@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/tsan CARGO_PROFILE_DEV_PANIC=unwind \
-  cargo +nightly test -q -Zbuild-std --target "$host" -p ngmalloc --test stress
+  cargo +nightly test -q -Zbuild-std --target "$host" -p ngmalloc-core --test stress

@@ -39,6 +39,7 @@ pub mod retain;
 pub mod size_class;
 pub mod slot;
 pub mod tcache;
+pub mod thread_word;
 pub mod walk;
 pub mod zero_size;
 

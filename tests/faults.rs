@@ -13,8 +13,8 @@ mod common;
 use std::ptr::NonNull;
 
 use common::{Rng, TestHeap, fault_calls, heap, inject_fault};
-use ngmalloc::config::MMAP_THRESHOLD;
-use ngmalloc::tcache::{CACHE, ThreadCache};
+use ngmalloc_core::config::MMAP_THRESHOLD;
+use ngmalloc_core::tcache::{CACHE, ThreadCache};
 
 struct Block {
     p: *mut u8,

@@ -13,9 +13,9 @@ use common::{
     Guards, Rng, brk_region, calls, fail_maps_after, heap, in_child, inject_fault, set_brk_fail,
     set_guards, stop_failing,
 };
-use ngmalloc::check::Corrupt;
-use ngmalloc::config::{CANARY_ROOM, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, STRING_END};
-use ngmalloc::size_class::class_size;
+use ngmalloc_core::check::Corrupt;
+use ngmalloc_core::config::{CANARY_ROOM, IB, MAX_ALIGN, MMAP_THRESHOLD, NUM_CLASSES, STRING_END};
+use ngmalloc_core::size_class::class_size;
 
 const SIGILL: i32 = libc::SIGILL;
 /// Medium sizes: 8 KiB up to the mmap threshold.
@@ -262,7 +262,7 @@ fn large_blocks_are_mapped_alone_and_remapped_on_realloc() {
     unsafe { h.free(q) };
     let c = calls();
     let q = h.malloc(1 << 20).unwrap().as_ptr();
-    if ngmalloc::large::LARGE_HELD == 1 {
+    if ngmalloc_core::large::LARGE_HELD == 1 {
         assert_eq!(q, p, "the cached block came back");
         assert_eq!(calls().mmap, c.mmap);
     }
@@ -617,9 +617,9 @@ fn corruption_crashes_at_once() {
             Box::new(|| {
                 let h = heap();
                 let p = h.malloc(100).unwrap().as_ptr();
-                let key = ngmalloc::slot::Key::of(h.secret(), p);
+                let key = ngmalloc_core::slot::Key::of(h.secret(), p);
                 unsafe {
-                    ngmalloc::slot::set_header(p, key, 0, 1, 0xfffe);
+                    ngmalloc_core::slot::set_header(p, key, 0, 1, 0xfffe);
                     h.free(p)
                 };
             }),
@@ -629,9 +629,9 @@ fn corruption_crashes_at_once() {
             Box::new(|| {
                 let h = heap();
                 let p = h.malloc(100).unwrap().as_ptr();
-                let key = ngmalloc::slot::Key::of(h.secret(), p);
+                let key = ngmalloc_core::slot::Key::of(h.secret(), p);
                 unsafe {
-                    ngmalloc::slot::set_header(p, key, 0, 1, 0x4000_0000);
+                    ngmalloc_core::slot::set_header(p, key, 0, 1, 0x4000_0000);
                     h.free(p)
                 };
             }),
@@ -641,7 +641,7 @@ fn corruption_crashes_at_once() {
             Box::new(|| {
                 let h = heap();
                 let p = h.malloc(100).unwrap().as_ptr();
-                let s = unsafe { ngmalloc::slot::find_slot(p, h.secret()) }.unwrap();
+                let s = unsafe { ngmalloc_core::slot::find_slot(p, h.secret()) }.unwrap();
                 let g = unsafe { (*s.meta).mem }.cast::<usize>();
                 unsafe {
                     *g = 0x7000_0000_0018; // a record's place in an unmapped page
@@ -729,7 +729,7 @@ fn the_walker_reports_corruption() {
     unsafe { h.free(q) };
     h.walk().unwrap();
     unsafe { *q.add(3) ^= 1 };
-    if ngmalloc::slot::MARKED_STRIDE != 0 && !cfg!(feature = "harden-quarantine") {
+    if ngmalloc_core::slot::MARKED_STRIDE != 0 && !cfg!(feature = "harden-quarantine") {
         let v = h.walk().unwrap_err();
         assert_eq!(v.what, "a freed slot written after its free", "{v:?}");
     }
@@ -757,7 +757,7 @@ fn single_slot_groups_in_larger_cached_mappings_keep_valid_offsets() {
         }
         // 4000 bytes: a single 4080-byte slot, in the cached 8 KiB mapping
         let q = h.malloc(4000).unwrap().as_ptr();
-        let s = unsafe { ngmalloc::slot::find_slot(q, h.secret()) }.expect("valid header");
+        let s = unsafe { ngmalloc_core::slot::find_slot(q, h.secret()) }.expect("valid header");
         assert_eq!(s.stride, 8192 - 16, "served from the cached mapping");
         assert_eq!(unsafe { h.usable_size(q) }, 4000);
         h.walk().unwrap();
@@ -873,7 +873,7 @@ fn fake_guards_are_detected_and_large_blocks_reused_clean() {
 #[test]
 #[cfg(any(feature = "harden-random-slots", feature = "harden-quarantine"))]
 fn caches_are_off_with_random_slots_or_quarantine() {
-    const { assert!(!ngmalloc::tcache::CACHE) };
+    const { assert!(!ngmalloc_core::tcache::CACHE) };
     let h = heap();
     assert!(h.cache_create().is_null());
 }
@@ -899,7 +899,7 @@ fn malloc_zero_points_where_nothing_can_be_touched() {
         assert_eq!(unsafe { h.usable_size(p) }, 0);
         // not a slot of any group: the decoder does not know it
         assert_eq!(
-            unsafe { ngmalloc::slot::find_slot(p, h.secret()) }.err(),
+            unsafe { ngmalloc_core::slot::find_slot(p, h.secret()) }.err(),
             Some(Corrupt::Foreign)
         );
     }
@@ -922,11 +922,11 @@ fn malloc_zero_points_where_nothing_can_be_touched() {
     }
     assert_eq!(h.walk().unwrap().in_use, 0);
     // every pointer of the region, then a normal slot (as mallocng's malloc(0))
-    let all: Vec<*mut u8> = (0..ngmalloc::zero_size::ZERO_SLOTS + 1)
+    let all: Vec<*mut u8> = (0..ngmalloc_core::zero_size::ZERO_SLOTS + 1)
         .map(|_| h.malloc(0).unwrap().as_ptr())
         .collect();
     let last = *all.last().unwrap();
-    assert!(unsafe { ngmalloc::slot::find_slot(last, h.secret()) }.is_ok());
+    assert!(unsafe { ngmalloc_core::slot::find_slot(last, h.secret()) }.is_ok());
     assert_eq!(unsafe { h.usable_size(last) }, 0);
     for p in all {
         unsafe { h.free(p) };
@@ -1050,7 +1050,7 @@ fn a_write_after_free_into_a_small_block_crashes_at_its_reuse() {
 
 #[test]
 fn object_size_bounds_interior_pointers_and_stops_on_dangling_ones() {
-    use ngmalloc::object_size::UNKNOWN;
+    use ngmalloc_core::object_size::UNKNOWN;
     let h = heap();
     let mut kept = Vec::new();
     for n in [1, 16, 20, 100, 1000, 5000, 70_000, 300_000] {

@@ -19,7 +19,7 @@ use loom::sync::atomic::AtomicU8;
 use loom::sync::atomic::AtomicU32;
 use loom::sync::atomic::AtomicU64;
 use loom::sync::{Arc, Mutex};
-use ngmalloc::masks::{
+use ngmalloc_core::masks::{
     FastFree, Mask, activate, collect, free_fast, free_locked, free_owned, free_remote, free_slots,
     take_owned,
 };
@@ -436,7 +436,7 @@ fn a_group_given_back_with_a_slot_in_use_is_listed() {
 /// loom's 64-bit atomics under the zero-size bitmap's trait.
 struct W(AtomicU64);
 
-impl ngmalloc::zero_size::Word for W {
+impl ngmalloc_core::zero_size::Word for W {
     fn load(&self, o: Ordering) -> u64 {
         self.0.load(o)
     }
@@ -450,7 +450,7 @@ impl ngmalloc::zero_size::Word for W {
 
 #[test]
 fn racing_zero_size_claims_and_frees_never_share_a_pointer() {
-    use ngmalloc::zero_size::{claim, is_live, release};
+    use ngmalloc_core::zero_size::{claim, is_live, release};
     model(|| {
         // word 0 has one clear bit (63) and bit 0 live, held by the freeing thread;
         // word 1 is empty

@@ -12,11 +12,11 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use ngmalloc::Heap;
-use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES};
-use ngmalloc::os::linux::FutexLock;
-use ngmalloc::os::{Os, Prot};
-use ngmalloc::size_class::class_size;
+use ngmalloc_core::Heap;
+use ngmalloc_core::config::{IB, MMAP_THRESHOLD, NUM_CLASSES};
+use ngmalloc_core::os::linux::FutexLock;
+use ngmalloc_core::os::{Os, Prot};
+use ngmalloc_core::size_class::class_size;
 
 const PAGE: usize = 4096;
 
@@ -145,7 +145,7 @@ fn a_shadow_model_run_under_strict_provenance() {
     for step in 0..STEPS {
         let v = step as u8 | 1;
         let tc = r.below(3) as usize;
-        let cache = |caches: &mut [*mut ngmalloc::tcache::ThreadCache; 2]| {
+        let cache = |caches: &mut [*mut ngmalloc_core::tcache::ThreadCache; 2]| {
             caches.get(tc).and_then(|c| unsafe { c.as_mut() })
         };
         match r.below(10) {

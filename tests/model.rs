@@ -10,9 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Rng, TestHeap, heap};
-use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES};
-use ngmalloc::size_class::class_size;
-use ngmalloc::tcache::ThreadCache;
+use ngmalloc_core::config::{IB, MMAP_THRESHOLD, NUM_CLASSES};
+use ngmalloc_core::size_class::class_size;
+use ngmalloc_core::tcache::ThreadCache;
 
 #[derive(Clone, Copy, Debug)]
 struct Block {

@@ -11,10 +11,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::Rng;
-use ngmalloc::Heap;
-use ngmalloc::os::linux::{FutexLock, Linux};
-use ngmalloc::os::{Os, Prot};
-use ngmalloc::tcache::ThreadCache;
+use ngmalloc_core::Heap;
+use ngmalloc_core::os::linux::{FutexLock, Linux};
+use ngmalloc_core::os::{Os, Prot};
+use ngmalloc_core::tcache::ThreadCache;
 use std::ptr::NonNull;
 
 /// The raw Linux backend with its mapping calls made through libc: ThreadSanitizer sees

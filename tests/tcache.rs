@@ -12,10 +12,10 @@ mod common;
 use std::sync::Arc;
 
 use common::{Rng, TestHeap, advance_clock, calls, clock_reads, heap, in_child, locks};
-use ngmalloc::cache::CACHE_BYTES;
-use ngmalloc::retain::RETAIN_FROM;
-use ngmalloc::size_class::request_class;
-use ngmalloc::tcache::{
+use ngmalloc_core::cache::CACHE_BYTES;
+use ngmalloc_core::retain::RETAIN_FROM;
+use ngmalloc_core::size_class::request_class;
+use ngmalloc_core::tcache::{
     KEPT_EMPTY, MAKE_BATCH, MAX_ABANDONED, ORPHAN_BATCH, RETIRE_BATCH, RETIRE_BYTES, TC_CLASSES,
     ThreadCache,
 };
@@ -86,7 +86,7 @@ fn a_thread_makes_its_groups_a_few_at_a_time_and_retires_them_in_batches() {
     let batch = RETIRE_BATCH as u64;
     // (without decay, the wait the retired groups started is over when the active group
     // empties: one more lock gives back what is left at once)
-    let decay_now = u64::from(ngmalloc::config::DECAY_MS == 0);
+    let decay_now = u64::from(ngmalloc_core::config::DECAY_MS == 0);
     assert_eq!(
         locks() - before,
         made.saturating_sub(1 + KEPT_EMPTY as u64) / batch + decay_now,
@@ -208,7 +208,7 @@ fn an_exited_cache_no_thread_takes_over_gives_its_groups_to_the_heap() {
     );
     // no thread starts within the decay time: the next lock holder (here a cache being
     // made) gives the groups to the heap
-    advance_clock(ngmalloc::config::DECAY_MS + 1);
+    advance_clock(ngmalloc_core::config::DECAY_MS + 1);
     let b = cache(&h);
     assert!(b.owns_nothing(), "a fresh cache");
     let s = h.walk().unwrap();
@@ -573,7 +573,7 @@ fn empty_groups_a_thread_gave_up_go_back_after_the_decay_time() {
         unsafe { h.free_cached(tc, p.as_ptr()) };
     }
     let waiting = tc.retiring().count();
-    if ngmalloc::config::DECAY_MS == 0 {
+    if ngmalloc_core::config::DECAY_MS == 0 {
         // nothing waits: given up, a group goes at once
         assert_eq!(waiting, 0, "a group waits though the decay time is 0");
         for p in w {
@@ -592,7 +592,7 @@ fn empty_groups_a_thread_gave_up_go_back_after_the_decay_time() {
         .collect();
     assert!(tc.groups(request_class(3000)).count() > groups, "no miss");
     assert_eq!(tc.retiring().count(), waiting, "retired before their time");
-    advance_clock(ngmalloc::config::DECAY_MS);
+    advance_clock(ngmalloc_core::config::DECAY_MS);
     for _ in 0..100 {
         more.push(h.malloc_cached(tc, 3000).unwrap());
     }
@@ -639,7 +639,7 @@ fn one_call_after_the_decay_time_gives_back_what_a_free_all_left() {
             unsafe { h.free_cached(tc, p.as_ptr()) };
         }
         let held = h.walk().unwrap();
-        advance_clock(ngmalloc::config::DECAY_MS + 1);
+        advance_clock(ngmalloc_core::config::DECAY_MS + 1);
         let p = h.malloc_cached(tc, 64).unwrap();
         unsafe { h.free_cached(tc, p.as_ptr()) };
         let s = h.walk().unwrap();
@@ -673,7 +673,7 @@ fn emptying_active_groups_reads_the_clock_rarely_while_little_waits() {
         unsafe { h.free_cached(tc, p.as_ptr()) };
     }
     let waiting = tc.retiring().count();
-    if ngmalloc::config::DECAY_MS != 0 {
+    if ngmalloc_core::config::DECAY_MS != 0 {
         assert!(waiting != 0, "nothing waits");
     }
     let mut r = Rng(4);
@@ -711,7 +711,7 @@ fn what_a_thread_keeps_empty_stays_below_its_byte_bound() {
             unsafe { h.free_cached(tc, p.as_ptr()) };
             let bytes: usize = tc
                 .retiring()
-                .map(|g| unsafe { ngmalloc::meta::stride(g) * ((*g).last_idx as usize + 1) })
+                .map(|g| unsafe { ngmalloc_core::meta::stride(g) * ((*g).last_idx as usize + 1) })
                 .sum();
             assert!(bytes < RETIRE_BYTES, "{bytes} bytes waiting");
         }
@@ -799,7 +799,8 @@ fn a_donated_group_a_thread_took_goes_back_to_the_heap_not_unmapped() {
     for round in 0..2 {
         let tc = cache(&h);
         for sc in (3..TC_CLASSES).step_by(4) {
-            let n = ngmalloc::size_class::class_size(sc) - 4 - ngmalloc::config::CANARY_ROOM;
+            let n =
+                ngmalloc_core::size_class::class_size(sc) - 4 - ngmalloc_core::config::CANARY_ROOM;
             let p = h.malloc_cached(tc, n).unwrap().as_ptr();
             if donated(p) {
                 from_donation.push((round, n));
@@ -807,7 +808,7 @@ fn a_donated_group_a_thread_took_goes_back_to_the_heap_not_unmapped() {
             unsafe { h.free_cached(tc, p) };
         }
         // decay retires the empty groups the thread holds: the donated one too
-        advance_clock(ngmalloc::config::DECAY_MS + 1);
+        advance_clock(ngmalloc_core::config::DECAY_MS + 1);
         let p = h.malloc_cached(tc, 1).unwrap().as_ptr();
         unsafe { h.free_cached(tc, p) };
         h.walk().unwrap();
@@ -879,8 +880,8 @@ fn fresh_memory_said_to_read_as_zero_does() {
     let mut kept = Vec::new();
     // every class's sizes whose data ends 0 to 11 bytes before the slot's end (offset
     // cycling aside): the check bytes' word then holds data bytes too
-    let sizes = (0..ngmalloc::config::NUM_CLASSES).flat_map(|sc| {
-        let top = ngmalloc::size_class::class_size(sc) - ngmalloc::config::IB;
+    let sizes = (0..ngmalloc_core::config::NUM_CLASSES).flat_map(|sc| {
+        let top = ngmalloc_core::size_class::class_size(sc) - ngmalloc_core::config::IB;
         (0..12).map(move |k| top - k).filter(|&n| n > 0)
     });
     for n in sizes.chain([200_000]) {

@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use ngmalloc::Heap;
-use ngmalloc::config::{IB, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
-use ngmalloc::os::linux::{FutexLock, Linux};
-use ngmalloc::size_class::class_size;
-use ngmalloc::slot::{find_slot, nominal_size};
-use ngmalloc::tcache::ThreadCache;
+use ngmalloc_core::Heap;
+use ngmalloc_core::config::{IB, MMAP_THRESHOLD, NUM_CLASSES, UNIT};
+use ngmalloc_core::os::linux::{FutexLock, Linux};
+use ngmalloc_core::size_class::class_size;
+use ngmalloc_core::slot::{find_slot, nominal_size};
+use ngmalloc_core::tcache::ThreadCache;
 
 /// The heap under test: the raw Linux backend, no program break (the process's libc owns
 /// it), the futex lock; as the standalone library builds it.

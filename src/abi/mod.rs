@@ -17,43 +17,6 @@ pub(crate) fn valid_align(align: usize) -> bool {
     align & align.wrapping_neg() == align
 }
 
-/// The per-thread word both ABIs keep (musl's thread structure, the standalone library's
-/// initial-exec TLS): [`WORD_NONE`] before the thread's first call, [`WORD_LOCKED`] while
-/// its cache is being made, after its exit hook ran, or when it can have none, else the
-/// address of its cache. One state machine for both: [`word_cache`] and [`word_cached`]
-/// read it, the ABI supplies how the word is read and how a cache is made.
-pub(crate) const WORD_NONE: usize = 0;
-/// See [`WORD_NONE`]: the thread takes the locked paths.
-pub(crate) const WORD_LOCKED: usize = 1;
-
-/// The thread's cache from its word `w`, made by `make` on its first call; `None`: use
-/// the locked paths.
-#[inline(always)]
-pub(crate) fn word_cache(
-    w: usize,
-    make: fn() -> Option<&'static mut crate::tcache::ThreadCache>,
-) -> Option<&'static mut crate::tcache::ThreadCache> {
-    match w {
-        WORD_NONE => make(),
-        _ => word_cached(w),
-    }
-}
-
-/// The thread's cache from its word `w` if it has one, with no call: the fast paths'
-/// test (`None` sends them to their slow paths, which use [`word_cache`]).
-#[inline(always)]
-pub(crate) fn word_cached(w: usize) -> Option<&'static mut crate::tcache::ThreadCache> {
-    match w {
-        WORD_NONE | WORD_LOCKED => None,
-        // SAFETY: a value above WORD_LOCKED is a cache made for this thread (its address,
-        // exposed when stored), valid until its exit hook, which sets WORD_LOCKED first;
-        // only this thread uses it.
-        w => Some(unsafe {
-            &mut *core::ptr::with_exposed_provenance_mut::<crate::tcache::ThreadCache>(w)
-        }),
-    }
-}
-
 /// A heap result as C wants it: the pointer, or NULL with `errno = ENOMEM`.
 #[inline]
 pub(crate) fn or_enomem(

@@ -11,8 +11,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 
 use super::{
-    EINVAL, ENOMEM, WORD_LOCKED, free_through, malloc_through, or_enomem, realloc_through,
-    valid_align, word_cache, word_cached,
+    EINVAL, ENOMEM, free_through, malloc_through, or_enomem, realloc_through, valid_align,
 };
 use crate::heap::Heap;
 use crate::os::musl::{
@@ -21,6 +20,7 @@ use crate::os::musl::{
 };
 use crate::os::musl_sys as sys;
 use crate::tcache::ThreadCache;
+use crate::thread_word::{WORD_LOCKED, word_cache, word_cached};
 
 static HEAP: Heap<Musl, MuslLock> = Heap::new(MuslLock);
 
@@ -39,7 +39,7 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
 }
 
 /// The calling thread's cache, made on its first call; `None`: use the locked paths.
-/// (Its word is in musl's thread structure: see [`super::WORD_NONE`].)
+/// (Its word is in musl's thread structure: see [`crate::thread_word`].)
 #[inline(always)]
 fn cache() -> Option<&'static mut ThreadCache> {
     word_cache(thread_word()?, make_cache)

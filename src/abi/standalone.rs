@@ -9,20 +9,18 @@
 
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
-use core::sync::atomic::Ordering::{Acquire, Release};
-use core::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::heap::Heap;
 use crate::os::Os;
 use crate::os::linux::{
-    FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno, set_thread_value,
-    thread_exit_key, tls_get, tls_set,
+    FutexLock, Linux, append_file, env_into, getpid, register_atfork, set_errno, tls_get, tls_set,
 };
 use crate::tcache::ThreadCache;
+use crate::thread_word::{ExitHook, exit_cache, word_cache, word_cached};
 
 use super::{
-    EINVAL, ENOMEM, WORD_LOCKED, WORD_NONE, free_sized_through, free_through, malloc_through,
-    or_enomem, realloc_through, valid_align, word_cache, word_cached,
+    EINVAL, ENOMEM, free_sized_through, free_through, malloc_through, or_enomem, realloc_through,
+    valid_align,
 };
 
 /// The host libc owns the program break: meta areas come from mmap only.
@@ -34,14 +32,11 @@ fn out(p: Option<core::ptr::NonNull<u8>>) -> *mut c_void {
     or_enomem(p, set_errno)
 }
 
-/// The thread-exit hook's key: EXIT_KEY_NONE until made, EXIT_KEY_FAILED if it cannot be.
-static EXIT_KEY: AtomicU64 = AtomicU64::new(EXIT_KEY_NONE);
-const EXIT_KEY_NONE: u64 = u64::MAX;
-const EXIT_KEY_FAILED: u64 = u64::MAX - 1;
+/// Where a thread's exit is learned: its destructor gives the thread's cache back.
+static EXIT: ExitHook = ExitHook::new();
 
 /// The calling thread's cache, made on its first call; `None`: use the locked paths.
-/// (Its word is initial-exec TLS: see [`super::WORD_NONE`]; [`WORD_LOCKED`] also when no
-/// exit hook could be registered.)
+/// (Its word is initial-exec TLS: see [`crate::thread_word`].)
 #[inline(always)]
 fn cache() -> Option<&'static mut ThreadCache> {
     word_cache(tls_get(), make_cache)
@@ -55,54 +50,13 @@ fn cached() -> Option<&'static mut ThreadCache> {
 
 #[cold]
 fn make_cache() -> Option<&'static mut ThreadCache> {
-    // anything allocated on the way (by pthread_setspecific, say) takes the locked paths
-    tls_set(WORD_LOCKED);
-    let Some(key) = exit_key() else {
-        if EXIT_KEY.load(Acquire) != EXIT_KEY_FAILED {
-            tls_set(WORD_NONE); // another thread is making the key: try again later
-        }
-        return None;
-    };
-    let tc = HEAP.cache_create();
-    if tc.is_null() {
-        tls_set(WORD_NONE); // out of memory now: try again later
-        return None;
-    }
-    // SAFETY: the destructor, thread_exit, takes this thread's cache.
-    if !unsafe { set_thread_value(key, tc.cast()) } {
-        // SAFETY: just made, unused.
-        unsafe { HEAP.cache_destroy(tc) };
-        return None;
-    }
-    tls_set(tc.expose_provenance());
-    // SAFETY: the cache just made for this thread.
-    Some(unsafe { &mut *tc })
+    EXIT.make_cache(&HEAP, thread_exit, tls_set)
 }
 
-/// The key whose destructor gives a thread's cache back, made once per process.
-fn exit_key() -> Option<u32> {
-    loop {
-        match EXIT_KEY.load(Acquire) {
-            EXIT_KEY_FAILED => return None,
-            EXIT_KEY_NONE => {}
-            k => return Some(k as u32),
-        }
-        // one thread makes it; any other arriving meanwhile goes the locked way this once
-        if MAKING_KEY.swap(true, Acquire) {
-            return None;
-        }
-        let k = thread_exit_key(thread_exit).map_or(EXIT_KEY_FAILED, u64::from);
-        EXIT_KEY.store(k, Release);
-        MAKING_KEY.store(false, Release);
-    }
-}
-static MAKING_KEY: AtomicBool = AtomicBool::new(false);
-
-/// Thread exit: give the cache back. Later destructors that allocate take the locked paths.
+/// Thread exit: give the cache back.
 unsafe extern "C" fn thread_exit(tc: *mut c_void) {
-    tls_set(WORD_LOCKED);
     // SAFETY: the cache this thread made; no one else uses it.
-    unsafe { HEAP.cache_destroy(tc.cast()) };
+    unsafe { exit_cache(&HEAP, tc, tls_set) };
 }
 
 /// C `malloc`.

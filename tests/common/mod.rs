@@ -8,9 +8,9 @@
 use std::cell::Cell;
 use std::ptr::NonNull;
 
-use ngmalloc::Heap;
-use ngmalloc::os::linux::{FutexLock, Linux};
-use ngmalloc::os::{Os, Prot};
+use ngmalloc_core::Heap;
+use ngmalloc_core::os::linux::{FutexLock, Linux};
+use ngmalloc_core::os::{Os, Prot};
 
 pub type Raw = Linux<false>;
 
@@ -276,7 +276,7 @@ pub fn locks() -> u64 {
     LOCKS.with(|c| c.get())
 }
 
-unsafe impl ngmalloc::lock::RawLock for TestLock {
+unsafe impl ngmalloc_core::lock::RawLock for TestLock {
     fn lock(&self) {
         LOCKS.with(|c| c.set(c.get() + 1));
         self.0.lock();
@@ -324,7 +324,7 @@ pub fn in_child(f: impl FnOnce()) -> Result<i32, i32> {
         if pid == 0 {
             // (the test threads fork without the heaps' atfork protocol: a page-map
             // update another test ran at the fork is not the child's)
-            ngmalloc::pagemap::fork_child();
+            ngmalloc_core::pagemap::fork_child();
             f();
             libc::_exit(0);
         }
