@@ -70,6 +70,11 @@ step "host tests (cargo test)" "$CARGO" test -q -p ngmalloc-core
 # NGMALLOC_DECAY_MS=0, mallocng's behaviour: nothing held, nothing kept for the next thread
 step "host tests with NGMALLOC_DECAY_MS=0" env NGMALLOC_DECAY_MS=0 CARGO_TARGET_DIR=target/decay0 \
   "$CARGO" test -q -p ngmalloc-core
+# the Rust crate (global-allocator/): a test binary whose global allocator it is, on the
+# gnu target (dynamic and static) and the musl target (static), and on aarch64 under
+# qemu-user below
+step "Rust crate as the global allocator (x86_64 gnu, gnu static, musl)" sh -c \
+  "'$CARGO' test -q -p ngmalloc && '$CARGO' test -q -p ngmalloc --target x86_64-unknown-linux-musl && RUSTFLAGS='-C target-feature=+crt-static' '$CARGO' test -q -p ngmalloc --target x86_64-unknown-linux-gnu --target-dir target/crt-static"
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
 step "C++ operator new and delete (static, preload)" cxx_operators
@@ -96,6 +101,13 @@ step "aarch64 (qemu-user): host tests, but the 3 of real guard markers" env \
   --skip a_failing_mapping_first_gives_up_the_cached_ones \
   --skip large_blocks_are_guarded_with_madvise_and_with_the_fallback \
   --skip large_blocks_are_mapped_alone_and_remapped_on_realloc
+step "aarch64 (qemu-user): the Rust crate as the global allocator (musl, gnu)" env \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64 \
+  NGMALLOC_TEST_RUNNER=qemu-aarch64 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu sh -c \
+  "'$CARGO' test -q -p ngmalloc --target aarch64-unknown-linux-musl --target-dir target/aarch64 && '$CARGO' test -q -p ngmalloc --target aarch64-unknown-linux-gnu --target-dir target/aarch64"
 step "aarch64 (qemu-user): musl sysroot tests" env ARCH=aarch64 \
   ci/musl-tests.sh "$a64" "$a64-mallocng" "$BUILD/musl-src-1.2.5-aarch64"
 step "aarch64 (qemu-user): guards (the fallback, detected) and mlockall" env ARCH=aarch64 \

@@ -710,19 +710,60 @@ impl<O: Os, L: RawLock> Heap<O, L> {
     /// As [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_cached(&self, tc: &mut ThreadCache, p: *mut u8) {
-        if !CACHE || p.is_null() {
-            // SAFETY: forwarded.
-            return unsafe { self.free_uncached(p) };
-        }
-        let secret = tc.secret;
-        // SAFETY: validated exactly as in free before anything is written.
+        // SAFETY: forwarded.
+        unsafe { self.free_cached_checking(tc, p, None) }
+    }
+
+    /// [`Heap::free_cached`] with the block's size and alignment checked as
+    /// `free_aligned_sized` checks them, inline: for Rust's `dealloc`, which always knows
+    /// the layout (the C exports keep one copy out of line, [`Heap::free_sized_cached`]).
+    ///
+    /// # Safety
+    /// As [`Heap::free`]; `align` is a power of two.
+    #[inline(always)]
+    pub unsafe fn free_layout_cached(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        size: usize,
+        align: usize,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { self.free_cached_checking(tc, p, Some((size, align))) }
+    }
+
+    /// [`Heap::free_cached`], and with `layout` (size, alignment) the block checked
+    /// against it.
+    ///
+    /// # Safety
+    /// As [`Heap::free_layout_cached`].
+    #[inline(always)]
+    unsafe fn free_cached_checking(
+        &self,
+        tc: &mut ThreadCache,
+        p: *mut u8,
+        layout: Option<(usize, usize)>,
+    ) {
+        // SAFETY: validated exactly as in free before anything is written; the fallbacks
+        // validate completely.
         unsafe {
+            let fallback = |p| match layout {
+                None => self.free_uncached(p),
+                Some((size, align)) => self.free_sized(p, size, Some(align)),
+            };
+            if !CACHE || p.is_null() {
+                return fallback(p);
+            }
+            let secret = tc.secret;
             let Ok(s) = find_slot_live(p, secret) else {
                 // not heap memory: malloc(0)'s, or an invalid free (the locked free
                 // tells them apart)
-                return self.free_uncached(p);
+                return fallback(p);
             };
-            ok(nominal_size(p, &s));
+            let n = ok(nominal_size(p, &s));
+            if let Some((size, align)) = layout {
+                check!(n == size && p.addr() & (align - 1) == 0);
+            }
             let owner = (*s.meta).owner.load(Relaxed);
             if !core::ptr::eq(owner, tc) {
                 return self.free_not_mine(tc, p, s, secret);
