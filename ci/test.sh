@@ -75,6 +75,7 @@ step "host tests with NGMALLOC_DECAY_MS=0" env NGMALLOC_DECAY_MS=0 CARGO_TARGET_
 # qemu-user below
 step "Rust crate as the global allocator (x86_64 gnu, gnu static, musl)" sh -c \
   "'$CARGO' test -q -p ngmalloc && '$CARGO' test -q -p ngmalloc --target x86_64-unknown-linux-musl && RUSTFLAGS='-C target-feature=+crt-static' '$CARGO' test -q -p ngmalloc --target x86_64-unknown-linux-gnu --target-dir target/crt-static"
+step "Rust crate: a new project following the README's three steps (gnu, musl)" ci/rust-crate.sh
 step "exported symbols match the allowlist" exports_match
 step "C semantics (preload, static, dynamic)" c_semantics
 step "C++ operator new and delete (static, preload)" cxx_operators
