@@ -5,7 +5,8 @@ Builds bench/workloads.c, bench/pair.c and Lua (Debian's source package) three w
 ngmalloc musl sysroot, static; stock musl 1.2.3 from Debian's musl-tools, static; glibc),
 runs each workload on six allocators, repeated and interleaved (every repeat visits every
 workload and every allocator before the next repeat starts, and the allocator order rotates),
-keeps the median time and peak RSS, counts instructions per malloc+free pair with callgrind,
+keeps the median time and peak RSS, runs the Rust programs (bench/rust_programs.py) on three
+Rust allocators the same way, counts instructions per malloc+free pair with callgrind,
 and writes report.md, chart.png and results.json (bench/report.py renders them).
 
 Usage: bench/harness.py [--quick] [--repeats N] [--out DIR] [--only W,W] [--allocators A,A]
@@ -29,6 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import report  # noqa: E402
+import rust_programs  # noqa: E402
 
 LUA = {
     "version": "5.4.4",
@@ -487,7 +489,7 @@ def main():
     work = WORKLOADS
     if a.only:
         work = [w for w in WORKLOADS if any(w[0].startswith(p) for p in a.only.split(","))]
-        if not work:
+        if not work and not any(r[0].startswith(p) for p in a.only.split(",") for r in rust_programs.PROGRAMS):
             die(f"no workload matches {a.only}")
     build_programs(build, bindir)
     measure = os.path.join(bindir, "measure")
@@ -533,6 +535,16 @@ def main():
                 print(f"bench: [{done}/{total}] {wid} {name}: "
                       + (f"{r['wall']:.3f} s, {r['peak_kib'] / 1024:.1f} MiB" if "error" not in r else r["error"]),
                       file=sys.stderr, flush=True)
+    rust = None
+    if not a.only or any(p[0].startswith(o) for o in a.only.split(",") for p in rust_programs.PROGRAMS):
+        bins = rust_programs.build(build, bindir)
+        data_dir = rust_programs.data(build, scale)
+        r_samples, r_errors = rust_programs.run(bins, data_dir, repeats, a.timeout, measure, peakrss,
+                                                run_once, peak_rss)
+        errors += r_errors
+        rust = {"programs": [{"id": p[0], "title": p[1]} for p in rust_programs.PROGRAMS],
+                "allocators": rust_programs.ALLOCATORS, "target": rust_programs.TARGET,
+                "versions": rust_programs.versions(), "samples": r_samples}
     run_seconds = time.time() - started
     print("bench: counting instructions per malloc+free pair (callgrind)", file=sys.stderr)
     pairs, pairs_threaded = callgrind_pairs(bindir, allocs, pairs_n)
@@ -566,6 +578,7 @@ def main():
         "pairs_n": pairs_n,
         "counts": counts,
         "count_scale": count_scale,
+        "rust": rust,
         "limits": limits,
         "errors": errors,
     }
