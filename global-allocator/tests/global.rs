@@ -154,6 +154,54 @@ fn threads_allocate_free_and_exit() {
     }
 }
 
+unsafe extern "C" {
+    fn fork() -> i32;
+    fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    fn _exit(status: i32) -> !;
+}
+
+#[test]
+fn fork_while_threads_allocate() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let churn: Vec<_> = (0..3)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut keep = Vec::new();
+                let mut i = 0usize;
+                while !STOP.load(Relaxed) {
+                    keep.push(vec![t as u8; 16 + i % 3000]);
+                    if keep.len() > 200 {
+                        keep.clear();
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        // SAFETY: the child only allocates, frees and exits (the heap's fork handlers
+        // leave its lock usable there).
+        let pid = unsafe { fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let v: Vec<Vec<u8>> = (0..500).map(|i| vec![1u8; 1 + i * 37 % 5000]).collect();
+            let ok = v.iter().all(|b| b.iter().all(|&x| x == 1));
+            drop(v);
+            // SAFETY: leaves the child at once, with no destructors.
+            unsafe { _exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = -1;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child's status");
+    }
+    STOP.store(true, Relaxed);
+    for t in churn {
+        t.join().unwrap();
+    }
+}
+
 /// Run `case` (an ignored test of this file) in a child process; its signal, if any.
 /// Under an emulator, `NGMALLOC_TEST_RUNNER` names it (cargo's runner is not inherited).
 fn child(case: &str) -> Option<i32> {
