@@ -10,7 +10,7 @@
 //!
 //! ```toml
 //! [dependencies]
-//! ngmalloc = { git = "https://example.invalid/ngmalloc" } # or { path = ".../global-allocator" }
+//! ngmalloc = { path = "/path/to/ngmalloc/global-allocator" } # or { git = "<its repository>" }
 //! ```
 //!
 //! ```
