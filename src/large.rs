@@ -72,17 +72,27 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         };
         let secret = st.secret;
         st.bounce.step_seq();
-        // SAFETY: the lock is held.
-        let Some(g) = (unsafe { st.alloc_meta::<O>(secret) }) else {
+        // A record and the page map's entries may need memory of their own, which the
+        // caches may hold (the block's own mapping may just have fitted): shed them and
+        // try once more before failing.
+        // SAFETY: the lock is held; the caches' mappings are unused.
+        let Some(g) = (unsafe {
+            st.alloc_meta::<O>(secret).or_else(|| {
+                st.flush_map_caches::<O>()
+                    .then(|| st.alloc_meta::<O>(secret))?
+            })
+        }) else {
             drop(st);
             // SAFETY: the mapping is ours and unused.
             unsafe { unmap::<O>(base, len) };
             return None;
         };
         // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours; the data is
-        // mapped readable.
+        // mapped readable; a failed registration undoes itself, so it may be retried.
         unsafe {
-            if !pagemap::register::<O>(mem, data, g) {
+            let registered = pagemap::register::<O>(mem, data, g)
+                || (st.flush_map_caches::<O>() && pagemap::register::<O>(mem, data, g));
+            if !registered {
                 st.free_meta(g);
                 drop(st);
                 unmap::<O>(base, len);
@@ -209,9 +219,15 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
                     Some(new) => {
                         let mem = new.as_ptr().wrapping_add(lead);
-                        // A new 64 GiB window needs a new page-map leaf; with no memory
-                        // even for that the block could never be freed: stop now.
-                        check!(pagemap::register::<O>(mem, needed, g));
+                        // A new 64 GiB window needs a new page-map leaf, whose memory
+                        // the caches may hold (under RLIMIT_DATA, say): shed them for it.
+                        // With no memory even then the block could never be freed: stop.
+                        let registered = pagemap::register::<O>(mem, needed, g)
+                            || (self
+                                .locked()
+                                .is_some_and(|mut st| st.flush_map_caches::<O>())
+                                && pagemap::register::<O>(mem, needed, g));
+                        check!(registered);
                         (*g).mem = mem.cast::<Group>();
                         set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
                         let protnone = self.install_guard(mem.wrapping_add(needed), guard);
