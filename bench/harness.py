@@ -263,6 +263,22 @@ def peak_rss(peakrss, cmd, env, timeout):
     return {"peak_kib": peak, "peak_samples": samples, "out": r["out"]}
 
 
+def timed_and_traced(measure, peakrss, cmd, env, timeout):
+    """One timed run and one under the peak-RSS tracer: the timed run's figures with the
+    exact peak added, or an error (either run failed, or the two computed different
+    check values)."""
+    r = run_once(measure, cmd, env, timeout)
+    if "error" in r:
+        return r
+    pk = peak_rss(peakrss, cmd, env, timeout)
+    if "error" in pk:
+        return pk
+    if pk["out"]["check"] != r["out"]["check"]:
+        return {"error": f"the traced run computed {pk['out']['check']}, the timed one {r['out']['check']}"}
+    r.update(peak_kib=pk["peak_kib"], peak_samples=pk["peak_samples"])
+    return r
+
+
 def served_by(name, how, binary, env):
     """Prove the allocator served the program: an LD_PRELOAD that fails to load is only a
     warning for ld.so, and a static binary could have been linked against the wrong libc."""
@@ -518,15 +534,7 @@ def main():
             for name in names[k:] + names[:k]:
                 fl, env, _ = allocs[name]
                 cmd = [os.path.join(bindir, f"{prog}-{fl}"), *pre, f"{scale:g}", *post]
-                r = run_once(measure, cmd, dict(os.environ, **env), a.timeout)
-                if "error" not in r:
-                    pk = peak_rss(peakrss, cmd, dict(os.environ, **env), a.timeout)
-                    if "error" in pk:
-                        r = pk
-                    elif pk["out"]["check"] != r["out"]["check"]:
-                        r = {"error": f"the traced run computed {pk['out']['check']}, the timed one {r['out']['check']}"}
-                    else:
-                        r.update(peak_kib=pk["peak_kib"], peak_samples=pk["peak_samples"])
+                r = timed_and_traced(measure, peakrss, cmd, dict(os.environ, **env), a.timeout)
                 done += 1
                 if "error" in r:
                     errors.append(f"{wid} on {name}: {r['error']}")
@@ -539,8 +547,8 @@ def main():
     if not a.only or any(p[0].startswith(o) for o in a.only.split(",") for p in rust_programs.PROGRAMS):
         bins = rust_programs.build(build, bindir)
         data_dir = rust_programs.data(build, scale)
-        r_samples, r_errors = rust_programs.run(bins, data_dir, repeats, a.timeout, measure, peakrss,
-                                                run_once, peak_rss)
+        r_samples, r_errors = rust_programs.run(
+            bins, data_dir, repeats, lambda cmd: timed_and_traced(measure, peakrss, cmd, dict(os.environ), a.timeout))
         errors += r_errors
         rust = {"programs": [{"id": p[0], "title": p[1]} for p in rust_programs.PROGRAMS],
                 "allocators": rust_programs.ALLOCATORS, "target": rust_programs.TARGET,

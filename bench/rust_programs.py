@@ -13,7 +13,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRATE = os.path.join(ROOT, "bench", "rust")
 TARGET = "x86_64-unknown-linux-musl"
 ALLOCATORS = ["system", "mimalloc", "ngmalloc"]
-LABEL = {"system": "system (musl's mallocng)", "mimalloc": "mimalloc crate", "ngmalloc": "ngmalloc crate"}
 # (id, title, program, arguments: DATA is replaced by the data directory)
 PROGRAMS = [
     ("r1-search", "ripgrep's search (ignore + grep crates), 2 threads", "search",
@@ -94,9 +93,9 @@ def data(build_dir, scale):
     return d
 
 
-def run(bins, data_dir, repeats, timeout, measure, peakrss, run_once, peak_rss):
-    """Every program on every allocator, `repeats` times interleaved (the order rotating),
-    each timed run followed by one under the peak-RSS tracer. Returns the samples and the
+def run(bins, data_dir, repeats, measured):
+    """Every program on every allocator, `repeats` times interleaved (the order rotating);
+    `measured(cmd)` is the harness's timed and traced run. Returns the samples and the
     errors (a failed run, another allocator than built for, or outputs that differ)."""
     samples = {p[0]: {a: [] for a in ALLOCATORS} for p in PROGRAMS}
     errors = []
@@ -105,18 +104,9 @@ def run(bins, data_dir, repeats, timeout, measure, peakrss, run_once, peak_rss):
         for pi, (pid, _, prog, args) in enumerate(PROGRAMS):
             k = (rep + pi) % len(ALLOCATORS)
             for alloc in ALLOCATORS[k:] + ALLOCATORS[:k]:
-                cmd = [bins[alloc][prog]] + [a.replace("DATA", data_dir) for a in args]
-                r = run_once(measure, cmd, dict(os.environ), timeout)
-                if "error" not in r:
-                    pk = peak_rss(peakrss, cmd, dict(os.environ), timeout)
-                    if "error" in pk:
-                        r = pk
-                    elif pk["out"]["check"] != r["out"]["check"]:
-                        r = {"error": f"the traced run computed {pk['out']['check']}, the timed one {r['out']['check']}"}
-                    elif r["out"].get("allocator") != alloc:
-                        r = {"error": f"built for {alloc}, it says it runs on {r['out'].get('allocator')}"}
-                    else:
-                        r.update(peak_kib=pk["peak_kib"])
+                r = measured([bins[alloc][prog]] + [a.replace("DATA", data_dir) for a in args])
+                if "error" not in r and r["out"].get("allocator") != alloc:
+                    r = {"error": f"built for {alloc}, it says it runs on {r['out'].get('allocator')}"}
                 done += 1
                 if "error" in r:
                     errors.append(f"{pid} on {alloc}: {r['error']}")
