@@ -10,8 +10,9 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::cache::{CACHE_BYTES, group_budget};
 use crate::check::{check, ok};
 use crate::config::{AREA, DECAY_MS, GUARD_PAGES, IB, NUM_CLASSES, ZERO_ON_FREE};
-use crate::heap::{KEEP, State, Unmap, init_group, unmap};
+use crate::heap::{Heap, KEEP, State, Unmap, init_group, unmap};
 use crate::list::queue;
+use crate::lock::RawLock;
 use crate::masks::{free_locked, free_slots};
 use crate::meta::{Meta, clear_zeroed, low_mask, storage, stride};
 use crate::os::{Os, Prot};
@@ -25,6 +26,35 @@ use crate::slot::{Key, MARKED_STRIDE, enframe, find_host, mark_freed, mark_neste
 enum Fresh {
     Yes,
     No,
+}
+
+impl<O: Os, L: RawLock> Heap<O, L> {
+    /// [`State::or_shed`] without the lock: it is taken to shed the caches only.
+    pub(crate) fn or_shed<T>(&self, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        // (one call of `f`, so that it is inlined once)
+        let mut shed = false;
+        loop {
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            if shed || !self.shed_caches() {
+                return None;
+            }
+            shed = true;
+        }
+    }
+
+    /// Take the lock and shed the caches' mappings; whether there were any.
+    #[cold]
+    #[inline(never)]
+    fn shed_caches(&self) -> bool {
+        // SAFETY: the lock is held (the guard is a temporary, dropped at the end of the
+        // statement); the caches' mappings are unused.
+        unsafe {
+            self.locked()
+                .is_some_and(|mut st| st.flush_map_caches::<O>())
+        }
+    }
 }
 
 impl State {
@@ -56,6 +86,29 @@ impl State {
             }
         }
         any
+    }
+
+    /// `f`, and once more after the caches' mappings are shed if it failed and there were
+    /// any: what a call that needs memory (a mapping, a record, page-map entries) does
+    /// before it fails the allocation.
+    ///
+    /// # Safety
+    /// The lock is held.
+    pub(crate) unsafe fn or_shed<O: Os, T>(
+        &mut self,
+        mut f: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let mut shed = false;
+        loop {
+            if let Some(v) = f(self) {
+                return Some(v);
+            }
+            // SAFETY: forwarded.
+            if shed || !unsafe { self.flush_map_caches::<O>() } {
+                return None;
+            }
+            shed = true;
+        }
     }
 
     /// Bytes of freed group mappings that may be held when one of `len` bytes is put:
@@ -137,11 +190,8 @@ impl State {
                         self.retain_peak = self.retain_peak.max(self.group_bytes);
                         (p, cnt, active_idx, (len / AREA) as u32, Fresh::No)
                     } else {
-                        let mut p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
-                        if p.is_none() && self.flush_map_caches::<O>() {
-                            p = O::mmap(null_mut(), len, Prot::ReadWrite, false);
-                        }
-                        let Some(p) = p else {
+                        let map = |_: &mut Self| O::mmap(null_mut(), len, Prot::ReadWrite, false);
+                        let Some(p) = self.or_shed::<O, _>(map) else {
                             self.free_meta(m);
                             return None;
                         };

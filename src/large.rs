@@ -45,14 +45,7 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 let len = data + 2 * guard;
                 // SAFETY: a fresh anonymous mapping, ours.
                 let map = || unsafe { O::mmap(null_mut(), len, Prot::ReadWrite, false) };
-                let base = map()
-                    .or_else(|| {
-                        // SAFETY: the lock is held (the guard is a temporary, dropped before
-                        // the retry); the caches' mappings are unused.
-                        let flushed = unsafe { self.locked()?.flush_map_caches::<O>() };
-                        if flushed { map() } else { None }
-                    })?
-                    .as_ptr();
+                let base = self.or_shed(map)?.as_ptr();
                 let mem = base.wrapping_add(guard);
                 // SAFETY: both guard ranges are ours and hold nothing.
                 let protnone = unsafe {
@@ -73,26 +66,18 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         let secret = st.secret;
         st.bounce.step_seq();
         // A record and the page map's entries may need memory of their own, which the
-        // caches may hold (the block's own mapping may just have fitted): shed them and
-        // try once more before failing.
-        // SAFETY: the lock is held; the caches' mappings are unused.
-        let Some(g) = (unsafe {
-            st.alloc_meta::<O>(secret).or_else(|| {
-                st.flush_map_caches::<O>()
-                    .then(|| st.alloc_meta::<O>(secret))?
-            })
-        }) else {
-            drop(st);
-            // SAFETY: the mapping is ours and unused.
-            unsafe { unmap::<O>(base, len) };
-            return None;
-        };
-        // SAFETY: `g` is a fresh record and `mem` a fresh mapping, both ours; the data is
-        // mapped readable; a failed registration undoes itself, so it may be retried.
-        unsafe {
-            let registered = pagemap::register::<O>(mem, data, g)
-                || (st.flush_map_caches::<O>() && pagemap::register::<O>(mem, data, g));
-            if !registered {
+        // caches may hold (the block's own mapping may just have fitted).
+        // SAFETY: the lock is held; `g` is a fresh record and `mem` a fresh mapping, both
+        // ours; the data is mapped readable; a failed registration undoes itself, so it
+        // may be retried.
+        let g = unsafe {
+            let Some(g) = st.or_shed::<O, _>(|st| st.alloc_meta::<O>(secret)) else {
+                drop(st);
+                unmap::<O>(base, len);
+                return None;
+            };
+            let register = |_: &mut State| pagemap::register::<O>(mem, data, g).then_some(());
+            if st.or_shed::<O, _>(register).is_none() {
                 st.free_meta(g);
                 drop(st);
                 unmap::<O>(base, len);
@@ -101,7 +86,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
             init_group(g, mem, 0, 0, CLASS_MMAP, (data / AREA) as u32, 0, 0);
             (*g).zeroed_or_used = 1;
             set_large_guards(g, lead, guard, protnone);
-        }
+            g
+        };
         st.stats.large_mapped += 1;
         st.cycle = st.cycle.wrapping_add(1);
         let ctr = st.cycle;
@@ -181,8 +167,8 @@ impl<O: Os, L: RawLock> Heap<O, L> {
         unsafe {
             check!((*g).sizeclass == CLASS_MMAP);
             let ps = self.page_size();
-            let base = p.addr() - s.start.addr();
-            let needed = round_up(n + base + UNIT + IB, ps);
+            let off = p.addr() - s.start.addr();
+            let needed = round_up(n + off + UNIT + IB, ps);
             let old_data = (*g).maplen as usize * AREA;
             let (lead, trail, _) = large_guards(g);
             let guard = GUARD_PAGES * ps;
@@ -210,46 +196,90 @@ impl<O: Os, L: RawLock> Heap<O, L> {
                 set_size(p, &Slot { end, ..*s }, n);
                 return Some(Resize::Done(NonNull::new(p)));
             } else if O::guard(mem.wrapping_add(old_data), trail, false) {
-                // grow: the whole trailing guard becomes data, then mremap (which may
-                // move the block, guards included) and a new trailing guard. (Had the
-                // guard stayed, the grown block would fault inside: copy instead.)
+                // grow: the whole trailing guard becomes data, then the block grows into
+                // it or moves (guards included) into a mapping with room, and gets a new
+                // trailing guard. (Had the guard stayed, the grown block would fault
+                // inside: copy instead.)
+                let base = mem.wrapping_sub(lead);
                 let old_len = lead + old_data + trail;
-                // the block may move: out of the page map until it has settled
+                let new_len = lead + needed + guard;
+                // out of the page map until it has settled: a range it leaves may be
+                // mapped and registered by another thread at once
                 pagemap::unregister::<O>(mem, old_data);
-                match O::mremap(mem.wrapping_sub(lead), old_len, lead + needed + guard) {
-                    Some(new) => {
-                        let mem = new.as_ptr().wrapping_add(lead);
-                        // A new 64 GiB window needs a new page-map leaf, whose memory
-                        // the caches may hold (under RLIMIT_DATA, say): shed them for it.
-                        // With no memory even then the block could never be freed: stop.
-                        let registered = pagemap::register::<O>(mem, needed, g)
-                            || (self
-                                .locked()
-                                .is_some_and(|mut st| st.flush_map_caches::<O>())
-                                && pagemap::register::<O>(mem, needed, g));
-                        check!(registered);
-                        (*g).mem = mem.cast::<Group>();
-                        set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
-                        let protnone = self.install_guard(mem.wrapping_add(needed), guard);
-                        set_large_guards(g, lead, guard, protnone);
-                        let start = storage((*g).mem);
-                        let p = start.wrapping_add(base);
-                        // keys depend on the address: frame the moved block anew (the
-                        // redirect at its start moved with it)
-                        let end = mem.wrapping_add(needed - IB);
-                        reframe(p, Key::of(secret, p), s, end, n);
-                        return Some(Resize::Done(NonNull::new(p)));
-                    }
-                    // the block stays as it was: put its trailing guard back (and the
-                    // block in the map: its leaves exist, that cannot fail)
-                    None => {
-                        pagemap::register::<O>(mem, old_data, g);
-                        if self.install_guard(mem.wrapping_add(old_data), trail) {
-                            set_large_guards(g, lead, trail, true);
-                        }
-                    }
+                let to = if new_len <= old_len {
+                    // it fits before the end of its mapping (it shrank before)
+                    let register = || pagemap::register::<O>(mem, needed, g).then_some(());
+                    self.or_shed(register).map(|()| base)
+                } else {
+                    self.or_shed(|| self.move_large(base, old_len, new_len, (lead, needed), g))
+                };
+                if let Some(to) = to {
+                    let mem = to.wrapping_add(lead);
+                    let trail = old_len.max(new_len) - lead - needed;
+                    (*g).mem = mem.cast::<Group>();
+                    set_shape(g, 0, (*g).sizeclass, (needed / AREA) as u32);
+                    let protnone = self.install_guard(mem.wrapping_add(needed), trail);
+                    set_large_guards(g, lead, trail, protnone);
+                    let start = storage((*g).mem);
+                    let p = start.wrapping_add(off);
+                    // keys depend on the address: frame the block anew (the redirect at
+                    // its start moved with it)
+                    let end = mem.wrapping_add(needed - IB);
+                    reframe(p, Key::of(secret, p), s, end, n);
+                    return Some(Resize::Done(NonNull::new(p)));
+                }
+                // the block stays as it was: put it back in the map (its leaves exist,
+                // that cannot fail) and its trailing guard back
+                pagemap::register::<O>(mem, old_data, g);
+                if self.install_guard(mem.wrapping_add(old_data), trail) {
+                    set_large_guards(g, lead, trail, true);
                 }
             }
+        }
+        None
+    }
+
+    /// Move the large block mapped at `base .. base + old_len` (its guards markers) to a
+    /// new mapping of `new_len` bytes, with `data` bytes at `lead` its data there and `g`
+    /// its record; the new base, or `None` with the block where it was.
+    ///
+    /// The destination is reserved inaccessible first (which neither `RLIMIT_DATA` nor
+    /// strict overcommit charges) and entered in the page map before the pages move: its
+    /// entries may need a new leaf, and a block moved where the map has none, with no
+    /// memory left to make one, could never be freed. Then one `mremap` moves and grows
+    /// the mapping over the reservation, so it stays one VMA.
+    ///
+    /// Each step needs memory (address space, a leaf, the grown mapping's charge): the
+    /// caller sheds the caches and tries again on failure.
+    ///
+    /// # Safety
+    /// The block is the caller's, out of the page map, its trailing guard removed.
+    unsafe fn move_large(
+        &self,
+        base: *mut u8,
+        old_len: usize,
+        new_len: usize,
+        (lead, data): (usize, usize),
+        g: *mut Meta,
+    ) -> Option<*mut u8> {
+        // SAFETY: a fresh reservation, ours until the move takes it over (or the failed
+        // move gives it up); the block's mapping is the caller's.
+        unsafe {
+            let to = O::mmap(null_mut(), new_len, Prot::None, false)?.as_ptr();
+            let mem = to.wrapping_add(lead);
+            // (entries for memory not yet readable: nothing reads through them until the
+            // block is handed back, and a forged pointer there names a record whose `mem`
+            // is elsewhere until then)
+            if !pagemap::register::<O>(mem, data, g) {
+                O::munmap(to, new_len);
+                return None;
+            }
+            if O::mremap_to(base, old_len, new_len, to) {
+                return Some(to);
+            }
+            // (the failed move gave up the reservation)
+            pagemap::unregister::<O>(mem, data);
+            pagemap::trim::<O>(mem, data);
         }
         None
     }

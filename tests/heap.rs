@@ -415,6 +415,34 @@ fn a_far_aligned_large_block_survives_an_mremap_growth() {
 }
 
 #[test]
+fn a_large_block_grown_where_the_page_map_cannot_follow_stays_where_it_was() {
+    // Regression (c-tests/oom.c under RLIMIT_DATA, about once in 100 runs): a grown block
+    // that mremap moved into address space with no page-map leaf yet, and no memory left
+    // for one, could never have been freed, so realloc crashed. Its destination is now
+    // reserved and entered in the map before the move. 4 GiB of address space (no
+    // memory) spans windows no leaf covers; the first mapping call (the reservation)
+    // succeeds, and the next (the leaf, or else the move) fails.
+    let h = heap();
+    let n = 3 << 20;
+    let p = h.malloc(n).unwrap().as_ptr();
+    unsafe { p.write_bytes(7, n) };
+    fail_maps_after(1);
+    let q = unsafe { h.realloc(p, 4 << 30) };
+    stop_failing();
+    assert!(q.is_none(), "no memory for its map entries: realloc fails");
+    assert_eq!(unsafe { h.usable_size(p) }, n);
+    assert!((0..n).all(|i| unsafe { *p.add(i) } == 7));
+    h.walk().unwrap();
+    // with memory, the same growth moves it, and it is heap memory where it lands
+    let q = unsafe { h.realloc(p, 4 << 30) }.unwrap().as_ptr();
+    assert!((0..n).all(|i| unsafe { *q.add(i) } == 7));
+    unsafe { q.add((4 << 30) - 1).write(1) };
+    h.walk().unwrap();
+    unsafe { h.free(q) };
+    assert_eq!(h.walk().unwrap().in_use, 0);
+}
+
+#[test]
 fn a_failing_mapping_first_gives_up_the_cached_ones() {
     // Regression: freed large blocks and groups keep their address space in the map
     // caches, which counts against RLIMIT_AS/RLIMIT_DATA; under a limit, a new mapping

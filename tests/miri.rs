@@ -50,13 +50,15 @@ unsafe impl Os for MiriOs {
         maps.swap_remove(i);
         unsafe { dealloc(p, layout(len)) };
     }
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
-        let q = unsafe { Self::mmap(std::ptr::null_mut(), new, Prot::ReadWrite, false) }?;
+    unsafe fn mremap_to(p: *mut u8, old: usize, new: usize, to: *mut u8) -> bool {
+        // the destination is one whole reservation here (zeroed, so the growth reads as
+        // zero): the contents move over and the source goes
+        assert!(MAPS.lock().unwrap().contains(&(to.addr(), new)));
         unsafe {
-            q.as_ptr().copy_from_nonoverlapping(p, old.min(new));
+            to.copy_from_nonoverlapping(p, old.min(new));
             Self::munmap(p, old);
         }
-        Some(q)
+        true
     }
     unsafe fn mprotect(_p: *mut u8, _len: usize, _prot: Prot) -> bool {
         true

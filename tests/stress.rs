@@ -47,11 +47,13 @@ unsafe impl Os for LibcOs {
     unsafe fn munmap(p: *mut u8, len: usize) {
         unsafe { libc::munmap(p.cast(), len) };
     }
-    unsafe fn mremap(_p: *mut u8, _old: usize, _new: usize) -> Option<NonNull<u8>> {
-        // Refused, so large blocks grow by copy here: a moving mremap unmaps its source
-        // range behind ThreadSanitizer's back (it does not intercept mremap), and a later
-        // mapping there would be taken for a racing reuse. Other tests cover mremap.
-        None
+    unsafe fn mremap_to(_p: *mut u8, _old: usize, new: usize, to: *mut u8) -> bool {
+        // Refused (the destination given up), so large blocks grow by copy here: a
+        // moving mremap unmaps its source range behind ThreadSanitizer's back (it does not
+        // intercept mremap), and a later mapping there would be taken for a racing reuse.
+        // Other tests cover mremap.
+        unsafe { libc::munmap(to.cast(), new) };
+        false
     }
     unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {
         unsafe { libc::mprotect(p.cast(), len, prot(pr)) == 0 }

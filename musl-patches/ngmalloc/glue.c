@@ -1,6 +1,6 @@
 /* ngmalloc's glue to musl: the only C in the allocator, and the only code that touches
  * the rest of musl (its role matches mallocng's glue.h). The boundary is ngmalloc.h. */
-#define _GNU_SOURCE /* MREMAP_MAYMOVE, MADV_DONTNEED */
+#define _GNU_SOURCE /* MREMAP_MAYMOVE, MREMAP_FIXED, MADV_DONTNEED */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -37,12 +37,24 @@ void __ngm_munmap(void *addr, size_t len)
 	errno = e;
 }
 
-void *__ngm_mremap(void *addr, size_t old_len, size_t new_len)
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+int __ngm_mremap(void *addr, size_t old_len, size_t new_len, void *to)
 {
 	int e = errno;
-	void *r = __mremap(addr, old_len, new_len, MREMAP_MAYMOVE);
+	void *r = __mremap(addr, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (r != to) {
+		/* Give the destination up: the kernel may have unmapped it before failing, and
+		 * another thread mapped there since. Map what of it is free and unmap that (a
+		 * kernel without MAP_FIXED_NOREPLACE takes it as a hint: ours either way). */
+		void *q = __mmap(to, new_len, PROT_NONE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (q != MAP_FAILED) __munmap(q, new_len);
+	}
 	errno = e;
-	return r == MAP_FAILED ? 0 : r;
+	return r == to ? 0 : -1;
 }
 
 int __ngm_mprotect(void *addr, size_t len, int p)

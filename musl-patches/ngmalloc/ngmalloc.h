@@ -27,8 +27,9 @@
 /* An anonymous private mapping (exactly at addr if fixed); NULL on failure. */
 NGM_SERVICE void *__ngm_mmap(void *addr, size_t len, int prot, int fixed);
 NGM_SERVICE void __ngm_munmap(void *addr, size_t len);
-/* Resize a mapping, moving it if needed; NULL on failure. */
-NGM_SERVICE void *__ngm_mremap(void *addr, size_t old_len, size_t new_len);
+/* Move a mapping to `to`, resized (MREMAP_MAYMOVE | MREMAP_FIXED: what was at `to` is
+ * replaced); 0 on success. */
+NGM_SERVICE int __ngm_mremap(void *addr, size_t old_len, size_t new_len, void *to);
 /* 0 on success. */
 NGM_SERVICE int __ngm_mprotect(void *addr, size_t len, int prot);
 /* MADV_DONTNEED; 0 on success. */

@@ -51,7 +51,9 @@ const PROT_RW: usize = 3;
 const MAP_PRIVATE: usize = 0x02;
 const MAP_FIXED: usize = 0x10;
 const MAP_ANONYMOUS: usize = 0x20;
+const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
 const MREMAP_MAYMOVE: usize = 1;
+const MREMAP_FIXED: usize = 2;
 const MADV_DONTNEED: usize = 4;
 const MADV_GUARD_INSTALL: usize = 102;
 const MADV_GUARD_REMOVE: usize = 103;
@@ -384,10 +386,31 @@ unsafe impl<const BRK: bool> Os for Linux<BRK> {
         unsafe { syscall(nr::MUNMAP, [p.addr(), len, 0, 0, 0, 0]) };
     }
 
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
-        let a = [p.addr(), old, new, MREMAP_MAYMOVE, 0, 0];
-        // SAFETY: the caller vouches for the mapping.
-        mapped(unsafe { syscall(nr::MREMAP, a) })
+    unsafe fn mremap_to(p: *mut u8, old: usize, new: usize, to: *mut u8) -> bool {
+        let a = [
+            p.addr(),
+            old,
+            new,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            to.addr(),
+            0,
+        ];
+        // SAFETY: the caller vouches for both ranges.
+        if unsafe { syscall(nr::MREMAP, a) } as usize == to.addr() {
+            return true;
+        }
+        // Give the destination up (the trait's contract): map whatever of it is free, and
+        // unmap that. (A kernel without MAP_FIXED_NOREPLACE takes it as a hint: what it
+        // returns is ours either way.)
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+        let b = [to.addr(), new, PROT_NONE, flags, usize::MAX, 0];
+        // SAFETY: a fresh anonymous mapping, which replaces nothing; then unmapped.
+        unsafe {
+            if let Some(q) = mapped(syscall(nr::MMAP, b)) {
+                syscall(nr::MUNMAP, [q.as_ptr().addr(), new, 0, 0, 0, 0]);
+            }
+        }
+        false
     }
 
     unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {

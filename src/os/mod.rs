@@ -48,11 +48,19 @@ pub unsafe trait Os {
     /// The range is the heap's and holds nothing live.
     unsafe fn munmap(p: *mut u8, len: usize);
 
-    /// Resize a mapping, moving it if needed.
+    /// Move the mapping `p .. p + old` to `to`, resized to `new` bytes (`MREMAP_MAYMOVE |
+    /// MREMAP_FIXED`): whatever was at `to .. to + new` is replaced. The caller reserves
+    /// the destination first, so that it can prepare it (the page map) before the move
+    /// and a failure leaves the mapping where it was. `false` on failure, and then the
+    /// destination is no longer the heap's: the kernel may have unmapped it before failing
+    /// (and another thread mapped something there since), so the implementation unmaps
+    /// only what it can take back unused (`MAP_FIXED_NOREPLACE`), and a reservation left
+    /// whole by an early failure stays reserved (address space only).
     ///
     /// # Safety
-    /// `p .. p + old` is one mapping of the heap's.
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>>;
+    /// `p .. p + old` is one mapping of the heap's; `to .. to + new` is the heap's, holds
+    /// nothing live and does not overlap it.
+    unsafe fn mremap_to(p: *mut u8, old: usize, new: usize, to: *mut u8) -> bool;
 
     /// Change protection; `false` on failure.
     ///

@@ -34,9 +34,9 @@ unsafe impl Os for Musl {
         unsafe { sys::__ngm_munmap(p.cast(), len) }
     }
 
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+    unsafe fn mremap_to(p: *mut u8, old: usize, new: usize, to: *mut u8) -> bool {
         // SAFETY: forwarded contract.
-        NonNull::new(unsafe { sys::__ngm_mremap(p.cast(), old, new) }.cast())
+        unsafe { sys::__ngm_mremap(p.cast(), old, new, to.cast()) == 0 }
     }
 
     unsafe fn mprotect(p: *mut u8, len: usize, pr: Prot) -> bool {

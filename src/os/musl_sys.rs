@@ -21,7 +21,8 @@ unsafe extern "C" {
         addr: *mut core::ffi::c_void,
         old_len: usize,
         new_len: usize,
-    ) -> *mut core::ffi::c_void;
+        to: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int;
 }
 unsafe extern "C" {
     pub fn __ngm_mprotect(

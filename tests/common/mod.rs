@@ -190,12 +190,15 @@ unsafe impl Os for TestOs {
         });
         unsafe { Raw::munmap(p, len) }
     }
-    unsafe fn mremap(p: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+    unsafe fn mremap_to(p: *mut u8, old: usize, new: usize, to: *mut u8) -> bool {
         bump(|c| c.mremap += 1);
         if faulted() || !map_allowed() {
-            return None;
+            // a failure gives the destination up (the call never reached the kernel:
+            // the reservation is still there, and ours)
+            unsafe { Raw::munmap(to, new) };
+            return false;
         }
-        unsafe { Raw::mremap(p, old, new) }
+        unsafe { Raw::mremap_to(p, old, new, to) }
     }
     unsafe fn mprotect(p: *mut u8, len: usize, prot: Prot) -> bool {
         bump(|c| c.mprotect += 1);
