@@ -7,8 +7,8 @@ CARGO   ?= cargo
 CC      ?= cc
 CXX     ?= g++
 # Optional mitigations, e.g. HARDEN="zero-on-free random-slots" or HARDEN=all
-# (src/config.rs: zero-on-free random-slots quarantine big-guards freed-word string-end
-# canary-room).
+# (src/config.rs).
+HARDEN_OPTIONS := zero-on-free random-slots quarantine big-guards freed-word string-end canary-room
 HARDEN  ?=
 HARDEN_FEATURES := $(addprefix harden-,$(HARDEN))
 export CARGO_TARGET_DIR ?= target
@@ -24,15 +24,20 @@ CXX_EXPORTS := _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11alig
            _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t \
            _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t
 
-.PHONY: all deps lib sysroot sysroot-stock sysroot-aarch64 test bench bench-quick bench-publish \
-        soak rootfs rootfs-test suites clean
+.PHONY: all deps deps-build deps-bench lib sysroot sysroot-stock sysroot-aarch64 test check \
+        bench bench-quick bench-publish soak rootfs rootfs-test suites clean
 
 all: lib sysroot
 
+# the tools each target needs (ci/deps.sh): building, benchmarking, testing
+deps-build:
+	@ci/deps.sh build
+deps-bench:
+	@ci/deps.sh bench
 deps:
-	@ci/deps.sh
+	@ci/deps.sh test
 
-lib: deps
+lib: deps-build
 	$(CARGO) build --release -p ngmalloc-standalone $(if $(HARDEN),--features "$(HARDEN_FEATURES)")
 	@mkdir -p $(BUILD)
 	@# one relocatable object with only the exports global: no Rust core/builtins symbol
@@ -51,27 +56,40 @@ lib: deps
 	@size $(BUILD)/ngmalloc.o
 
 # The sysroot (toolchain/build-sysroot.sh --help for options: musl version, tarball).
-sysroot: deps
+sysroot: deps-build
 	toolchain/build-sysroot.sh --musl 1.2.5 $(if $(HARDEN),--harden "$(HARDEN)")
 
 # stock musl (mallocng) built the same way, for comparisons; the aarch64 sysroots, cross-built
-sysroot-stock: deps
+sysroot-stock: deps-build
 	toolchain/build-sysroot.sh --musl 1.2.5 --malloc mallocng
 
 sysroot-aarch64: deps
 	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64
 	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64 --malloc mallocng
 
-test: lib sysroot
+test: deps lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CXX=$(CXX) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" CXX_EXPORTS="$(CXX_EXPORTS)" ci/test.sh
+
+# The quick loop (a few minutes): formatting, lints, the host tests, the exports, C
+# semantics and C++'s operators. ci/test.sh NAME... runs any steps by name.
+CHECK_STEPS := "cargo fmt --check" "cargo clippy -D warnings" "host tests (cargo test)" \
+               "exported symbols" "C semantics" "C++ operator"
+check: lib
+	@{ $(CARGO) fmt --version && $(CARGO) clippy --version; } >/dev/null 2>&1 || \
+		{ echo "ngmalloc: make check needs rustfmt and clippy. Run: rustup component add rustfmt clippy" >&2; exit 1; }
+	@BUILD=$(BUILD) CC=$(CC) CXX=$(CXX) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" CXX_EXPORTS="$(CXX_EXPORTS)" ci/test.sh $(CHECK_STEPS)
+
+# `make print-VAR` prints a variable (ci/test.sh reads the export lists this way)
+print-%:
+	@echo $($*)
 
 # The benchmark harness (bench/README.md): every workload on ngmalloc, stock musl, glibc,
 # mimalloc and jemalloc in one run. bench-publish copies the last full report into
 # bench/results/ and its summary into the README.
-bench: lib sysroot sysroot-stock
+bench: deps-bench lib sysroot sysroot-stock
 	python3 bench/harness.py --build $(BUILD) --out $(BUILD)/bench
 
-bench-quick: lib sysroot sysroot-stock
+bench-quick: deps-bench lib sysroot sysroot-stock
 	python3 bench/harness.py --quick --build $(BUILD) --out $(BUILD)/bench-quick
 
 bench-publish:
@@ -81,12 +99,12 @@ bench-publish:
 # sysroot and on the standalone library; no block may be corrupted and RSS must stop
 # growing. (Not SECONDS: bash keeps a variable of that name.)
 SOAK_SECONDS ?= 600
-soak: lib sysroot
+soak: deps-bench lib sysroot
 	ci/soak.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
 
 # The test image (rootfs/README.md): BusyBox, the C tests and the attack suite, static on
 # ngmalloc, as an initramfs; rootfs-test boots it on Debian's 6.1 kernel under qemu.
-rootfs: sysroot
+rootfs: deps sysroot
 	rootfs/build.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5
 	rootfs/kernel.sh $(BUILD)/rootfs/vmlinuz
 
@@ -94,7 +112,7 @@ rootfs-test: rootfs
 	rootfs/boot-test.sh $(BUILD)/rootfs/vmlinuz $(BUILD)/rootfs/initramfs.cpio.gz
 
 # Real software's own test suites (BusyBox, gawk) on ngmalloc and on stock musl.
-suites: sysroot sysroot-stock
+suites: deps sysroot sysroot-stock
 	real-software/suites.sh $(BUILD)/sysroot-musl-1.2.5 $(BUILD)/sysroot-musl-1.2.5-mallocng $(BUILD)/real
 
 clean:

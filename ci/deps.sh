@@ -1,51 +1,85 @@
 #!/usr/bin/env bash
-# Check the tools the build and the tests need; install what is missing (Debian packages
-# as root, the Rust musl target through rustup), else stop with the exact command to run.
+# Check the tools a target needs; install what is missing (Debian packages as root, Rust
+# targets and components through rustup), else stop with the exact command to run (on a
+# host without apt: the list of tools).
+#
+# Usage: ci/deps.sh [build|bench|test]
+#   build  what `make` needs: gcc, g++, binutils, make, patch, Linux's headers, cargo and
+#          the Rust musl target of this machine
+#   bench  build's, and the benchmark harness's: valgrind, strace, gnuplot, stock musl's
+#          gcc wrapper, and the allocators it compares (mimalloc, jemalloc, Scudo)
+#   test   (default) everything `make test` runs: bench's, and the cross compiler,
+#          qemu-user and qemu-system, bindgen, nightly Rust with Miri, cargo-fuzz
 set -eu
-need_pkgs=()
-need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
-need cc gcc
-need gcc gcc
-need ld binutils
-need objcopy binutils
-need ar binutils
-need nm binutils
-need size binutils
-need readelf binutils
-need python3 python3
-need git git
-need make make
-need patch patch
-need file file
-need bindgen bindgen            # the C/Rust boundary check (tests only)
-need musl-gcc musl-tools        # stock musl, for the attack suite's comparison (tests only)
-need valgrind valgrind          # instruction and lock counts (benchmark harness)
-need strace strace              # futex counts (benchmark harness)
-need gnuplot gnuplot-nox        # the benchmark chart
-need g++ g++                    # the standalone library's C++ operators (standalone/new.cc); libFuzzer
-need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu   # the aarch64 sysroot (tests only)
-need qemu-aarch64 qemu-user     # its programs, under user emulation (tests only)
-need qemu-system-x86_64 qemu-system-x86   # the rootfs image, booted (tests only)
-need cpio cpio                  # packs the rootfs's initramfs
-# Linux's user-space headers, copied into the sysroots (x86_64, and aarch64's cross copy)
-[ -f /usr/include/linux/version.h ] || need_pkgs+=(linux-libc-dev)
-[ -f /usr/aarch64-linux-gnu/include/linux/version.h ] || need_pkgs+=(linux-libc-dev-arm64-cross)
-# the benchmark harness preloads Debian's mimalloc and jemalloc
+profile=${1:-test}
+case $profile in build|bench|test) ;; *) echo "deps.sh: unknown profile $profile (build, bench or test)" >&2; exit 2 ;; esac
+arch=$(uname -m)
+need_pkgs=() need_what=()
+# need TOOL PACKAGE [WHAT]: TOOL is a command (or a test: `need -f FILE ...`)
+need() {
+  if [ "$1" = -f ]; then
+    shift
+    [ -e "$1" ] && return 0
+  else
+    command -v "$1" >/dev/null 2>&1 && return 0
+  fi
+  need_pkgs+=("$2")
+  need_what+=("${3:-$1} (Debian: $2)")
+}
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
-have_lib libmimalloc.so.2 || need_pkgs+=(libmimalloc2.0)
-have_lib libjemalloc.so.2 || need_pkgs+=(libjemalloc2)
-# the benchmark harness preloads Scudo, which LLVM's compiler-rt package ships
-[ -f /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so ] ||
-  need_pkgs+=(libclang-rt-19-dev)
-# bindgen loads libclang at run time
-ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 || need_pkgs+=(libclang1)
+at_least() { # whether the profile includes $1
+  case "$profile:$1" in build:build | bench:build | bench:bench | test:*) return 0 ;; esac
+  return 1
+}
+
+# build
+need cc gcc "a C compiler (cc)"
+need gcc gcc
+need g++ g++ "a C++ compiler (g++: the library's operator new and delete)"
+for t in ld objcopy ar nm size; do need "$t" binutils; done
+need make make
+need patch patch "patch (applies musl-patches/)"
+# Linux's user-space headers, copied into the sysroot
+need -f /usr/include/linux/version.h linux-libc-dev "Linux's user-space headers (/usr/include/linux)"
+
+if at_least bench; then
+  need valgrind valgrind "valgrind (instruction and lock counts)"
+  need strace strace "strace (futex counts)"
+  need gnuplot gnuplot-nox "gnuplot (the benchmark chart)"
+  need python3 python3
+  need musl-gcc musl-tools "musl-gcc (Debian's musl, for the record)"
+  have_lib libmimalloc.so.2 || { need_pkgs+=(libmimalloc2.0); need_what+=("libmimalloc.so.2 (Debian: libmimalloc2.0)"); }
+  have_lib libjemalloc.so.2 || { need_pkgs+=(libjemalloc2); need_what+=("libjemalloc.so.2 (Debian: libjemalloc2)"); }
+  need -f /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so \
+    libclang-rt-19-dev "Scudo (LLVM 19's compiler-rt)"
+fi
+
+if at_least test; then
+  need readelf binutils
+  need git git
+  need file file
+  need cpio cpio "cpio (packs the test image)"
+  need bindgen bindgen "bindgen (the C/Rust boundary check)"
+  need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu "the aarch64 cross compiler"
+  need qemu-aarch64 qemu-user "qemu-user (aarch64 programs)"
+  need qemu-system-x86_64 qemu-system-x86 "qemu-system (boots the test image)"
+  need -f /usr/aarch64-linux-gnu/include/linux/version.h linux-libc-dev-arm64-cross "Linux's headers for aarch64"
+  # bindgen loads libclang at run time
+  ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 ||
+    { need_pkgs+=(libclang1); need_what+=("libclang (Debian: libclang1)"); }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ngmalloc: cargo is missing. Install Rust (https://rustup.rs), then re-run make." >&2
   exit 1
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   mapfile -t pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ngmalloc: missing tools (install them with your system's package manager):" >&2
+    printf '  %s\n' "${need_what[@]}" >&2
+    exit 1
+  elif [ "$(id -u)" = 0 ]; then
     echo "ngmalloc: installing ${pkgs[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   else
@@ -61,11 +95,15 @@ rustup_add() { # what, rustup arguments...
     exit 1
   fi
 }
+has_target() { [ -d "$(rustc --print sysroot)/lib/rustlib/$1/lib" ]; }
+targets=("$arch-unknown-linux-musl")
+at_least test && targets+=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl aarch64-unknown-linux-gnu)
+for target in "${targets[@]}"; do
+  has_target "$target" || rustup_add "the Rust target $target" target add "$target"
+done
+at_least test || exit 0
 cargo fmt --version >/dev/null 2>&1 || rustup_add rustfmt component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup_add clippy component add clippy
-for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl aarch64-unknown-linux-gnu; do
-  [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || rustup_add "the Rust target $target" target add "$target"
-done
 # the reliability checks of `make test`: nightly Rust with rust-src (ThreadSanitizer
 # rebuilds std with the sanitizer) and Miri, and cargo-fuzz (libFuzzer)
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
 # Every test of `make test`, in order. Each step prints "ok - step" or "not ok - step";
 # the last line is "N passed, N failed". Exit status is non-zero if any step failed.
+#
+# Usage: ci/test.sh [--list] [NAME...]
+#   NAME    run only the steps whose name contains one of these (case-sensitive), e.g.
+#           ci/test.sh "C semantics" "attack suite"; `make check` runs the quick ones
+#   --list  print the steps' names
+# The library and the sysroot must be built first (`make`): `make test` does that.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 CARGO=${CARGO:-cargo}
-EXPORTS=${EXPORTS:?}
-CXX_EXPORTS=${CXX_EXPORTS:?}
+EXPORTS=${EXPORTS:-$(make -s --no-print-directory print-EXPORTS)}
+CXX_EXPORTS=${CXX_EXPORTS:-$(make -s --no-print-directory print-CXX_EXPORTS)}
+list=false
+selected=("$@")
+if [ "${1:-}" = --list ]; then
+  list=true selected=()
+fi
 pass=0
 fail=0
+skipped=0
 failed_steps=()
+chosen() { # whether step $1 is selected
+  [ ${#selected[@]} = 0 ] && return 0
+  local want
+  for want in "${selected[@]}"; do
+    case "$1" in *"$want"*) return 0 ;; esac
+  done
+  return 1
+}
 step() {
   local name=$1
   shift
+  if $list; then
+    echo "$name"
+    return
+  fi
+  if ! chosen "$name"; then
+    skipped=$((skipped + 1))
+    return
+  fi
   echo "== $name"
   if "$@"; then
     echo "ok - $name"
@@ -44,12 +72,21 @@ c_semantics() {
   "$CC" -O2 -pthread -DNGM_STANDALONE -o "$t/semantics-dyn" c-tests/semantics.c -L"$BUILD" -lngmalloc \
     -Wl,-rpath,"$(realpath "$BUILD")" || return 1
   local r=0
-  echo "-- LD_PRELOAD"; LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" | grep -v '^ok' || r=1
-  echo "-- linked with libngmalloc.a"; "$t/semantics-static" | grep -v '^ok' || r=1
-  echo "-- linked with -lngmalloc"; "$t/semantics-dyn" | grep -v '^ok' || r=1
-  # grep -v prints the summary (and any failure); the exit status of each run decides
-  LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" >/dev/null && "$t/semantics-static" >/dev/null \
-    && "$t/semantics-dyn" >/dev/null && [ $r = 0 ]
+  # each binary runs once: its failures and summary shown, its exit status the verdict
+  echo "-- LD_PRELOAD"; once env LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/semantics" || r=1
+  echo "-- linked with libngmalloc.a"; once "$t/semantics-static" || r=1
+  echo "-- linked with -lngmalloc"; once "$t/semantics-dyn" || r=1
+  [ $r = 0 ]
+}
+
+# run a TAP-style test program once: print what is not an "ok" line (failures, the
+# summary), return its exit status
+once() {
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  grep -v '^ok' <<<"$out"
+  [ $rc = 0 ] || echo "exit status $rc"
+  return $rc
 }
 
 # C++'s operators (standalone/new.cc) in a C++ program: linked in and preloaded
@@ -59,9 +96,9 @@ cxx_operators() {
   "${CXX:-g++}" -O2 -Wall -pthread -o "$t/new-static" c-tests/new.cc "$BUILD/libngmalloc.a" || return 1
   "${CXX:-g++}" -O2 -Wall -pthread -o "$t/new" c-tests/new.cc || return 1
   local r=0
-  echo "-- linked with libngmalloc.a"; "$t/new-static" | grep -v '^ok' || r=1
-  echo "-- LD_PRELOAD"; LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/new" | grep -v '^ok' || r=1
-  "$t/new-static" >/dev/null && LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/new" >/dev/null && [ $r = 0 ]
+  echo "-- linked with libngmalloc.a"; once "$t/new-static" || r=1
+  echo "-- LD_PRELOAD"; once env LD_PRELOAD="$(realpath "$BUILD/libngmalloc.so")" "$t/new" || r=1
+  [ $r = 0 ]
 }
 
 step "cargo fmt --check" "$CARGO" fmt --all --check
@@ -138,19 +175,37 @@ step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.s
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
 step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc-core --features harden-all
-# (the freed word does nothing beside zero-on-free, so harden-all does not run its paths)
-step "host tests with HARDEN=freed-word" "$CARGO" test -q -p ngmalloc-core --features harden-freed-word
+# each option alone too (one depends on another's absence: the freed word does nothing
+# beside zero-on-free, so harden-all does not run its paths)
+harden_each() {
+  local o r=0
+  for o in $(make -s --no-print-directory print-HARDEN_OPTIONS); do
+    echo "-- harden-$o"
+    CARGO_TARGET_DIR=target/harden-one "$CARGO" test -q -p ngmalloc-core --features "harden-$o" 2>&1 |
+      grep -E '^test result: FAILED|panicked|^error|^failures:' && r=1
+    [ "${PIPESTATUS[0]}" = 0 ] || r=1
+  done
+  [ $r = 0 ]
+}
+step "host tests with each HARDEN option alone" harden_each
 step "hardened builds (standalone, musl 1.2.5)" sh -c \
   "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
 step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \
   ci/attacks.sh "$BUILD/hardened" "$BUILD/sysroot-musl-1.2.5-hardened"
 # the benchmark harness on tiny sizes: everything runs, on the allocator it names, and reports
 step "benchmark harness (make bench-quick)" make -s bench-quick BUILD="$BUILD"
-echo "size of the allocator object ($BUILD/ngmalloc.o):"
-size "$BUILD/ngmalloc.o"
+if ! $list && [ ${#selected[@]} = 0 ]; then
+  echo "size of the allocator object ($BUILD/ngmalloc.o):"
+  size "$BUILD/ngmalloc.o"
+fi
 
+$list && exit 0
+if [ $((pass + fail)) = 0 ]; then
+  echo "no step matches: $* (ci/test.sh --list names them)" >&2
+  exit 2
+fi
 if [ "$fail" != 0 ]; then
   printf 'failed: %s\n' "${failed_steps[@]}"
 fi
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed$([ "$skipped" = 0 ] || echo ", $skipped not selected")"
 [ "$fail" = 0 ]
