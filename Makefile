@@ -79,6 +79,30 @@ check: lib
 		{ echo "ngmalloc: make check needs rustfmt and clippy. Run: rustup component add rustfmt clippy" >&2; exit 1; }
 	@BUILD=$(BUILD) CC=$(CC) CXX=$(CXX) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" CXX_EXPORTS="$(CXX_EXPORTS)" ci/test.sh $(CHECK_STEPS)
 
+# Installation (DESTDIR for staging). `make install`: the standalone library, with a
+# pkg-config file (`pkg-config --libs ngmalloc`, or plain -lngmalloc). `make
+# install-sysroot`: the sysroot, relocatable (its wrappers and cargo config find it from
+# where they are), under $(SYSROOT_DIR), with ngmalloc-cc linked into $(PREFIX)/bin.
+PREFIX      ?= /usr/local
+LIBDIR      ?= $(PREFIX)/lib
+SYSROOT_DIR ?= $(LIBDIR)/ngmalloc/sysroot-musl-1.2.5
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' standalone/Cargo.toml)
+.PHONY: install install-sysroot
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 $(BUILD)/libngmalloc.a $(DESTDIR)$(LIBDIR)/libngmalloc.a
+	install -m 755 $(BUILD)/libngmalloc.so $(DESTDIR)$(LIBDIR)/libngmalloc.so
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' '' 'Name: ngmalloc' \
+		'Description: hardened, fast malloc (ngmalloc standalone library)' \
+		'Version: $(VERSION)' 'Libs: -L$${libdir} -lngmalloc' 'Libs.private: -lpthread' \
+		> $(DESTDIR)$(LIBDIR)/pkgconfig/ngmalloc.pc
+
+install-sysroot: sysroot
+	install -d $(DESTDIR)$(SYSROOT_DIR) $(DESTDIR)$(PREFIX)/bin
+	cp -R $(BUILD)/sysroot-musl-1.2.5/. $(DESTDIR)$(SYSROOT_DIR)/
+	ln -sf $(shell realpath -m --relative-to=$(PREFIX)/bin $(SYSROOT_DIR))/bin/ngmalloc-cc \
+		$(DESTDIR)$(PREFIX)/bin/ngmalloc-cc
+
 # `make print-VAR` prints a variable (ci/test.sh reads the export lists this way)
 print-%:
 	@echo $($*)

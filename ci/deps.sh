@@ -59,6 +59,7 @@ if at_least test; then
   need git git
   need file file
   need cpio cpio "cpio (packs the test image)"
+  need pkg-config pkgconf "pkg-config (the install test)"
   need bindgen bindgen "bindgen (the C/Rust boundary check)"
   need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu "the aarch64 cross compiler"
   need qemu-aarch64 qemu-user "qemu-user (aarch64 programs)"

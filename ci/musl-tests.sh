@@ -70,8 +70,8 @@ rust() {
   local dir=$1
   shift
   env CARGO_TARGET_DIR="$root/target/musl-$ver-$dir" \
-    "CARGO_TARGET_$(echo "$target" | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no -L native=$S/lib $*" \
-    cargo --config "$S/cargo-config.toml" build -q --release --manifest-path "$root/Cargo.toml" \
+    "CARGO_TARGET_$(echo "$target" | tr a-z- A-Z_)_RUSTFLAGS=-C link-self-contained=no $*" \
+    cargo --config "$S/cargo/config.toml" build -q --release --manifest-path "$root/Cargo.toml" \
     -p std-on-musl --target $target &&
     local bin="$root/target/musl-$ver-$dir/$target/release/std-on-musl" &&
     file "$bin" | grep -q "$dir" && runs "$bin"

@@ -164,7 +164,7 @@ mixed "musl (Rust's bundled musl)" x86_64-linux-musl-gcc 11 --target x86_64-unkn
 rm -rf target
 if [ -x "$sysroot/bin/ngmalloc-cc" ]; then
   mixed "the ngmalloc sysroot (both ngmalloc)" "$sysroot/bin/ngmalloc-cc" 4 \
-    --config "$sysroot/cargo-config.toml" --target x86_64-unknown-linux-musl
+    --config "$sysroot/cargo/config.toml" --target x86_64-unknown-linux-musl
 else
   echo "FAIL mixed: no sysroot at $sysroot (run: make sysroot)"; fail=1
 fi

@@ -125,6 +125,8 @@ for v in 1.2.5 1.2.3; do
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
 done
 step "toolchain: no-op re-run, checksum refusal, configure messages" ci/toolchain-tests.sh
+step "make install and install-sysroot, moved: pkg-config, C, a Rust crate with C code" \
+  ci/install-tests.sh "$BUILD"
 # aarch64: the sysroots cross-built, the core's host tests and the C tests, the guards and
 # the attack suite run under qemu-user. qemu-user accepts MADV_GUARD_INSTALL and installs
 # nothing: the allocator detects it and uses PROT_NONE guards; guards.c detects it too and

@@ -97,6 +97,14 @@ elif ! sha_ok "$dl"; then
   esac
 fi
 
+# what the sysroot says it is (ngmalloc-cc --version; `readelf -p .comment` of a binary)
+if commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null); then
+  git -C "$root" diff --quiet HEAD -- src musl-patches musl-object || commit="$commit+changes"
+else
+  commit="(no git)"
+fi
+ident="ngmalloc $commit (musl $version, $arch, $([ "$malloc" = ngmalloc ] && echo "hardening: ${harden:-default}" || echo "stock mallocng"))"
+
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
 #    this script; nothing else goes into the sysroot.
 inputs() {
@@ -124,15 +132,19 @@ if [ "$malloc" = ngmalloc ]; then
   done
   mkdir -p "$src/src/malloc/ngmalloc"
   cp "$root"/musl-patches/ngmalloc/* "$src/src/malloc/ngmalloc/"
+  # which allocator served a binary: glue.c puts this line in its .comment section
+  printf '#define NGM_IDENT "%s"\n' "$ident" >"$src/src/malloc/ngmalloc/ident.h"
   ln -s "$root" "$src/src/malloc/ngmalloc/source"
 fi
 echo "build-sysroot: building musl $version ($arch) with $malloc into $out"
 start=$(date +%s)
 (
+  # a `make install DESTDIR=...` that called this must not stage musl's own install
+  unset DESTDIR MAKEFLAGS MFLAGS
   cd "$src"
   ./configure --prefix="$out" --syslibdir="$out/lib" --with-malloc="$malloc" \
     ${harden:+--enable-ngmalloc-hardening="$harden"} \
-    --enable-wrapper=gcc CC="$cc" ${cross:+--target="$arch-linux-musl" CROSS_COMPILE="$cross"} >"$src/configure.log" 2>&1 ||
+    --disable-wrapper CC="$cc" ${cross:+--target="$arch-linux-musl" CROSS_COMPILE="$cross"} >"$src/configure.log" 2>&1 ||
     { cat "$src/configure.log" >&2; exit 1; }
   make -j"$(nproc)" >"$src/make.log" 2>&1 || { tail -40 "$src/make.log" >&2; exit 1; }
   make install >>"$src/make.log" 2>&1 || { tail -20 "$src/make.log" >&2; exit 1; }
@@ -148,41 +160,51 @@ for d in $(dpkg -L "$kpkg" | sed -n "s|^$kinc/\([^/]*\)$|\1|p"); do
 done
 [ -f "$out/include/linux/version.h" ] && [ -d "$out/include/asm" ] || die "no Linux headers copied from $kpkg"
 
-# 4. wrappers. C: a gcc wrapper with its own specs: musl's, plus -static-pie (rcrt1.o,
-#    no interpreter), which musl's specs do not handle.
+# 4. wrappers, relocatable: each finds the sysroot from where it is, so an installed,
+#    moved or copied sysroot works. C: a gcc wrapper with its own specs: musl's, plus
+#    -static-pie (rcrt1.o, no interpreter), which musl's specs do not handle. The specs
+#    read the sysroot's path from NGMALLOC_SYSROOT, which the wrapper sets.
 ldso=$(cd "$out/lib" && ls ld-musl-*.so.1)
 # Debian's aarch64 gcc targets glibc: its default outline atomics make libgcc's helpers
 # call glibc's __getauxval, which musl's libc.so does not export. Inline them instead.
 cc1_arch=$([ "$arch" = aarch64 ] && echo " -mno-outline-atomics" || true)
+at() { echo "%:getenv(NGMALLOC_SYSROOT $1)"; }
 cat >"$out/lib/ngmalloc.specs" <<SPECS
 %rename cpp_options old_cpp_options
 
 *cpp_options:
--nostdinc -isystem $out/include -isystem include%s %(old_cpp_options)
+-nostdinc -isystem $(at /include) -isystem include%s %(old_cpp_options)
 
 *cc1:
-%(cc1_cpu) -nostdinc -isystem $out/include -isystem include%s$cc1_arch
+%(cc1_cpu) -nostdinc -isystem $(at /include) -isystem include%s$cc1_arch
 
 *link_libgcc:
--L$out/lib -L .%s
+-L$(at /lib) -L .%s
 
 *libgcc:
 libgcc.a%s %:if-exists(libgcc_eh.a%s)
 
 *startfile:
-%{!shared: %{static-pie:$out/lib/rcrt1.o;:$out/lib/Scrt1.o}} $out/lib/crti.o crtbeginS.o%s
+%{!shared: %{static-pie:$(at /lib/rcrt1.o);:$(at /lib/Scrt1.o)}} $(at /lib/crti.o) crtbeginS.o%s
 
 *endfile:
-crtendS.o%s $out/lib/crtn.o
+crtendS.o%s $(at /lib/crtn.o)
 
 *link:
-%{!static:%{!static-pie:-dynamic-linker $out/lib/$ldso}} -nostdlib %{shared:-shared} %{static:-static} %{static-pie:-static -pie --no-dynamic-linker -z text} %{rdynamic:-export-dynamic}
+--build-id %{!static:%{!static-pie:-dynamic-linker $(at /lib/$ldso)}} -nostdlib %{shared:-shared} %{static:-static} %{static-pie:-static -pie --no-dynamic-linker -z text} %{rdynamic:-export-dynamic}
 
 SPECS
+mkdir -p "$out/bin"
 cat >"$out/bin/ngmalloc-cc" <<SH
 #!/bin/sh
-# C compiler for this sysroot (musl $version, $arch, with $malloc).
-exec "\${REALGCC:-$cc}" "\$@" -specs "$out/lib/ngmalloc.specs"
+# C compiler for this sysroot (musl $version, $arch, with $malloc): gcc with the
+# sysroot's specs, the sysroot found from where this script is.
+NGMALLOC_SYSROOT=\$(cd "\$(dirname "\$(readlink -f "\$0")")/.." && pwd) || exit 1
+export NGMALLOC_SYSROOT
+case " \$* " in
+*" --version "*) echo "ngmalloc-cc: $ident, sysroot \$NGMALLOC_SYSROOT" ;;
+esac
+exec "\${REALGCC:-$cc}" "\$@" -specs "\$NGMALLOC_SYSROOT/lib/ngmalloc.specs"
 SH
 chmod +x "$out/bin/ngmalloc-cc"
 # Rust: rustc links a musl target through a C compiler when told not to use its own
@@ -192,17 +214,26 @@ rustlib="$(rustc --print sysroot)/lib/rustlib/$target/lib"
 if [ -f "$rustlib/self-contained/libunwind.a" ]; then
   cp "$rustlib/self-contained/libunwind.a" "$out/lib/"
 fi
-cat >"$out/bin/ngmalloc-rust-linker" <<SH
+cat >"$out/bin/ngmalloc-rust-linker" <<'SH'
 #!/bin/sh
-# Linker for rustc's $target builds against this sysroot.
-exec "$out/bin/ngmalloc-cc" "\$@"
+# Linker for rustc's musl builds against this sysroot.
+exec "$(dirname "$(readlink -f "$0")")/ngmalloc-cc" "$@"
 SH
 chmod +x "$out/bin/ngmalloc-rust-linker"
-cat >"$out/cargo-config.toml" <<TOML
-# cargo --config $out/cargo-config.toml build --target $target
+# cargo resolves a relative path in a --config file against the parent of the file's
+# directory: cargo/config.toml's paths are the sysroot's. The C code of crates (cc-rs:
+# CC_<target>, AR_<target>) is compiled with the wrapper too.
+ar_tool=${cross}ar
+mkdir -p "$out/cargo"
+cat >"$out/cargo/config.toml" <<TOML
+# cargo --config SYSROOT/cargo/config.toml build --target $target
 [target.$target]
-linker = "$out/bin/ngmalloc-rust-linker"
-rustflags = ["-C", "link-self-contained=no", "-L", "native=$out/lib"]
+linker = "bin/ngmalloc-rust-linker"
+rustflags = ["-C", "link-self-contained=no"]
+
+[env]
+CC_${target//-/_} = { value = "bin/ngmalloc-cc", relative = true }
+AR_${target//-/_} = "$ar_tool"
 TOML
 echo "$stamp" >"$out/.stamp"
 
@@ -211,7 +242,7 @@ build-sysroot: done. musl $version with $malloc in $out
   C, static:        $out/bin/ngmalloc-cc -static prog.c -o prog
   C, static-pie:    $out/bin/ngmalloc-cc -static-pie prog.c -o prog
   C, dynamic:       $out/bin/ngmalloc-cc prog.c -o prog   (runs through $out/lib/$ldso)
-  Rust, static:     cargo --config $out/cargo-config.toml build --target $target
+  Rust, static:     cargo --config $out/cargo/config.toml build --target $target
   Rust, static-pie: the same; rustc's default for this target (add
                     -C relocation-model=static for a classic static binary)
 USE

@@ -13,6 +13,12 @@
 #include "dynlink.h"
 #include "pthread_impl.h"
 #include "ngmalloc.h"
+#include "ident.h" /* written by toolchain/build-sysroot.sh */
+
+/* Which allocator served a binary, for bug reports: `readelf -p .comment prog` lists this
+ * line beside the compiler's (static binaries carry it; dynamic ones through libc.so).
+ * The section is where gcc's own .ident goes: merged strings, kept by strip. */
+__asm__(".pushsection .comment,\"MS\",%progbits,1\n.asciz \"" NGM_IDENT "\"\n.popsection");
 
 /* musl takes this lock around fork (fork_impl.h); internal, like every service */
 hidden int __malloc_lock[1];
