@@ -3,6 +3,7 @@
 
 Usage: bench/report.py DIR              re-render DIR/results.json (bench/harness.py calls write())
        bench/report.py --publish DIR    copy DIR's full run to bench/results/, summary to README.md
+       bench/report.py --readme DIR     only the README's summary, from DIR's run
 """
 import json
 import math
@@ -327,6 +328,58 @@ def headline(res):
             f"ngmalloc commit {m['commit']}; each figure the median of {res['repeats']} interleaved runs")
 
 
+def rust_ratios(rust, key):
+    """ngmalloc's crate over the system allocator and over the mimalloc crate, geometric
+    means over the Rust programs (None where a figure is missing)."""
+    if not rust:
+        return None, None
+
+    def med(pid, a):
+        xs = sorted(s[key] for s in rust["samples"][pid].get(a, []))
+        return xs[len(xs) // 2] if xs else None
+
+    def gm(b):
+        rs = [(med(p["id"], "ngmalloc"), med(p["id"], b)) for p in rust["programs"]]
+        return geomean([x / y for x, y in rs if x and y]) if all(x and y for x, y in rs) else None
+    return gm("system"), gm("mimalloc")
+
+
+def readme_summary(res):
+    """The README's three lines: ngmalloc in the sysroot against the one baseline (stock
+    musl of the same version, built by the toolchain) and mimalloc, then the Rust crate."""
+    t = Table(res)
+    a = "ngmalloc"
+    lines = [f"Time: {fmt(t.gm(t.time, a, 'musl'))} of stock musl's "
+             f"({fmt(t.gm(t.time, a, 'musl', [w for w in t.wids if w.startswith(MULTITHREADED)]))} "
+             f"multithreaded), {fmt(t.gm(t.time, a, 'mimalloc'))}x mimalloc's"
+             + (f" (mimalloc in secure mode {fmt(t.gm(t.time, 'mimalloc-secure', 'mimalloc'))}x)"
+                if "mimalloc-secure" in t.allocs else "") + ".",
+             f"Peak RSS: {fmt(t.gm(t.rss, a, 'musl'))}x stock musl's, {fmt(t.gm(t.rss, a, 'mimalloc'))}x "
+             "mimalloc's."]
+    rt, rm = rust_ratios(res.get("rust"), "wall")
+    pt, pm = rust_ratios(res.get("rust"), "peak_kib")
+    if rt and rm:
+        lines.append(f"Rust programs with the `ngmalloc` crate: {fmt(rt)}x the time of the musl target's "
+                     f"own allocator and {fmt(rm)}x the `mimalloc` crate's; peak RSS {fmt(pt)}x and {fmt(pm)}x.")
+    return lines
+
+
+def write_readme(res):
+    """The README's performance summary, between its bench-summary markers."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    begin, end = "<!-- bench-summary: `make bench-publish` writes this part -->", "<!-- /bench-summary -->"
+    block = "\n".join([begin, "", *(f"- {line}" for line in readme_summary(res)), "",
+                       f"From the latest full run (`make bench`, then `make bench-publish`): {headline(res)}; "
+                       "geometric means over the workloads. The whole report, with every allocator and "
+                       "workload: [bench/results/report.md](bench/results/report.md).", "", end])
+    readme = os.path.join(root, "README.md")
+    text = open(readme).read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"bench: README.md has no {begin} ... {end} section")
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    open(readme, "w").write(text)
+
+
 def publish(src):
     """Copy a full run into bench/results/ and its summary into the README."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,22 +391,15 @@ def publish(src):
     with open(os.path.join(dest, "results.json"), "w") as fh:
         json.dump(res, fh, indent=1)
     write(res, dest)
-    begin, end = "<!-- bench-summary: `make bench-publish` writes this part -->", "<!-- /bench-summary -->"
-    block = "\n".join([begin, "", f"Latest full run (`make bench`): {headline(res)}.", "",
-                       summary(Table(res)), "", "![time and peak RSS ratios](bench/results/chart.png)", "",
-                       "The whole report: [bench/results/report.md](bench/results/report.md).", "", end])
-    readme = os.path.join(root, "README.md")
-    text = open(readme).read()
-    if begin not in text or end not in text:
-        raise SystemExit(f"bench: README.md has no {begin} ... {end} section")
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    open(readme, "w").write(text)
+    write_readme(res)
     print(f"bench: published to {dest} and README.md")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--publish":
         publish(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--readme":
+        write_readme(json.load(open(os.path.join(sys.argv[2], "results.json"))))
     elif len(sys.argv) == 2:
         d = sys.argv[1]
         write(json.load(open(os.path.join(d, "results.json"))), d)
