@@ -1,5 +1,5 @@
 # ngmalloc. `make` builds the standalone library (build/libngmalloc.so, build/libngmalloc.a)
-# and a musl 1.2.5 sysroot on ngmalloc (build/sysroot-musl-1.2.5); `make test` runs every
+# and a musl sysroot on ngmalloc (build/sysroot-musl-$(MUSL)); `make test` runs every
 # test. Both check their tools first and install what is missing.
 
 BUILD   ?= build
@@ -12,6 +12,9 @@ HARDEN_OPTIONS := zero-on-free random-slots quarantine big-guards freed-word str
 HARDEN  ?=
 HARDEN_FEATURES := $(addprefix harden-,$(HARDEN))
 export CARGO_TARGET_DIR ?= target
+# The musl version of the sysroots (toolchain/build-sysroot.sh: 1.2.6, 1.2.5 or 1.2.3).
+export MUSL ?= 1.2.6
+SYSROOT := $(BUILD)/sysroot-musl-$(MUSL)
 
 # The standalone library's exports: exactly these are global in both libraries.
 EXPORTS := malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign \
@@ -57,15 +60,15 @@ lib: deps-build
 
 # The sysroot (toolchain/build-sysroot.sh --help for options: musl version, tarball).
 sysroot: deps-build
-	toolchain/build-sysroot.sh --musl 1.2.5 $(if $(HARDEN),--harden "$(HARDEN)")
+	toolchain/build-sysroot.sh --musl $(MUSL) $(if $(HARDEN),--harden "$(HARDEN)")
 
 # stock musl (mallocng) built the same way, for comparisons; the aarch64 sysroots, cross-built
 sysroot-stock: deps-build
-	toolchain/build-sysroot.sh --musl 1.2.5 --malloc mallocng
+	toolchain/build-sysroot.sh --musl $(MUSL) --malloc mallocng
 
 sysroot-aarch64: deps
-	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64
-	toolchain/build-sysroot.sh --musl 1.2.5 --arch aarch64 --malloc mallocng
+	toolchain/build-sysroot.sh --musl $(MUSL) --arch aarch64
+	toolchain/build-sysroot.sh --musl $(MUSL) --arch aarch64 --malloc mallocng
 
 test: deps lib sysroot
 	@BUILD=$(BUILD) CC=$(CC) CXX=$(CXX) CARGO=$(CARGO) EXPORTS="$(EXPORTS)" CXX_EXPORTS="$(CXX_EXPORTS)" ci/test.sh
@@ -85,7 +88,7 @@ check: lib
 # where they are), under $(SYSROOT_DIR), with ngmalloc-cc linked into $(PREFIX)/bin.
 PREFIX      ?= /usr/local
 LIBDIR      ?= $(PREFIX)/lib
-SYSROOT_DIR ?= $(LIBDIR)/ngmalloc/sysroot-musl-1.2.5
+SYSROOT_DIR ?= $(LIBDIR)/ngmalloc/sysroot-musl-$(MUSL)
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' standalone/Cargo.toml)
 .PHONY: install install-sysroot
 install: lib
@@ -99,7 +102,7 @@ install: lib
 
 install-sysroot: sysroot
 	install -d $(DESTDIR)$(SYSROOT_DIR) $(DESTDIR)$(PREFIX)/bin
-	cp -R $(BUILD)/sysroot-musl-1.2.5/. $(DESTDIR)$(SYSROOT_DIR)/
+	cp -R $(SYSROOT)/. $(DESTDIR)$(SYSROOT_DIR)/
 	ln -sf $(shell realpath -m --relative-to=$(PREFIX)/bin $(SYSROOT_DIR))/bin/ngmalloc-cc \
 		$(DESTDIR)$(PREFIX)/bin/ngmalloc-cc
 
@@ -124,12 +127,12 @@ bench-publish:
 # growing. (Not SECONDS: bash keeps a variable of that name.)
 SOAK_SECONDS ?= 600
 soak: deps-bench lib sysroot
-	ci/soak.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
+	ci/soak.sh $(BUILD) $(SYSROOT)$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
 
 # The test image (rootfs/README.md): BusyBox, the C tests and the attack suite, static on
 # ngmalloc, as an initramfs; rootfs-test boots it on Debian's 6.1 kernel under qemu.
 rootfs: deps sysroot
-	rootfs/build.sh $(BUILD) $(BUILD)/sysroot-musl-1.2.5
+	rootfs/build.sh $(BUILD) $(SYSROOT)
 	rootfs/kernel.sh $(BUILD)/rootfs/vmlinuz
 
 rootfs-test: rootfs
@@ -137,7 +140,7 @@ rootfs-test: rootfs
 
 # Real software's own test suites (BusyBox, gawk) on ngmalloc and on stock musl.
 suites: deps sysroot sysroot-stock
-	real-software/suites.sh $(BUILD)/sysroot-musl-1.2.5 $(BUILD)/sysroot-musl-1.2.5-mallocng $(BUILD)/real
+	real-software/suites.sh $(SYSROOT) $(SYSROOT)-mallocng $(BUILD)/real
 
 clean:
 	rm -rf $(BUILD)

@@ -28,6 +28,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the sysroots' musl version (make's MUSL)
+MUSL = os.environ.get("MUSL", "1.2.6")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import report  # noqa: E402
 import rust_programs  # noqa: E402
@@ -119,14 +121,14 @@ def allocators(build):
 
 
 def flavours(build):
-    sysroot = os.path.join(build, "sysroot-musl-1.2.5")
+    sysroot = os.path.join(build, f"sysroot-musl-{MUSL}")
     ngcc = os.path.join(sysroot, "bin", "ngmalloc-cc")
     if not os.path.exists(ngcc):
         die(f"{ngcc} is missing: run make first")
     if not shutil.which("musl-gcc"):
         die("musl-gcc is missing. Run: sudo apt-get install -y musl-tools")
     # stock musl of the same version, built the same way (--malloc mallocng)
-    stockcc = os.path.join(build, "sysroot-musl-1.2.5-mallocng", "bin", "ngmalloc-cc")
+    stockcc = os.path.join(build, f"sysroot-musl-{MUSL}-mallocng", "bin", "ngmalloc-cc")
     if not os.path.exists(stockcc):
         die(f"{stockcc} is missing. Run: make sysroot-stock")
     return {
@@ -461,9 +463,10 @@ def machine():
         "mem_gib": round(mem / 1048576, 1),
         "kernel": platform.release(),
         "commit": commit,
+        "musl": MUSL,
         "versions": {
-            "ngmalloc": f"commit {commit}, musl 1.2.5 (static) / standalone library",
-            "musl": "musl 1.2.5, mallocng (toolchain/build-sysroot.sh --malloc mallocng), static",
+            "ngmalloc": f"commit {commit}, musl {MUSL} (static) / standalone library",
+            "musl": f"musl {MUSL}, mallocng (toolchain/build-sysroot.sh --malloc mallocng), static",
             "glibc": out(["ldd", "--version"]).splitlines()[0] if out(["ldd", "--version"]) else "?",
             "mimalloc": f"Debian libmimalloc2.0 {deb('libmimalloc2.0')}",
             "jemalloc": f"Debian libjemalloc2 {deb('libjemalloc2')}",

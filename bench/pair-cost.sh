@@ -4,15 +4,16 @@
 # Usage: bench/pair-cost.sh   (after make and make test have built the sysroots)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
+musl=${MUSL:-1.2.6}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 declare -A cc=(
-  [ngmalloc]="$root/build/sysroot-musl-1.2.5/bin/ngmalloc-cc -static"
-  [ngmalloc-HARDEN=all]="$root/build/sysroot-musl-1.2.5-hardened/bin/ngmalloc-cc -static"
-  [mallocng-1.2.5]="$root/build/sysroot-musl-1.2.5-mallocng/bin/ngmalloc-cc -static"
+  [ngmalloc]="$root/build/sysroot-musl-$musl/bin/ngmalloc-cc -static"
+  [ngmalloc-HARDEN=all]="$root/build/sysroot-musl-$musl-hardened/bin/ngmalloc-cc -static"
+  [mallocng-$musl]="$root/build/sysroot-musl-$musl-mallocng/bin/ngmalloc-cc -static"
   [glibc]="gcc"
 )
-order=(ngmalloc ngmalloc-HARDEN=all mallocng-1.2.5 glibc)
+order=(ngmalloc ngmalloc-HARDEN=all mallocng-$musl glibc)
 sizes=(16 64 256 1024 4096)
 count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | awk '/Collected/ {print $4}'; }
 printf '| allocator |'; for s in "${sizes[@]}"; do printf ' %s B |' "$s"; done; echo

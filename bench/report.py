@@ -33,6 +33,12 @@ MULTITHREADED = ("2-", "3-", "4-")
 COLOURS = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10", "#000000", "#a0a0a0"]
 
 
+def set_labels(res):
+    """Labels that depend on the run: stock musl's version (runs before it was recorded
+    were of 1.2.5)."""
+    LABEL["musl"] = f"stock musl {res.get('machine', {}).get('musl', '1.2.5')}"
+
+
 def geomean(xs):
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
@@ -164,6 +170,7 @@ def chart(t, out):
 
 
 def write(res, out):
+    set_labels(res)
     t = Table(res)
     m = res["machine"]
     lines = [
@@ -349,12 +356,12 @@ def readme_summary(res):
     musl of the same version, built by the toolchain) and mimalloc, then the Rust crate."""
     t = Table(res)
     a = "ngmalloc"
-    lines = [f"Time: {fmt(t.gm(t.time, a, 'musl'))} of stock musl's "
+    lines = [f"Time: {fmt(t.gm(t.time, a, 'musl'))} of {LABEL['musl']}'s "
              f"({fmt(t.gm(t.time, a, 'musl', [w for w in t.wids if w.startswith(MULTITHREADED)]))} "
              f"multithreaded), {fmt(t.gm(t.time, a, 'mimalloc'))}x mimalloc's"
              + (f" (mimalloc in secure mode {fmt(t.gm(t.time, 'mimalloc-secure', 'mimalloc'))}x)"
                 if "mimalloc-secure" in t.allocs else "") + ".",
-             f"Peak RSS: {fmt(t.gm(t.rss, a, 'musl'))}x stock musl's, {fmt(t.gm(t.rss, a, 'mimalloc'))}x "
+             f"Peak RSS: {fmt(t.gm(t.rss, a, 'musl'))}x {LABEL['musl']}'s, {fmt(t.gm(t.rss, a, 'mimalloc'))}x "
              "mimalloc's."]
     rt, rm = rust_ratios(res.get("rust"), "wall")
     pt, pm = rust_ratios(res.get("rust"), "peak_kib")
@@ -366,6 +373,7 @@ def readme_summary(res):
 
 def write_readme(res):
     """The README's performance summary, between its bench-summary markers."""
+    set_labels(res)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     begin, end = "<!-- bench-summary: `make bench-publish` writes this part -->", "<!-- /bench-summary -->"
     block = "\n".join([begin, "", *(f"- {line}" for line in readme_summary(res)), "",

@@ -9,6 +9,7 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:?usage: ci/install-tests.sh BUILD}" && pwd)
 CARGO=${CARGO:-cargo}
+MUSL=${MUSL:-1.2.6}
 # (outside the repository: a crate made inside it would be taken for a workspace member)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -25,7 +26,7 @@ mv "$work/stage/opt/ngm" "$work/moved"
 P=$work/moved
 check "installed: library, pkg-config file, sysroot, ngmalloc-cc in bin" \
   test -f "$P/lib/libngmalloc.so" -a -f "$P/lib/libngmalloc.a" -a -f "$P/lib/pkgconfig/ngmalloc.pc" \
-  -a -x "$P/bin/ngmalloc-cc" -a -f "$P/lib/ngmalloc/sysroot-musl-1.2.5/lib/libc.a"
+  -a -x "$P/bin/ngmalloc-cc" -a -f "$P/lib/ngmalloc/sysroot-musl-$MUSL/lib/libc.a"
 check "nothing installed names the build directory" \
   sh -c "! grep -rlI '$build' '$P'"
 
@@ -53,15 +54,15 @@ for mode in -static ""; do
   check "moved sysroot: C ${mode:-dynamic} program builds and runs" test "$out" = hello
 done
 check "moved sysroot: the dynamic program's interpreter is the moved loader" \
-  sh -c "readelf -l '$work/hello' | grep -q 'interpreter: $P/lib/ngmalloc/sysroot-musl-1.2.5/lib/ld-musl'"
+  sh -c "readelf -l '$work/hello' | grep -q 'interpreter: $P/lib/ngmalloc/sysroot-musl-$MUSL/lib/ld-musl'"
 check "moved sysroot: the static program says it is ngmalloc's (readelf -p .comment)" \
-  sh -c "readelf -p .comment '$work/hello-static' | grep -q 'ngmalloc .*(musl 1.2.5'"
+  sh -c "readelf -p .comment '$work/hello-static' | grep -q 'ngmalloc .*(musl $MUSL'"
 check "moved sysroot: the program has a build ID" sh -c "readelf -n '$work/hello-static' | grep -q 'Build ID'"
 check "ngmalloc-cc --version says the commit, musl version and hardening" \
-  sh -c "'$P/bin/ngmalloc-cc' --version | head -1 | grep -q '^ngmalloc-cc: ngmalloc .*(musl 1.2.5, x86_64, hardening: '"
+  sh -c "'$P/bin/ngmalloc-cc' --version | head -1 | grep -q '^ngmalloc-cc: ngmalloc .*(musl $MUSL, x86_64, hardening: '"
 
 # a Rust crate with C code, built with the moved sysroot's cargo config
-S=$P/lib/ngmalloc/sysroot-musl-1.2.5
+S=$P/lib/ngmalloc/sysroot-musl-$MUSL
 (cd "$work" && "$CARGO" new -q --vcs none withc) || exit 1
 cd "$work/withc" || exit 1
 printf '\n[build-dependencies]\ncc = "1"\n' >>Cargo.toml

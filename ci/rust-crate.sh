@@ -3,7 +3,7 @@
 # the gnu and musl targets, run, and proven served by ngmalloc (a wrong layout given to
 # dealloc stops it with SIGILL, which no other allocator does). Then a project with C code
 # that calls malloc: on glibc, Rust's bundled musl and the ngmalloc sysroot.
-# Usage: ci/rust-crate.sh  (after make: the sysroot in build/sysroot-musl-1.2.5)
+# Usage: ci/rust-crate.sh  (after make: the sysroot in build/sysroot-musl-$MUSL)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -139,7 +139,7 @@ for t in range(4):
   for i in range(20000):
     n=1+(i*13+t)%700; s+=(i%251)*n+ord('x')*n
 print(s)")
-sysroot=$root/build/sysroot-musl-1.2.5
+sysroot=$root/build/sysroot-musl-${MUSL:-1.2.6}
 # signal of `bin ARG` (0 if none)
 sig() { { "$@" >/dev/null 2>&1; } 2>/dev/null; local rc=$?; [ $rc -gt 128 ] && echo $((rc - 128)) || echo 0; }
 mixed() { # label, C compiler, expected C double-free signal, cargo arguments...

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 CARGO=${CARGO:-cargo}
+# the sysroots' musl version (make's MUSL)
+MUSL=${MUSL:-1.2.6}
 EXPORTS=${EXPORTS:-$(make -s --no-print-directory print-EXPORTS)}
 CXX_EXPORTS=${CXX_EXPORTS:-$(make -s --no-print-directory print-CXX_EXPORTS)}
 list=false
@@ -118,8 +120,9 @@ step "C semantics (preload, static, dynamic)" c_semantics
 step "C++ operator new and delete (static, preload)" cxx_operators
 step "real programs under LD_PRELOAD" ci/real-programs.sh "$BUILD/libngmalloc.so"
 step "Rust bindings match ngmalloc.h (bindgen)" toolchain/bindings.sh --check
-# musl: 1.2.5 (the default) and 1.2.3, each against a stock build of the same version
-for v in 1.2.5 1.2.3; do
+# musl: every supported version (1.2.6 the default), each against a stock build of the
+# same version
+for v in 1.2.6 1.2.5 1.2.3; do
   step "musl $v sysroots build (ngmalloc and stock)" sh -c \
     "toolchain/build-sysroot.sh --musl $v >/dev/null && toolchain/build-sysroot.sh --musl $v --malloc mallocng >/dev/null"
   step "musl $v sysroot tests" ci/musl-tests.sh "$BUILD/sysroot-musl-$v" "$BUILD/sysroot-musl-$v-mallocng" "$BUILD/musl-src-$v"
@@ -131,9 +134,9 @@ step "make install and install-sysroot, moved: pkg-config, C, a Rust crate with 
 # the attack suite run under qemu-user. qemu-user accepts MADV_GUARD_INSTALL and installs
 # nothing: the allocator detects it and uses PROT_NONE guards; guards.c detects it too and
 # expects them. The three host tests of real guard markers are skipped there, by name.
-a64=$BUILD/sysroot-musl-1.2.5-aarch64
+a64=$BUILD/sysroot-musl-$MUSL-aarch64
 step "aarch64: sysroots cross-build (ngmalloc and stock)" sh -c \
-  "toolchain/build-sysroot.sh --arch aarch64 >/dev/null && toolchain/build-sysroot.sh --arch aarch64 --malloc mallocng >/dev/null"
+  "toolchain/build-sysroot.sh --musl $MUSL --arch aarch64 >/dev/null && toolchain/build-sysroot.sh --musl $MUSL --arch aarch64 --malloc mallocng >/dev/null"
 step "aarch64 (qemu-user): host tests, but the 3 of real guard markers" env \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64 \
@@ -149,7 +152,7 @@ step "aarch64 (qemu-user): the Rust crate as the global allocator (musl, gnu)" e
   NGMALLOC_TEST_RUNNER=qemu-aarch64 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu sh -c \
   "'$CARGO' test -q -p ngmalloc --target aarch64-unknown-linux-musl --target-dir target/aarch64 && '$CARGO' test -q -p ngmalloc --target aarch64-unknown-linux-gnu --target-dir target/aarch64"
 step "aarch64 (qemu-user): musl sysroot tests" env ARCH=aarch64 \
-  ci/musl-tests.sh "$a64" "$a64-mallocng" "$BUILD/musl-src-1.2.5-aarch64"
+  ci/musl-tests.sh "$a64" "$a64-mallocng" "$BUILD/musl-src-$MUSL-aarch64"
 step "aarch64 (qemu-user): guards (the fallback, detected) and mlockall" env ARCH=aarch64 \
   ci/hardening-tests.sh "$BUILD" "$a64"
 step "aarch64 (qemu-user): attack suite (stock aarch64 musl for the record)" env ARCH=aarch64 \
@@ -159,22 +162,22 @@ step "aarch64 (qemu-user): the standalone library preloaded on glibc, with threa
 # real software: BusyBox's and gawk's own test suites, ngmalloc against stock musl; the
 # test image (BusyBox, C tests, attack suite) booted on Debian's 6.1 kernel under qemu
 step "real test suites: BusyBox and gawk, the same tests pass as on stock musl" \
-  real-software/suites.sh "$BUILD/sysroot-musl-1.2.5" "$BUILD/sysroot-musl-1.2.5-mallocng" "$BUILD/real"
+  real-software/suites.sh "$BUILD/sysroot-musl-$MUSL" "$BUILD/sysroot-musl-$MUSL-mallocng" "$BUILD/real"
 step "rootfs image built (make rootfs)" make -s rootfs BUILD="$BUILD"
 step "rootfs image boots on Linux 6.1 under qemu, every test passes (make rootfs-test)" \
   rootfs/boot-test.sh "$BUILD/rootfs/vmlinuz" "$BUILD/rootfs/initramfs.cpio.gz"
 # reliability: real out-of-memory, a time-boxed soak, the lock-free paths model-checked,
 # the threaded stress under ThreadSanitizer, Miri, and each fuzz target for a fixed time
 step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl static)" \
-  ci/oom-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" "$BUILD/sysroot-musl-1.2.5-mallocng"
+  ci/oom-tests.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL" "$BUILD/sysroot-musl-$MUSL-mallocng"
 step "soak: 60 s churn, RSS stops growing (musl static, standalone)" \
-  ci/soak.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5" 60
+  ci/soak.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL" 60
 step "loom: the free fast path against the locked paths, owned groups against remote frees and exit" ci/loom.sh
 step "ThreadSanitizer: threads, cross-thread frees, exit, fork" ci/tsan.sh
 step "Miri with strict provenance" ci/miri.sh
 step "fuzzing: ops and headers, 60 s each" ci/fuzz.sh 60
-step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
-step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-1.2.5"
+step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL"
+step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
 step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc-core --features harden-all
 # each option alone too (one depends on another's absence: the freed word does nothing
@@ -190,10 +193,10 @@ harden_each() {
   [ $r = 0 ]
 }
 step "host tests with each HARDEN option alone" harden_each
-step "hardened builds (standalone, musl 1.2.5)" sh -c \
-  "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl 1.2.5 --harden all >/dev/null"
+step "hardened builds (standalone, musl $MUSL)" sh -c \
+  "make -s lib BUILD=$BUILD/hardened HARDEN=all CARGO_TARGET_DIR=target/hardened >/dev/null && toolchain/build-sysroot.sh --musl $MUSL --harden all >/dev/null"
 step "attack suite with HARDEN=all" env EXPECTED=attacks/expected-hardened.txt \
-  ci/attacks.sh "$BUILD/hardened" "$BUILD/sysroot-musl-1.2.5-hardened"
+  ci/attacks.sh "$BUILD/hardened" "$BUILD/sysroot-musl-$MUSL-hardened"
 # the benchmark harness on tiny sizes: everything runs, on the allocator it names, and reports
 step "benchmark harness (make bench-quick)" make -s bench-quick BUILD="$BUILD"
 if ! $list && [ ${#selected[@]} = 0 ]; then

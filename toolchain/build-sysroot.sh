@@ -4,7 +4,7 @@
 #
 # Usage: toolchain/build-sysroot.sh [--musl VERSION] [--arch ARCH] [--tarball FILE] [--out DIR]
 #                                   [--malloc ngmalloc|mallocng] [--harden LIST]
-#   --musl     1.2.5 (default) or 1.2.3
+#   --musl     1.2.6 (default), 1.2.5 or 1.2.3
 #   --arch     x86_64 (default) or aarch64, cross-built with Debian's gcc-aarch64-linux-gnu
 #              and Rust's aarch64-unknown-linux-musl; default out dir gets -aarch64
 #   --tarball  use this musl release tarball (checked against the known sha256)
@@ -22,7 +22,7 @@
 # dynamic loader goes to SYSROOT/lib (--syslibdir), not /lib.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-version=1.2.5
+version=1.2.6
 arch=x86_64
 tarball=
 out=
@@ -42,9 +42,10 @@ while [ $# -gt 0 ]; do
 done
 die() { echo "build-sysroot: $*" >&2; exit 1; }
 case "$version" in
+1.2.6) sha=d585fd3b613c66151fc3249e8ed44f77020cb5e6c1e635a616d3f9f82460512a; debver=1.2.6-2; suite=forky ;;
 1.2.5) sha=a9a118bbe84d8764da0ea0d28b3ab3fae8477fc7e4085d90102b8596fc7c75e4; debver=1.2.5-3.1~deb13u1; suite=trixie ;;
 1.2.3) sha=7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4; debver=1.2.3-1; suite=bookworm ;;
-*) die "unsupported musl version $version (1.2.5 or 1.2.3)" ;;
+*) die "unsupported musl version $version (1.2.6, 1.2.5 or 1.2.3)" ;;
 esac
 case "$malloc" in ngmalloc|mallocng) ;; *) die "--malloc takes ngmalloc or mallocng" ;; esac
 # The C compiler and binutils: the host's for the host's arch (CC may name another gcc),

@@ -36,8 +36,9 @@ from_debian() {
   apt-get "${opts[@]}" -qq update >/dev/null 2>&1 || return 1
   # that version, else the suite's current one: a point release replaces the Debian
   # revision, while the upstream tarball (FILE, checked below) stays the same
+  # (only FILE is needed: a mirror that lacks the package's other files still serves)
   (cd "$st/src/$pkg" && { apt-get "${opts[@]}" -qq source --download-only "$pkg=$ver" >/dev/null 2>&1 ||
-    apt-get "${opts[@]}" -qq source --download-only "$pkg" >/dev/null 2>&1; }) || return 1
+    apt-get "${opts[@]}" -qq source --download-only "$pkg" >/dev/null 2>&1 || [ -f "$file" ]; }) || return 1
   [ -f "$st/src/$pkg/$file" ] || { echo "the $pkg source package has no $file" >&2; return 1; }
   cp "$st/src/$pkg/$file" "$part"
 }
