@@ -130,13 +130,17 @@ soak: deps-bench lib sysroot
 	ci/soak.sh $(BUILD) $(SYSROOT)$(if $(HARDEN),-hardened) $(SOAK_SECONDS)
 
 # The test image (rootfs/README.md): BusyBox, the C tests and the attack suite, static on
-# ngmalloc, as an initramfs; rootfs-test boots it on Debian's 6.1 kernel under qemu.
+# ngmalloc, as an initramfs; rootfs-test boots it under qemu on two of Debian's kernels:
+# bookworm's 6.1 (guard markers refused: the fallback) and forky's 7.x (real markers).
 rootfs: deps sysroot
 	rootfs/build.sh $(BUILD) $(SYSROOT)
 	rootfs/kernel.sh $(BUILD)/rootfs/vmlinuz
+	rootfs/kernel.sh $(BUILD)/rootfs/vmlinuz-forky forky
 
 rootfs-test: rootfs
 	rootfs/boot-test.sh $(BUILD)/rootfs/vmlinuz $(BUILD)/rootfs/initramfs.cpio.gz
+	rootfs/boot-test.sh $(BUILD)/rootfs/vmlinuz-forky $(BUILD)/rootfs/initramfs.cpio.gz \
+		$(BUILD)/rootfs/console-forky.log
 
 # Real software's own test suites (BusyBox, gawk) on ngmalloc and on stock musl.
 suites: deps sysroot sysroot-stock

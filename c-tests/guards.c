@@ -7,6 +7,8 @@
  *   guards fallback   first mlockall(MCL_FUTURE|MCL_ONFAULT), which makes guard installs
  *                     fail with EINVAL: the PROT_NONE fallback must be used (three VMAs a
  *                     block, so the count grows) and must fault the same way.
+ *   guards real       as plain `guards`, and fails unless the kernel installs real markers
+ *                     (a kernel of 6.13 or later: the test image's newer kernel).
  * A number among the arguments sets the churn's rounds (default 60000; the rootfs image,
  * under software emulation, takes fewer).
  * Where guards are not to be had, the fallback is expected either way: a kernel before 6.13
@@ -72,9 +74,10 @@ static void read_inside(char *p) { for (int i = 0; i < BLOCK; i += 4096) (void)*
 
 int main(int argc, char **argv)
 {
-	int locked = 0, rounds = 60000;
+	int locked = 0, rounds = 60000, want_real = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "fallback")) locked = 1;
+		else if (!strcmp(argv[i], "real")) want_real = 1;
 		else if (atoi(argv[i]) > 0) rounds = atoi(argv[i]);
 	}
 	setvbuf(stdout, 0, _IONBF, 0);
@@ -82,6 +85,7 @@ int main(int argc, char **argv)
 	printf("# MADV_GUARD_INSTALL: %s\n", support == REAL ? "installs guards" :
 		support == FAKE ? "accepted, nothing installed (an emulator): PROT_NONE fallback expected" :
 		"refused (Linux before 6.13): PROT_NONE fallback expected");
+	if (want_real) check(support == REAL, "the kernel installs real guard markers");
 	int fallback = locked || support != REAL;
 	if (locked && mlockall(MCL_FUTURE | MCL_ONFAULT)) { perror("mlockall"); return 2; }
 	static char *blk[N];

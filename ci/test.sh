@@ -166,6 +166,8 @@ step "real test suites: BusyBox and gawk, the same tests pass as on stock musl" 
 step "rootfs image built (make rootfs)" make -s rootfs BUILD="$BUILD"
 step "rootfs image boots on Linux 6.1 under qemu, every test passes (make rootfs-test)" \
   rootfs/boot-test.sh "$BUILD/rootfs/vmlinuz" "$BUILD/rootfs/initramfs.cpio.gz"
+step "rootfs image boots on Debian forky's 7.x kernel, real guard markers, every test passes" \
+  rootfs/boot-test.sh "$BUILD/rootfs/vmlinuz-forky" "$BUILD/rootfs/initramfs.cpio.gz" "$BUILD/rootfs/console-forky.log"
 # reliability: real out-of-memory, a time-boxed soak, the lock-free paths model-checked,
 # the threaded stress under ThreadSanitizer, Miri, and each fuzz target for a fixed time
 step "out of memory: RLIMIT_AS, RLIMIT_DATA, brk blocked (standalone, musl static)" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot the test image headless on Debian's 6.1 kernel with qemu-system-x86_64 under
+# Boot the test image headless on one of Debian's kernels with qemu-system-x86_64 under
 # software emulation (TCG: about 80 s on 2 cores), echo its console's result lines, and
 # fail unless it printed "rootfs: N passed, 0 failed" and powered off within TIMEOUT.
 # Usage: rootfs/boot-test.sh VMLINUZ INITRAMFS [LOG]   (TIMEOUT=seconds, default 300;
