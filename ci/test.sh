@@ -180,6 +180,7 @@ step "Miri with strict provenance" ci/miri.sh
 step "fuzzing: ops and headers, 60 s each" ci/fuzz.sh 60
 step "guard regions and mlockall (standalone, musl static)" ci/hardening-tests.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL"
 step "attack suite (standalone, musl static; stock musl for the record)" ci/attacks.sh "$BUILD" "$BUILD/sysroot-musl-$MUSL"
+step "docs/hardening.md's attack table is this run's (ci/docs-tables.sh)" ci/docs-tables.sh "$BUILD"
 # every optional mitigation at once: host tests, then the attack suite on hardened builds
 step "host tests with HARDEN=all" "$CARGO" test -q -p ngmalloc-core --features harden-all
 # each option alone too (one depends on another's absence: the freed word does nothing
