@@ -89,7 +89,7 @@ check: lib
 PREFIX      ?= /usr/local
 LIBDIR      ?= $(PREFIX)/lib
 SYSROOT_DIR ?= $(LIBDIR)/ngmalloc/sysroot-musl-$(MUSL)
-VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' standalone/Cargo.toml)
+VERSION      = $(shell sed -n 's/^version = "\(.*\)"/\1/p' standalone/Cargo.toml)
 .PHONY: install install-sysroot
 install: lib
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig

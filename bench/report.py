@@ -30,6 +30,7 @@ SHORT = {"ngmalloc": "ngmalloc", "ngmalloc-preload": "ngm-preload", "musl": "mus
          "snmalloc": "snmalloc", "scudo": "scudo"}
 MULTITHREADED = ("2-", "3-", "4-")
 # one colour per allocator in the chart (gnuplot's default set repeats after eight)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10", "#000000", "#a0a0a0"]
 
 
@@ -269,6 +270,25 @@ def write(res, out):
     chart(t, out)
 
 
+def rust_median(rust, pid, a, key):
+    """A Rust program's median figure on one allocator (None without samples)."""
+    xs = sorted(s[key] for s in rust["samples"][pid].get(a, []))
+    return xs[len(xs) // 2] if xs else None
+
+
+def ratio(x, y):
+    return x / y if x and y else None
+
+
+def rust_ratios(rust, key):
+    """ngmalloc's crate over the system allocator and over the mimalloc crate: geometric
+    means over the Rust programs ((None, None) if they were not run)."""
+    if not rust:
+        return None, None
+    return tuple(geomean([ratio(rust_median(rust, p["id"], "ngmalloc", key), rust_median(rust, p["id"], b, key))
+                          for p in rust["programs"]]) for b in ("system", "mimalloc"))
+
+
 def rust_tables(rust):
     """The Rust programs: time and peak RSS per allocator, medians, and ngmalloc's ratios."""
     if not rust:
@@ -276,22 +296,14 @@ def rust_tables(rust):
     allocs = rust["allocators"]
     label = {"system": "system (musl's mallocng)", "mimalloc": "mimalloc crate", "ngmalloc": "ngmalloc crate"}
 
-    def med(pid, a, key):
-        xs = sorted(s[key] for s in rust["samples"][pid][a])
-        return xs[len(xs) // 2] if xs else None
-
-    def ratio(x, y):
-        return x / y if x and y else None
-
     out = []
     for what, key, scale, digits in [("time (s)", "wall", 1, 3), ("peak RSS (MiB)", "peak_kib", 1 / 1024, 1)]:
         rows = []
         for p in rust["programs"]:
-            v = {a: med(p["id"], a, key) for a in allocs}
+            v = {a: rust_median(rust, p["id"], a, key) for a in allocs}
             rows.append([p["title"]] + [fmt(v[a] * scale if v[a] is not None else None, digits) for a in allocs]
                         + [fmt(ratio(v["ngmalloc"], v["system"])), fmt(ratio(v["ngmalloc"], v["mimalloc"]))])
-        gm = [geomean([ratio(med(p["id"], "ngmalloc", key), med(p["id"], b, key)) for p in rust["programs"]])
-              for b in ("system", "mimalloc")]
+        gm = rust_ratios(rust, key)
         rows.append(["**geometric mean**"] + [""] * len(allocs) + [f"**{fmt(g)}**" for g in gm])
         out.append(md_table([f"program: {what}"] + [label.get(a, a) for a in allocs]
                             + ["ngmalloc / system", "ngmalloc / mimalloc"], rows))
@@ -335,22 +347,6 @@ def headline(res):
             f"ngmalloc commit {m['commit']}; each figure the median of {res['repeats']} interleaved runs")
 
 
-def rust_ratios(rust, key):
-    """ngmalloc's crate over the system allocator and over the mimalloc crate, geometric
-    means over the Rust programs (None where a figure is missing)."""
-    if not rust:
-        return None, None
-
-    def med(pid, a):
-        xs = sorted(s[key] for s in rust["samples"][pid].get(a, []))
-        return xs[len(xs) // 2] if xs else None
-
-    def gm(b):
-        rs = [(med(p["id"], "ngmalloc"), med(p["id"], b)) for p in rust["programs"]]
-        return geomean([x / y for x, y in rs if x and y]) if all(x and y for x, y in rs) else None
-    return gm("system"), gm("mimalloc")
-
-
 def readme_summary(res):
     """The README's three lines: ngmalloc in the sysroot against the one baseline (stock
     musl of the same version, built by the toolchain) and mimalloc, then the Rust crate."""
@@ -374,13 +370,12 @@ def readme_summary(res):
 def write_readme(res):
     """The README's performance summary, between its bench-summary markers."""
     set_labels(res)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     begin, end = "<!-- bench-summary: `make bench-publish` writes this part -->", "<!-- /bench-summary -->"
     block = "\n".join([begin, "", *(f"- {line}" for line in readme_summary(res)), "",
                        f"From the latest full run (`make bench`, then `make bench-publish`): {headline(res)}; "
                        "geometric means over the workloads. The whole report, with every allocator and "
                        "workload: [bench/results/report.md](bench/results/report.md).", "", end])
-    readme = os.path.join(root, "README.md")
+    readme = os.path.join(ROOT, "README.md")
     text = open(readme).read()
     if begin not in text or end not in text:
         raise SystemExit(f"bench: README.md has no {begin} ... {end} section")
@@ -390,11 +385,10 @@ def write_readme(res):
 
 def publish(src):
     """Copy a full run into bench/results/ and its summary into the README."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = json.load(open(os.path.join(src, "results.json")))
     if res["quick"] or res["errors"]:
         raise SystemExit("bench: refusing to publish a quick run or a run with errors")
-    dest = os.path.join(root, "bench", "results")
+    dest = os.path.join(ROOT, "bench", "results")
     os.makedirs(dest, exist_ok=True)
     with open(os.path.join(dest, "results.json"), "w") as fh:
         json.dump(res, fh, indent=1)

@@ -15,17 +15,16 @@ profile=${1:-test}
 case $profile in build|bench|test) ;; *) echo "deps.sh: unknown profile $profile (build, bench or test)" >&2; exit 2 ;; esac
 arch=$(uname -m)
 need_pkgs=() need_what=()
-# need TOOL PACKAGE [WHAT]: TOOL is a command (or a test: `need -f FILE ...`)
-need() {
-  if [ "$1" = -f ]; then
-    shift
-    [ -e "$1" ] && return 0
-  else
-    command -v "$1" >/dev/null 2>&1 && return 0
-  fi
-  need_pkgs+=("$2")
-  need_what+=("${3:-$1} (Debian: $2)")
+# want PACKAGE WHAT TEST...: unless the command TEST succeeds, PACKAGE is missing
+want() {
+  local pkg=$1 what=$2
+  shift 2
+  "$@" >/dev/null 2>&1 && return 0
+  need_pkgs+=("$pkg")
+  need_what+=("$what (Debian: $pkg)")
 }
+# need TOOL PACKAGE [WHAT]: the command TOOL
+need() { want "$2" "${3:-$1}" command -v "$1"; }
 have_lib() { local p; p=$(gcc -print-file-name="$1" 2>/dev/null) && [ "$p" != "$1" ] && [ -e "$p" ]; }
 at_least() { # whether the profile includes $1
   case "$profile:$1" in build:build | bench:build | bench:bench | test:*) return 0 ;; esac
@@ -40,7 +39,7 @@ for t in ld objcopy ar nm size; do need "$t" binutils; done
 need make make
 need patch patch "patch (applies musl-patches/)"
 # Linux's user-space headers, copied into the sysroot
-need -f /usr/include/linux/version.h linux-libc-dev "Linux's user-space headers (/usr/include/linux)"
+want linux-libc-dev "Linux's user-space headers (/usr/include/linux)" test -e /usr/include/linux/version.h
 
 if at_least bench; then
   need valgrind valgrind "valgrind (instruction and lock counts)"
@@ -48,10 +47,10 @@ if at_least bench; then
   need gnuplot gnuplot-nox "gnuplot (the benchmark chart)"
   need python3 python3
   need musl-gcc musl-tools "musl-gcc (Debian's musl, for the record)"
-  have_lib libmimalloc.so.2 || { need_pkgs+=(libmimalloc2.0); need_what+=("libmimalloc.so.2 (Debian: libmimalloc2.0)"); }
-  have_lib libjemalloc.so.2 || { need_pkgs+=(libjemalloc2); need_what+=("libjemalloc.so.2 (Debian: libjemalloc2)"); }
-  need -f /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so \
-    libclang-rt-19-dev "Scudo (LLVM 19's compiler-rt)"
+  want libmimalloc2.0 libmimalloc.so.2 have_lib libmimalloc.so.2
+  want libjemalloc2 libjemalloc.so.2 have_lib libjemalloc.so.2
+  want libclang-rt-19-dev "Scudo (LLVM 19's compiler-rt)" \
+    test -e /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-x86_64.so
 fi
 
 if at_least test; then
@@ -64,10 +63,10 @@ if at_least test; then
   need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu "the aarch64 cross compiler"
   need qemu-aarch64 qemu-user "qemu-user (aarch64 programs)"
   need qemu-system-x86_64 qemu-system-x86 "qemu-system (boots the test image)"
-  need -f /usr/aarch64-linux-gnu/include/linux/version.h linux-libc-dev-arm64-cross "Linux's headers for aarch64"
+  want linux-libc-dev-arm64-cross "Linux's headers for aarch64" \
+    test -e /usr/aarch64-linux-gnu/include/linux/version.h
   # bindgen loads libclang at run time
-  ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1 >/dev/null 2>&1 ||
-    { need_pkgs+=(libclang1); need_what+=("libclang (Debian: libclang1)"); }
+  want libclang1 libclang sh -c 'ls /usr/lib/llvm-*/lib/libclang.so.1 /usr/lib/*/libclang-*.so.1'
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -13,15 +13,17 @@ MUSL=${MUSL:-1.2.6}
 # (outside the repository: a crate made inside it would be taken for a workspace member)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail=0
-check() { # description, command...
+. "$root/ci/lib.sh"
+# check DESCRIPTION COMMAND...: the command's status is the result
+check() {
   local what=$1
   shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
+  "$@"
+  result $? "$what"
 }
 
 make -s -C "$root" install install-sysroot BUILD="$build" DESTDIR="$work/stage" PREFIX=/opt/ngm \
-  >"$work/install.log" 2>&1 || { tail -20 "$work/install.log"; echo "FAIL make install"; exit 1; }
+  >"$work/install.log" 2>&1 || { tail -20 "$work/install.log"; result 1 "make install"; exit 1; }
 mv "$work/stage/opt/ngm" "$work/moved"
 P=$work/moved
 check "installed: library, pkg-config file, sysroot, ngmalloc-cc in bin" \
@@ -36,7 +38,7 @@ flags=$(pkg-config --define-prefix --libs ngmalloc)
 check "pkg-config --libs ngmalloc names the moved library ($flags)" \
   sh -c "case '$flags' in *'-L$P/lib'*-lngmalloc*) true ;; *) false ;; esac"
 cc -O2 -pthread -DNGM_STANDALONE -o "$work/semantics" "$root/c-tests/semantics.c" $flags \
-  -Wl,-rpath,"$P/lib" || fail=1
+  -Wl,-rpath,"$P/lib"
 out=$(NGMALLOC_REPORT="$work/report" "$work/semantics" 2>&1)
 rc=$?
 check "a C program linked with \$(pkg-config --libs ngmalloc): C semantics pass ($(tail -1 <<<"$out"))" \
@@ -108,7 +110,6 @@ if "$CARGO" --config "$S/cargo/config.toml" build -q --release --target x86_64-u
   check "...and the binary says so (readelf -p .comment)" sh -c "readelf -p .comment '$bin' | grep -q ngmalloc"
 else
   cat "$work/cargo.log"
-  echo "FAIL moved sysroot: a Rust crate with C code builds"
-  fail=1
+  result 1 "moved sysroot: a Rust crate with C code builds"
 fi
-exit $fail
+summary install

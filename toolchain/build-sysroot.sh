@@ -98,14 +98,6 @@ elif ! sha_ok "$dl"; then
   esac
 fi
 
-# what the sysroot says it is (ngmalloc-cc --version; `readelf -p .comment` of a binary)
-if commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null); then
-  git -C "$root" diff --quiet HEAD -- src musl-patches musl-object || commit="$commit+changes"
-else
-  commit="(no git)"
-fi
-ident="ngmalloc $commit (musl $version, $arch, $([ "$malloc" = ngmalloc ] && echo "hardening: ${harden:-default}" || echo "stock mallocng"))"
-
 # 2. up to date? The stamp covers the tarball, the patches, the glue, the Rust core and
 #    this script; nothing else goes into the sysroot.
 inputs() {
@@ -123,6 +115,15 @@ if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -f "$out/l
 fi
 
 # 3. extract, patch, configure, build, install
+# What the sysroot says it is (ngmalloc-cc --version; `readelf -p .comment` of a binary).
+# Not an input of the stamp: only a rebuild asks git.
+if commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null); then
+  git -C "$root" diff --quiet HEAD -- src musl-patches musl-object || commit="$commit+changes"
+else
+  commit="(no git)"
+fi
+ident="ngmalloc $commit (musl $version, $arch, $([ "$malloc" = ngmalloc ] && echo "hardening: ${harden:-default}" || echo "stock mallocng"))"
+
 src="$build/musl-src-$version$suffix"
 rm -rf "$src" "$out"
 mkdir -p "$src" "$out"
